@@ -1,0 +1,1 @@
+"""makemore: a config-driven experiment framework for character-level language models."""

@@ -1,0 +1,38 @@
+"""Config helpers: the resolvers conf/ uses for run-directory names, and flattening for HParams."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from omegaconf import OmegaConf
+
+# One id per process: Hydra may resolve the run dir more than once, and every resolution must agree.
+PROCESS_ID = secrets.token_hex(3)
+
+
+def safe_dirname(text: str, limit: int = 120) -> str:
+    """A directory-name-safe version of an override string such as `model=mlp,optim.lr=0.1`."""
+    return re.sub(r"[^A-Za-z0-9=,.+_-]+", "-", text).strip("-")[:limit] or "defaults"
+
+
+def register_resolvers() -> None:
+    """`${uid:}` tells apart runs started in the same second; `${safe:...}` cleans a name for the filesystem."""
+    if not OmegaConf.has_resolver("uid"):
+        OmegaConf.register_new_resolver("uid", lambda: PROCESS_ID)
+        OmegaConf.register_new_resolver("safe", safe_dirname)
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{'model': {'emb': 10}} -> {'model.emb': 10}; lists and None become strings (HParams takes scalars only)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+register_resolvers()

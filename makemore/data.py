@@ -1,0 +1,134 @@
+"""Data: read a one-item-per-line file, build the vocabulary, split by words, cut (context, next) examples."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from makemore.errors import MakemoreError
+
+BUILTIN_NAMES = Path(__file__).parent / "data" / "names.txt"
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Index 0 is the boundary token (start and end of an item); the data's characters follow, sorted."""
+
+    chars: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.chars)
+
+    @property
+    def boundary(self) -> str:
+        return self.chars[0]
+
+    def encode(self, item: str) -> list[int]:
+        index = {c: i for i, c in enumerate(self.chars)}
+        return [index[c] for c in item]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+@dataclass
+class Dataset:
+    """The split items and their example tensors: X is [N, block_size] int64 contexts, Y is [N] next tokens."""
+
+    vocab: Vocab
+    block_size: int
+    words: dict[str, list[str]]
+    X: dict[str, torch.Tensor]
+    Y: dict[str, torch.Tensor]
+
+
+def resolve_path(path: str | None) -> Path:
+    """`None` or 'builtin' means the packaged names.txt."""
+    return BUILTIN_NAMES if path in (None, "", "builtin") else Path(path).expanduser()
+
+
+def read_items(path: Path) -> list[str]:
+    """Read UTF-8 text, one item per line; line ends stripped, blank lines dropped."""
+    fix = "pass data.path=<a UTF-8 text file with one item per line>"
+    if not path.exists():
+        raise MakemoreError(f"data file not found: {path}; {fix}")
+    if not path.is_file():
+        raise MakemoreError(f"data path is not a file: {path}; {fix}")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise MakemoreError(f"data file {path} looks binary (it contains NUL bytes); {fix}")
+    try:
+        text = raw.decode("utf-8-sig")  # -sig drops a leading byte-order mark
+    except UnicodeDecodeError as e:
+        raise MakemoreError(
+            f"data file {path} is not valid UTF-8 (bad byte at offset {e.start}); re-save it as UTF-8"
+        ) from None
+    items = [line.rstrip("\r") for line in text.split("\n")]
+    items = [item for item in items if item.strip()]
+    if not items:
+        raise MakemoreError(f"data file {path} has no items (it is empty or blank); {fix}")
+    return items
+
+
+def build_vocab(items: list[str], boundary: str = ".") -> Vocab:
+    """Boundary first, then the sorted characters; refuse a boundary that also occurs in the data."""
+    if len(boundary) != 1 or boundary in "\r\n":
+        raise MakemoreError(f"data.boundary must be one character other than a line end, got {boundary!r}")
+    chars = sorted(set("".join(items)))
+    if boundary in chars:
+        free = next(c for c in "|#~^_@$%&*+=<>`" + "".join(map(chr, range(0x2400, 0x2500))) if c not in chars)
+        raise MakemoreError(
+            f"the boundary token {boundary!r} also occurs in the data; choose another, e.g. data.boundary='{free}'"
+        )
+    return Vocab((boundary, *chars))
+
+
+def split_items(items: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """The lectures' split: random.seed(seed); random.shuffle(items); cut by item counts."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise MakemoreError(f"data.fractions must be three positive numbers summing to 1, got {list(fractions)}")
+    shuffled = list(items)
+    random.Random(seed).shuffle(shuffled)
+    n1 = int(fractions[0] * len(shuffled))
+    n2 = int((fractions[0] + fractions[1]) * len(shuffled))
+    parts = dict(zip(SPLITS, (shuffled[:n1], shuffled[n1:n2], shuffled[n2:])))
+    if not all(parts.values()):
+        sizes = {k: len(v) for k, v in parts.items()}
+        raise MakemoreError(f"{len(items)} items are too few to split {list(fractions)} (got {sizes}); add data")
+    return parts
+
+
+def build_examples(items: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every next token of every item (end boundary included) with its block_size predecessors, left-padded."""
+    # Vectorised over characters: 228k examples build in milliseconds instead of a Python loop per character.
+    codes = np.frombuffer("\n".join(items).encode("utf-32-le"), dtype="<u4")
+    char_codes = np.array([ord(c) for c in vocab.chars[1:]], dtype="<u4")
+    tokens = np.where(codes == ord("\n"), 0, np.searchsorted(char_codes, codes) + 1)
+    tokens = np.append(tokens, 0).astype(np.int64)
+    is_end = tokens == 0
+    item_of = np.cumsum(is_end) - is_end  # how many items end before each position
+    item_start = np.concatenate(([0], np.flatnonzero(is_end)[:-1] + 1))[item_of]
+    positions = np.arange(len(tokens))[:, None] - block_size + np.arange(block_size)[None, :]
+    context = np.where(positions >= item_start[:, None], tokens[np.clip(positions, 0, None)], 0)
+    return torch.from_numpy(np.ascontiguousarray(context)), torch.from_numpy(tokens)
+
+
+def load_dataset(
+    path: str | None, block_size: int, boundary: str = ".", fractions=(0.8, 0.1, 0.1), seed: int = 42
+) -> Dataset:
+    """Read, split and cut a dataset; `path=None` is the built-in names.txt."""
+    if block_size < 1:
+        raise MakemoreError(f"model.block_size must be at least 1, got {block_size}")
+    items = read_items(resolve_path(path))
+    vocab = build_vocab(items, boundary)
+    words = split_items(items, tuple(fractions), seed)
+    X, Y = {}, {}
+    for split, split_words in words.items():
+        X[split], Y[split] = build_examples(split_words, vocab, block_size)
+    return Dataset(vocab, block_size, words, X, Y)

@@ -1,0 +1,104 @@
+"""Loggers: TensorBoard (the default) and Weights & Biases, behind one small fan-out interface."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from makemore.errors import MakemoreError
+
+
+class TensorBoardLogger:
+    """Event files in the run's own directory, so `tensorboard --logdir outputs` shows one run per directory."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        self.writer.add_figure(tag, figure, step)
+
+    def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
+        # add_hparams would open a sub-run; writing the three summaries here keeps HParams on this run.
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(hparams, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.scalars(step, metrics)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbLogger:
+    """A real wandb run; offline unless logger.wandb.mode=online or WANDB_MODE says otherwise."""
+
+    def __init__(self, run_dir: Path, cfg, config: dict, name: str, run_id: str | None = None):
+        try:
+            import wandb
+        except ImportError:
+            raise MakemoreError("logger=wandb needs the wandb package; pip install wandb") from None
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            tags=list(cfg.tags or []),
+            mode=os.environ.get("WANDB_MODE", cfg.mode),
+            dir=str(run_dir),
+            name=name,
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=config,
+        )
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(values, step=step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.run.log({tag: self.wandb.Html(f"<pre>{text}</pre>")}, step=step)
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        self.run.log({tag: self.wandb.Image(figure)}, step=step)
+
+    def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
+        self.scalars(step, metrics)
+        self.run.summary.update(metrics)
+
+    def close(self) -> None:
+        self.run.finish()  # every job finishes its run, or a multirun waits on it forever
+
+
+class Loggers:
+    """Sends every call to each configured backend."""
+
+    def __init__(self, backends: list):
+        self.backends = backends
+
+    def __getattr__(self, method: str):
+        def fan_out(*args, **kwargs):
+            for backend in self.backends:
+                getattr(backend, method)(*args, **kwargs)
+
+        return fan_out
+
+
+def build_loggers(cfg, run_dir: Path, config: dict, name: str, wandb_id: str | None = None, purge_step=None) -> Loggers:
+    """The backends listed in cfg.backends (tensorboard, wandb); an empty list logs nothing."""
+    backends = []
+    for backend in cfg.backends:
+        if backend == "tensorboard":
+            backends.append(TensorBoardLogger(run_dir, purge_step))
+        elif backend == "wandb":
+            backends.append(WandbLogger(run_dir, cfg.wandb, config, name, wandb_id))
+        else:
+            raise MakemoreError(f"unknown logger backend {backend!r}; use tensorboard, wandb, or logger=none")
+    return Loggers(backends)

@@ -1,0 +1,177 @@
+"""Models: each maps a context [B, block_size] of token ids to next-token logits [B, V]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from makemore.errors import MakemoreError
+
+# Refuse tables above this many entries: 50M float32 is 200 MB, and an optimizer keeps up to 3 more copies.
+MAX_TABLE_ENTRIES = 50_000_000
+
+
+def _context_index(context: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Row of a V^n-row table for each context: the context read as a base-V number."""
+    powers = vocab_size ** torch.arange(context.shape[1] - 1, -1, -1, device=context.device)
+    return (context * powers).sum(1)
+
+
+def _check_table_size(name: str, vocab_size: int, block_size: int) -> None:
+    entries = vocab_size ** (block_size + 1)
+    if entries > MAX_TABLE_ENTRIES:
+        gib = entries * 4 * 4 / 2**30  # weights, gradient and two optimizer moments
+        raise MakemoreError(
+            f"{name} with block_size {block_size} over {vocab_size} tokens needs {entries:,} entries "
+            f"(about {gib:,.1f} GiB to train), above the cap of {MAX_TABLE_ENTRIES:,}; use a smaller block_size"
+        )
+
+
+def _check_positive(**sizes: int) -> None:
+    for key, value in sizes.items():
+        if not isinstance(value, int) or value < 1:
+            raise MakemoreError(f"model.{key} must be a positive integer, got {value!r}")
+
+
+class NgramCounts(nn.Module):
+    """n-gram counts with additive smoothing alpha: trained by counting, not by gradient descent."""
+
+    trained_by_counting = True
+
+    def __init__(self, vocab_size: int, block_size: int, alpha: float = 1.0):
+        super().__init__()
+        _check_positive(block_size=block_size)
+        _check_table_size("count table", vocab_size, block_size)
+        if alpha < 0:
+            raise MakemoreError(f"model.alpha must be >= 0, got {alpha}")
+        self.vocab_size, self.block_size, self.alpha = vocab_size, block_size, alpha
+        self.register_buffer("counts", torch.zeros(vocab_size**block_size, vocab_size))
+
+    def fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        """Count every (context, next) pair of the training split."""
+        flat = _context_index(X, self.vocab_size) * self.vocab_size + Y
+        self.counts.copy_(torch.bincount(flat, minlength=self.counts.numel()).view_as(self.counts))
+
+    def probabilities(self) -> torch.Tensor:
+        smoothed = self.counts + self.alpha
+        totals = smoothed.sum(1, keepdim=True)
+        # A context never seen with alpha = 0 has no distribution at all; predict uniformly there.
+        return torch.where(totals > 0, smoothed / totals.clamp_min(1e-30), 1.0 / self.vocab_size)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.probabilities()[_context_index(context, self.vocab_size)].log()  # -inf for unseen pairs at alpha 0
+
+
+class NgramTable(nn.Module):
+    """A V^n x V logits table indexed by the whole context, trained by gradient descent (randn init, as in the seed)."""
+
+    def __init__(self, vocab_size: int, block_size: int):
+        super().__init__()
+        _check_positive(block_size=block_size)
+        _check_table_size("logits table", vocab_size, block_size)
+        self.vocab_size, self.block_size = vocab_size, block_size
+        self.W = nn.Parameter(torch.randn((vocab_size,) * (block_size + 1)))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.W.view(-1, self.vocab_size)[_context_index(context, self.vocab_size)]
+
+
+class Additive(nn.Module):
+    """cat(one_hot(c1), ..., one_hot(cn)) @ W, computed as a sum of W's rows: one-hots are never built."""
+
+    def __init__(self, vocab_size: int, block_size: int):
+        super().__init__()
+        _check_positive(block_size=block_size)
+        self.W = nn.Parameter(torch.randn(block_size * vocab_size, vocab_size))
+        self.register_buffer("offsets", torch.arange(block_size) * vocab_size, persistent=False)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.W[context + self.offsets].sum(1)
+
+
+class MLP(nn.Module):
+    """Bengio et al. 2003: embed each context token, concatenate, tanh hidden layer(s), softmax output."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        emb: int = 10,
+        hidden: int = 200,
+        layers: int = 1,
+        direct: bool = False,
+        init: str = "scaled",
+        norm: str = "none",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        _check_positive(block_size=block_size, emb=emb, hidden=hidden, layers=layers)
+        if init not in ("randn", "torch", "scaled"):
+            raise MakemoreError(f"model.init must be randn, torch or scaled, got {init!r}")
+        if norm not in ("none", "batch", "layer"):
+            raise MakemoreError(f"model.norm must be none, batch or layer, got {norm!r}")
+        if not 0 <= dropout < 1:
+            raise MakemoreError(f"model.dropout must be in [0, 1), got {dropout}")
+        self.embedding = nn.Embedding(vocab_size, emb)
+        widths = [block_size * emb] + [hidden] * layers
+        blocks: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
+        for fan_in, fan_out in zip(widths, widths[1:]):
+            blocks.append(nn.Linear(fan_in, fan_out, bias=norm != "batch"))  # BatchNorm's shift replaces the bias
+            if norm != "none":
+                blocks.append(nn.BatchNorm1d(fan_out) if norm == "batch" else nn.LayerNorm(fan_out))
+            blocks.append(nn.Tanh())
+            if dropout:
+                blocks.append(nn.Dropout(dropout))
+        self.hidden = nn.Sequential(*blocks)
+        self.output = nn.Linear(hidden, vocab_size)
+        self.direct = nn.Linear(block_size * emb, vocab_size, bias=False) if direct else None
+        self._initialise(init)
+
+    @torch.no_grad()
+    def _initialise(self, init: str) -> None:
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        if init == "randn":  # lecture 2: every parameter ~ N(0, 1); the initial loss is far above ln V
+            for p in self.parameters():
+                p.normal_()
+        elif init == "scaled":  # lecture 3: Kaiming gain 5/3 for tanh and a near-zero output, so loss starts at ln V
+            for layer in linears:
+                nn.init.normal_(layer.weight, std=(5 / 3) / math.sqrt(layer.in_features))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+            self.output.weight.mul_(0.01)
+            if self.direct is not None:
+                self.direct.weight.mul_(0.01)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(context).flatten(1)
+        logits = self.output(self.hidden(x))
+        return logits if self.direct is None else logits + self.direct(x)
+
+
+def build_model(cfg, vocab_size: int) -> nn.Module:
+    """Build the model named by cfg.model.name, sized from the data's vocabulary."""
+    options = {k: v for k, v in cfg.items() if k != "name"}
+    kinds = {"counts": NgramCounts, "table": NgramTable, "additive": Additive, "mlp": MLP}
+    if cfg.kind not in kinds:
+        raise MakemoreError(f"unknown model kind {cfg.kind!r}; choose one of {', '.join(kinds)}")
+    options.pop("kind")
+    try:
+        return kinds[cfg.kind](vocab_size, **options)
+    except TypeError as e:
+        raise MakemoreError(f"bad option for model {cfg.name}: {e}") from None
+
+
+def loss_on(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, batch: int = 65536) -> float:
+    """Mean cross-entropy over a whole split, in eval mode, in chunks that bound memory."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    with torch.no_grad():
+        for start in range(0, len(X), batch):
+            logits = model(X[start : start + batch])
+            total += F.cross_entropy(logits, Y[start : start + batch], reduction="sum").double()
+    model.train(was_training)
+    return (total / len(X)).item()

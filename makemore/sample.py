@@ -1,0 +1,113 @@
+"""Sampling: generate items from a model, and `python -m makemore.sample <run dir>` for any saved run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from makemore.data import Vocab, load_dataset
+from makemore.errors import MakemoreError
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    vocab: Vocab,
+    block_size: int,
+    count: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    prefix: str = "",
+    seed: int = 0,
+    max_len: int = 256,
+) -> list[str]:
+    """`count` items, all drawn in parallel; temperature 0 is greedy, top_k keeps the k likeliest tokens."""
+    if temperature < 0:
+        raise MakemoreError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise MakemoreError(f"top_k must be at least 1, got {top_k}")
+    unknown = sorted(set(prefix) - set(vocab.chars[1:]))
+    if unknown:
+        raise MakemoreError(f"prefix has characters not in the vocabulary: {''.join(unknown)!r}")
+    device = next(iter(model.state_dict().values())).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    start = ([0] * block_size + vocab.encode(prefix))[-block_size:]
+    context = torch.tensor([start] * count, device=device)
+    drawn = torch.zeros(count, 0, dtype=torch.long, device=device)
+    for _ in range(max_len):
+        logits = model(context)
+        if temperature == 0:
+            token = logits.argmax(1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.shape[1]:
+                kth = logits.topk(top_k, dim=1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            token = torch.multinomial(logits.softmax(1), 1, generator=generator)
+        drawn = torch.cat([drawn, token], 1)
+        context = torch.cat([context[:, 1:], token], 1)
+        if (drawn == 0).any(1).all():
+            break
+    model.train(was_training)
+    items = []
+    for row in drawn.tolist():
+        ids = row[: row.index(0)] if 0 in row else row
+        items.append(prefix + vocab.decode(ids))
+    return items
+
+
+def novelty(samples: list[str], words: dict[str, list[str]]) -> dict[str, float]:
+    """Share of samples found in train, in dev or test (and not train), and new: how makemore shows overfitting."""
+    train, held_out = set(words["train"]), set(words["dev"]) | set(words["test"])
+    n = max(1, len(samples))
+    in_train = sum(s in train for s in samples)
+    in_held_out = sum(s in held_out and s not in train for s in samples)
+    return {"train": in_train / n, "dev_test": in_held_out / n, "new": (len(samples) - in_train - in_held_out) / n}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from makemore.checkpoint import load_model
+
+    parser = argparse.ArgumentParser(prog="python -m makemore.sample", description=__doc__)
+    parser.add_argument("run_dir", type=Path, help="a run directory holding model.pt")
+    parser.add_argument("-n", "--count", type=int, default=20)
+    parser.add_argument("-t", "--temperature", type=float, default=1.0)
+    parser.add_argument("-k", "--top-k", type=int, default=None)
+    parser.add_argument("-s", "--seed", type=int, default=0)
+    parser.add_argument("-p", "--prefix", default="")
+    parser.add_argument("-o", "--out", type=Path, default=None, help="also write the samples to this file")
+    args = parser.parse_args(argv)
+    try:
+        if args.count < 1:
+            raise MakemoreError(f"--count must be at least 1, got {args.count}")
+        model, vocab, config = load_model(args.run_dir / "model.pt")
+        block_size = config["model"]["block_size"]
+        samples = generate(
+            model, vocab, block_size, args.count,
+            temperature=args.temperature, top_k=args.top_k, prefix=args.prefix, seed=args.seed,
+        )
+        data = config["data"]
+        dataset = load_dataset(data["path"], block_size, data["boundary"], data["fractions"], data["seed"])
+        if dataset.vocab != vocab:
+            raise MakemoreError("the run's data file has changed since training (vocabulary differs)")
+    except MakemoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(samples))
+    if args.out:
+        args.out.write_text("\n".join(samples) + "\n", encoding="utf-8")
+    shares = novelty(samples, dataset.words)
+    print(f"{len(samples)} samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
+          f"{shares['dev_test']:.0%} in dev/test only", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

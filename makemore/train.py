@@ -1,0 +1,237 @@
+"""One training run: data -> model -> loop -> loggers -> run directory. `train(cfg)` is Hydra's task function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+import makemore.config  # noqa: F401  (registers the resolvers conf/ uses)
+from makemore.checkpoint import save_atomic
+from makemore.config import flatten
+from makemore.data import SPLITS, Dataset, load_dataset
+from makemore.errors import MakemoreError
+from makemore.loggers import Loggers, build_loggers
+from makemore.models import build_model, loss_on
+from makemore.optim import build_optimizer
+from makemore.plots import model_figures
+from makemore.sample import generate
+
+log = logging.getLogger(__name__)
+BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
+
+
+class Diverged(MakemoreError):
+    """The loss became NaN or infinite."""
+
+
+def train(cfg: DictConfig) -> float:
+    """Run one job in Hydra's run directory and return its final dev loss, the value a sweeper minimises."""
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    try:
+        cfg = resolve_rerun(cfg, hydra.overrides.task)
+        return run(cfg, run_dir)["dev_loss"]
+    except MakemoreError as e:
+        status = "diverged" if isinstance(e, Diverged) else "failed"
+        write_json(run_dir / "metrics.json", {"status": status, "error": str(e)})
+        print(f"error: {e}", file=sys.stderr)
+        if hydra.mode == RunMode.MULTIRUN:
+            return math.inf  # the sweep records this member as failed and goes on
+        sys.exit(1)
+
+
+def resolve_rerun(cfg: DictConfig, task_overrides) -> DictConfig:
+    """`rerun=<run dir>` replaces the composed config with that run's saved one, so today's conf/ can't change it."""
+    if not cfg.get("rerun"):
+        return cfg
+    others = [o for o in task_overrides if not o.startswith("rerun=")]
+    if others:
+        raise MakemoreError(f"rerun takes the saved config as it is; drop the other overrides {others}")
+    saved_path = Path(cfg.rerun) / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        raise MakemoreError(f"no saved config at {saved_path}; rerun=<a run directory under outputs/>")
+    saved = OmegaConf.load(saved_path)
+    return resolve_rerun(saved, []) if saved.get("rerun") else saved  # a rerun of a rerun follows the chain
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse nonsense sizes before any work is done."""
+    for key in ("steps", "eval_interval", "log_interval", "threads"):
+        minimum = 0 if key == "steps" else 1
+        if not isinstance(cfg[key], int) or cfg[key] < minimum:
+            raise MakemoreError(f"{key} must be an integer >= {minimum}, got {cfg[key]!r}")
+    if cfg.batch_size is not None and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
+        raise MakemoreError(f"batch_size must be a positive integer (or null for full batch), got {cfg.batch_size!r}")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MakemoreError("device=cuda but no CUDA GPU is available; use device=cpu or device=auto")
+    if name not in ("cpu", "cuda"):
+        raise MakemoreError(f"device must be cpu, cuda or auto, got {name!r}")
+    return torch.device(name)
+
+
+def check_memory(cfg: DictConfig, vocab_size: int) -> None:
+    """Size the model on the meta device (no allocation) and refuse one that cannot fit in RAM."""
+    with torch.device("meta"):
+        probe = build_model(cfg.model, vocab_size)
+    numbers = sum(t.numel() for t in probe.parameters()) * 4 + sum(b.numel() for b in probe.buffers())
+    needed = numbers * 4  # float32; weights, gradients and two optimizer moments
+    available = available_memory()
+    if available and needed > 0.8 * available:
+        raise MakemoreError(
+            f"model {cfg.model.name} needs about {needed / 2**30:,.1f} GiB to train but only "
+            f"{available / 2**30:,.1f} GiB is free; make it smaller"
+        )
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train, evaluate on every split, write the run directory; return metrics.json's contents."""
+    check_settings(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)  # tiny models run ~12x slower on 2 threads than on 1
+    device = pick_device(cfg.device)
+    data = cfg.data
+    dataset = load_dataset(data.path, cfg.model.block_size, data.boundary, tuple(data.fractions), data.seed)
+    check_memory(cfg, dataset.vocab.size)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, dataset.vocab.size).to(device)
+    params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
+    config = OmegaConf.to_container(cfg, resolve=True)
+    log.info("%s: %s parameters, %s tokens, %s train examples", cfg.model.name, f"{params:,}",
+             dataset.vocab.size, f"{len(dataset.Y['train']):,}")
+    X = {split: dataset.X[split].to(device) for split in SPLITS}
+    Y = {split: dataset.Y[split].to(device) for split in SPLITS}
+    loggers = build_loggers(cfg.logger, run_dir, config, name=run_dir.name)
+    try:
+        if getattr(model, "trained_by_counting", False):
+            log.info("trained by counting the train split: no optimizer steps")
+            start = time.perf_counter()
+            model.fit(X["train"], Y["train"])
+            progress = {"steps": 0, "train_seconds": time.perf_counter() - start, "eval_seconds": 0.0}
+        else:
+            progress = fit(model, X, Y, cfg, loggers)
+        losses = {split: loss_on(model, X[split], Y[split]) for split in SPLITS}
+        metrics = {
+            "status": "ok",
+            **{f"{split}_loss": losses[split] for split in SPLITS},
+            "params": params,
+            **progress,
+            "steps_per_second": progress["steps"] / progress["train_seconds"] if progress["steps"] else 0.0,
+            "target": cfg.target,
+            "target_met": losses["dev"] < cfg.target,
+        }
+        samples = generate(model, dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
+        write_outputs(run_dir, model, dataset, config, metrics, samples)
+        log_final(loggers, model, dataset, config, metrics, samples)
+    finally:
+        loggers.close()
+    print(f"{cfg.model.name} ({params:,} params, {metrics['steps']:,} steps): "
+          f"train {losses['train']:.4f} | dev {losses['dev']:.4f} | test {losses['test']:.4f} | "
+          f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}")
+    return metrics
+
+
+def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -> dict:
+    """Minibatch gradient descent; the host reads the loss only at log points, never per step."""
+    steps, batch_size = cfg.steps, cfg.batch_size
+    optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
+    n_train = len(Y["train"])
+    device = X["train"].device
+    step_losses = torch.zeros(steps, device=device)
+    dev_loss, eval_seconds, reached = math.nan, 0.0, {}
+    bar = tqdm(total=steps, disable=not cfg.progress, unit="step", dynamic_ncols=True, mininterval=0.5)
+    model.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        if batch_size is None:
+            xb, yb = X["train"], Y["train"]
+        else:
+            if step % BATCH_CHUNK == 0:
+                batches = batch_indices(cfg.seed, step // BATCH_CHUNK, n_train, batch_size, device)
+            ix = batches[step % BATCH_CHUNK]
+            xb, yb = X["train"][ix], Y["train"][ix]
+        loss = F.cross_entropy(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step_losses[step] = loss.detach()
+        done = step + 1
+        if done % cfg.log_interval == 0 or done == steps:
+            window = step_losses[done - (done - 1) % cfg.log_interval - 1 : done]
+            train_loss = window.mean().item()
+            if not math.isfinite(train_loss):
+                bar.close()
+                raise Diverged(
+                    f"loss became {train_loss} by step {done} (lr {scheduler.get_last_lr()[0]:g}); "
+                    "the learning rate is likely too high: lower optim.lr"
+                )
+            values = {"loss/train": train_loss, "lr": scheduler.get_last_lr()[0]}
+            if done % cfg.eval_interval == 0 and done < steps:  # the final step is evaluated on every split after
+                eval_start = time.perf_counter()
+                dev_loss = loss_on(model, X["dev"], Y["dev"])
+                eval_seconds += time.perf_counter() - eval_start
+                values["loss/dev"] = dev_loss
+                if dev_loss < cfg.target and not reached:
+                    reached = {"step_to_target": done, "seconds_to_target": time.perf_counter() - start}
+            loggers.scalars(done, values)
+            bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{dev_loss:.4f}", refresh=False)
+            bar.update(done - bar.n)
+    bar.close()
+    return {"steps": steps, "train_seconds": time.perf_counter() - start, "eval_seconds": eval_seconds, **reached}
+
+
+def batch_indices(seed: int, chunk: int, n: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Indices for BATCH_CHUNK steps at once; they depend only on (seed, chunk), so a resumed run draws the same."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + chunk)
+    return torch.randint(n, (BATCH_CHUNK, batch_size), generator=generator, device=device)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def write_outputs(run_dir: Path, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, samples: list[str]) -> None:
+    """model.pt and samples.txt first, metrics.json last: a metrics file means the run finished."""
+    checkpoint = {"model": model.state_dict(), "vocab": list(dataset.vocab.chars), "config": config}
+    save_atomic(checkpoint, run_dir / "model.pt")
+    (run_dir / "samples.txt").write_text("\n".join(samples) + "\n", encoding="utf-8")
+    write_json(run_dir / "metrics.json", metrics)
+
+
+def log_final(loggers: Loggers, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, samples: list[str]) -> None:
+    """Final losses on the full splits, HParams, samples and the model's picture."""
+    step = metrics["steps"]
+    final = {f"loss/{split}": metrics[f"{split}_loss"] for split in SPLITS}
+    hparams = {k: v for k, v in flatten(config).items() if not k.startswith(("logger.", "rerun", "progress"))}
+    loggers.summary(hparams, final, step)
+    loggers.text("samples", "\n".join(samples), step)
+    for tag, figure in model_figures(model, dataset.vocab).items():
+        loggers.figure(tag, figure, step)

@@ -1,0 +1,47 @@
+"""Shared test helpers: Hydra's compose API over conf/, and real `python train.py` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["steps=40", "eval_interval=20", "log_interval=10", "progress=false", "samples=5"]
+
+
+def compose_config(*overrides: str):
+    """The config `python train.py <overrides>` would run, composed in-process."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+    """Run a top-level script as a user would, with stdout and stderr captured."""
+    environment = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_train(run_dir: Path, *args: str, **kwargs):
+    """`python train.py` into a given run directory."""
+    return run_script(str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args, **kwargs)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    """A few dozen short names: enough for a three-way split, fast to train on."""
+    names = ["ab", "abc", "ba", "bca", "cab", "cc", "a", "bb", "acb", "cba"] * 6
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(names), encoding="utf-8")
+    return path

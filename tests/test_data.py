@@ -1,0 +1,77 @@
+"""Data: the lectures' split, the vectorised examples, and what the loader accepts or refuses."""
+
+import pytest
+import torch
+
+from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, read_items
+from makemore.errors import MakemoreError
+
+
+def lecture_examples(words, vocab, block_size):
+    """The lectures' build_dataset loop, as the reference for the vectorised version."""
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ix in vocab.encode(w) + [0]:
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    return torch.tensor(X).view(-1, block_size), torch.tensor(Y)
+
+
+def test_standard_split_counts():
+    ds = load_dataset(None, 3)
+    assert {s: len(ds.Y[s]) for s in ds.Y} == {"train": 182_625, "dev": 22_655, "test": 22_866}
+    assert ds.vocab.size == 27 and ds.vocab.chars[0] == "."
+    assert sum(len(w) for w in ds.words.values()) == 32_033
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 3, 8])
+def test_examples_match_the_lecture_loop(block_size):
+    ds = load_dataset(None, block_size)
+    X, Y = lecture_examples(ds.words["dev"], ds.vocab, block_size)
+    assert torch.equal(ds.X["dev"], X) and torch.equal(ds.Y["dev"], Y)
+    assert ds.X["dev"].dtype == torch.int64 and ds.X["dev"].shape == (len(Y), block_size)
+
+
+def test_any_characters_are_tokens(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("\ufeffzoë\r\nan na\n\n   \nx-y!\n".encode())
+    items = read_items(path)
+    assert items == ["zoë", "an na", "x-y!"]
+    vocab = build_vocab(items)
+    assert vocab.chars == (".", " ", "!", "-", "a", "n", "o", "x", "y", "z", "ë")
+    X, Y = build_examples(items, vocab, 2)
+    assert vocab.decode(Y[:4].tolist()) == "zoë."
+
+
+def test_boundary_clash_is_refused_with_a_fix():
+    with pytest.raises(MakemoreError, match=r"data.boundary='\|'"):
+        build_vocab(["a.b", "cd"])
+    assert build_vocab(["a.b"], boundary="|").chars == ("|", ".", "a", "b")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "not found"), (b"", "no items"), (b"\n \n\r\n", "no items"), (b"ab\xff\xfe", "not valid UTF-8"),
+     (b"\x00\x01\x02", "binary")],
+)
+def test_unreadable_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "data.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(MakemoreError, match=message):
+        read_items(path)
+
+
+def test_split_is_configurable_and_checked(tiny_corpus):
+    ds = load_dataset(str(tiny_corpus), 2, fractions=(0.5, 0.25, 0.25), seed=1)
+    assert [len(ds.words[s]) for s in ("train", "dev", "test")] == [30, 15, 15]
+    with pytest.raises(MakemoreError, match="fractions"):
+        load_dataset(str(tiny_corpus), 2, fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(MakemoreError, match="too few"):
+        load_dataset(str(tiny_corpus), 2, fractions=(0.99, 0.005, 0.005))
+
+
+def test_builtin_data_is_the_lecture_file():
+    assert BUILTIN_NAMES.stat().st_size == 228_145

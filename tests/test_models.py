@@ -1,0 +1,100 @@
+"""Models: shapes and parameter counts, counting by hand, additive = one-hot, size guards."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import compose_config
+from makemore.data import load_dataset
+from makemore.errors import MakemoreError
+from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, loss_on
+
+
+@pytest.mark.parametrize(
+    "model, params",
+    [("bigram_count", 27 * 27), ("trigram_count", 27**3), ("trigram_table", 19_683), ("additive", 1_458), ("mlp", 11_897)],
+)
+def test_every_model_config_builds_with_the_right_size(model, params):
+    cfg = compose_config(f"model={model}")
+    net = build_model(cfg.model, 27)
+    context = torch.randint(27, (5, cfg.model.block_size))
+    assert net(context).shape == (5, 27)
+    counted = sum(p.numel() for p in net.parameters()) or sum(b.numel() for b in net.buffers())
+    assert counted == params
+
+
+def test_models_size_themselves_from_the_vocabulary():
+    assert build_model(compose_config("model=additive").model, 40).W.shape == (80, 40)
+    assert build_model(compose_config("model=trigram_table", "model.block_size=3").model, 5).W.numel() == 5**4
+
+
+def test_count_model_loss_equals_a_hand_computation():
+    words = ["ab", "abb", "ba"]
+    ds_vocab = load_vocab_free(words)
+    X, Y = ds_vocab
+    model = NgramCounts(3, block_size=1, alpha=0.5)
+    model.fit(X, Y)
+    # Pairs: .a a b b . | .a a b b b b . | .b b a a .  (vocab . a b)
+    counts = {".": {"a": 2, "b": 1}, "a": {"b": 2, ".": 1}, "b": {".": 2, "b": 1, "a": 1}}
+    order = ".ab"
+    expected = 0.0
+    for x, y in zip(X[:, 0].tolist(), Y.tolist()):
+        row = counts.get(order[x], {})
+        p = (row.get(order[y], 0) + 0.5) / (sum(row.values()) + 0.5 * 3)
+        expected -= math.log(p)
+    assert loss_on(model, X, Y) == pytest.approx(expected / len(Y), rel=1e-6)
+
+
+def load_vocab_free(words):
+    """Examples for a 3-token vocabulary without touching the file system."""
+    from makemore.data import Vocab, build_examples
+
+    return build_examples(words, Vocab((".", "a", "b")), 1)
+
+
+def test_unsmoothed_counts_give_infinite_loss_on_unseen_pairs():
+    model = NgramCounts(3, block_size=1, alpha=0.0)
+    model.fit(torch.tensor([[0], [1]]), torch.tensor([1, 0]))
+    assert math.isinf(loss_on(model, torch.tensor([[0]]), torch.tensor([2])))
+    assert torch.allclose(model(torch.tensor([[2]])).exp(), torch.full((1, 3), 1 / 3))  # unseen context: uniform
+
+
+def test_additive_equals_the_one_hot_formulation():
+    torch.manual_seed(0)
+    model = Additive(27, block_size=2)
+    context = torch.randint(27, (100, 2))
+    one_hot = torch.cat([F.one_hot(context[:, 0], 27), F.one_hot(context[:, 1], 27)], 1).float()
+    assert torch.allclose(model(context), one_hot @ model.W, atol=1e-5)
+
+
+def test_trigram_table_indexes_by_both_characters():
+    model = NgramTable(27, block_size=2)
+    assert torch.equal(model(torch.tensor([[3, 7]]))[0], model.W[3, 7])
+
+
+def test_too_large_tables_are_refused_with_their_memory():
+    with pytest.raises(MakemoreError, match=r"GiB.*smaller block_size"):
+        NgramTable(27, block_size=5)
+
+
+@pytest.mark.parametrize("option", [{"emb": 0}, {"hidden": -3}, {"layers": 0}, {"init": "zeros"}, {"dropout": 1.5}])
+def test_nonsense_mlp_options_are_refused(option):
+    with pytest.raises(MakemoreError):
+        MLP(27, 3, **option)
+
+
+def test_mlp_options_change_its_shape():
+    base = sum(p.numel() for p in MLP(27, 3).parameters())
+    assert sum(p.numel() for p in MLP(27, 3, direct=True).parameters()) == base + 30 * 27
+    assert sum(p.numel() for p in MLP(27, 3, layers=2).parameters()) == base + 200 * 200 + 200
+    assert sum(p.numel() for p in MLP(27, 3, norm="batch").parameters()) == base - 200 + 2 * 200
+
+
+def test_scaled_init_starts_at_ln_v():
+    torch.manual_seed(0)
+    ds = load_dataset(None, 3)
+    scaled = loss_on(MLP(27, 3, init="scaled"), ds.X["dev"], ds.Y["dev"])
+    lecture = loss_on(MLP(27, 3, init="randn"), ds.X["dev"], ds.Y["dev"])
+    assert abs(scaled - math.log(27)) < 0.05 and lecture > 10

@@ -1,0 +1,15 @@
+"""Train one makemore model: `python train.py model=mlp model.emb=10`. Configs live in conf/."""
+
+import hydra
+from omegaconf import DictConfig
+
+from makemore.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
