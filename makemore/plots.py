@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
@@ -55,3 +57,33 @@ def model_figures(model: nn.Module, vocab: Vocab) -> dict:
     if isinstance(model, (NgramCounts, NgramTable)):
         return {"next_token": next_token_heatmap(model, vocab)}
     return {}
+
+
+def dev_curves(curves: dict[str, list[tuple[int, float]]], target: float):
+    """Dev loss against step for several runs on one plot; a single point is drawn as a level line."""
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for i, (name, points) in enumerate(curves.items()):
+        if len(points) > 1:
+            axes.plot(*zip(*points), marker=".", label=name, color=f"C{i % 10}")
+        elif points:
+            axes.axhline(points[0][1], linestyle="--", label=f"{name} (no steps)", color=f"C{i % 10}")
+    axes.axhline(target, color="black", linewidth=1, label=f"target {target}")
+    axes.set_xlabel("step")
+    axes.set_ylabel("dev loss")
+    axes.set_title("dev loss of the best runs")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return figure
+
+
+def lr_finder(lrs: list[float], losses: list[float], suggested: float):
+    """Lecture 2's learning-rate finder: loss against log10(lr), with the suggested lr marked."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    axes.plot([math.log10(lr) for lr in lrs], losses)
+    axes.axvline(math.log10(suggested), color="tab:red", linestyle="--", label=f"suggested lr {suggested:.3g}")
+    axes.set_xlabel("log10(lr)")
+    axes.set_ylabel("train loss")
+    axes.set_title("learning-rate finder")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return figure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from tqdm import tqdm
 
@@ -40,14 +41,21 @@ def train(cfg: DictConfig) -> float:
     """Run one job in Hydra's run directory and return its final dev loss, the value a sweeper minimises."""
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
+    multirun = hydra.mode == RunMode.MULTIRUN
     try:
         cfg = resolve_rerun(cfg, hydra.overrides.task)
+        if multirun and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
+            with open_dict(cfg):
+                cfg.logger.wandb.group = Path(hydra.sweep.dir).name  # W&B groups a sweep's members together
         return run(cfg, run_dir)["dev_loss"]
-    except MakemoreError as e:
+    except Exception as e:
+        if not (isinstance(e, MakemoreError) or multirun):
+            raise  # a bug in a single run deserves its traceback
         status = "diverged" if isinstance(e, Diverged) else "failed"
-        write_json(run_dir / "metrics.json", {"status": status, "error": str(e)})
-        print(f"error: {e}", file=sys.stderr)
-        if hydra.mode == RunMode.MULTIRUN:
+        reason = str(e) if isinstance(e, MakemoreError) else f"{type(e).__name__}: {e}"
+        write_json(run_dir / "metrics.json", {"status": status, "error": reason})
+        print(f"error: {reason}", file=sys.stderr)
+        if multirun:
             return math.inf  # the sweep records this member as failed and goes on
         sys.exit(1)
 
@@ -133,8 +141,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             start = time.perf_counter()
             model.fit(X["train"], Y["train"])
             progress = {"steps": 0, "train_seconds": time.perf_counter() - start, "eval_seconds": 0.0}
+            history = []
         else:
-            progress = fit(model, X, Y, cfg, loggers)
+            progress, history = fit(model, X, Y, cfg, loggers)
         losses = {split: loss_on(model, X[split], Y[split]) for split in SPLITS}
         metrics = {
             "status": "ok",
@@ -146,7 +155,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "target_met": losses["dev"] < cfg.target,
         }
         samples = generate(model, dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
-        write_outputs(run_dir, model, dataset, config, metrics, samples)
+        write_outputs(run_dir, model, dataset, config, metrics, samples, history)
         log_final(loggers, model, dataset, config, metrics, samples)
     finally:
         loggers.close()
@@ -156,14 +165,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return metrics
 
 
-def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -> dict:
-    """Minibatch gradient descent; the host reads the loss only at log points, never per step."""
+def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -> tuple[dict, list[dict]]:
+    """Minibatch gradient descent; the host reads the loss only at log points, never per step.
+
+    Returns the timing figures and the history: one row of logged values per log point.
+    """
     steps, batch_size = cfg.steps, cfg.batch_size
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
     n_train = len(Y["train"])
     device = X["train"].device
     step_losses = torch.zeros(steps, device=device)
-    dev_loss, eval_seconds, reached = math.nan, 0.0, {}
+    dev_loss, eval_seconds, reached, history = math.nan, 0.0, {}, []
     bar = tqdm(total=steps, disable=not cfg.progress, unit="step", dynamic_ncols=True, mininterval=0.5)
     model.train()
     start = time.perf_counter()
@@ -179,6 +191,7 @@ def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # the lr this step used, before the schedule moves it
         scheduler.step()
         step_losses[step] = loss.detach()
         done = step + 1
@@ -188,10 +201,10 @@ def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -
             if not math.isfinite(train_loss):
                 bar.close()
                 raise Diverged(
-                    f"loss became {train_loss} by step {done} (lr {scheduler.get_last_lr()[0]:g}); "
+                    f"loss became {train_loss} by step {done} (lr {lr:g}); "
                     "the learning rate is likely too high: lower optim.lr"
                 )
-            values = {"loss/train": train_loss, "lr": scheduler.get_last_lr()[0]}
+            values = {"loss/train": train_loss, "lr": lr}
             if done % cfg.eval_interval == 0 and done < steps:  # the final step is evaluated on every split after
                 eval_start = time.perf_counter()
                 dev_loss = loss_on(model, X["dev"], Y["dev"])
@@ -200,10 +213,12 @@ def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -
                 if dev_loss < cfg.target and not reached:
                     reached = {"step_to_target": done, "seconds_to_target": time.perf_counter() - start}
             loggers.scalars(done, values)
+            history.append({"step": done, **values})
             bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{dev_loss:.4f}", refresh=False)
             bar.update(done - bar.n)
     bar.close()
-    return {"steps": steps, "train_seconds": time.perf_counter() - start, "eval_seconds": eval_seconds, **reached}
+    timing = {"steps": steps, "train_seconds": time.perf_counter() - start, "eval_seconds": eval_seconds, **reached}
+    return timing, history
 
 
 def batch_indices(seed: int, chunk: int, n: int, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -218,11 +233,17 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
-def write_outputs(run_dir: Path, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, samples: list[str]) -> None:
-    """model.pt and samples.txt first, metrics.json last: a metrics file means the run finished."""
+def write_outputs(
+    run_dir: Path, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, samples: list[str], history: list[dict]
+) -> None:
+    """model.pt, samples.txt and history.csv first, metrics.json last: a metrics file means the run finished."""
     checkpoint = {"model": model.state_dict(), "vocab": list(dataset.vocab.chars), "config": config}
     save_atomic(checkpoint, run_dir / "model.pt")
     (run_dir / "samples.txt").write_text("\n".join(samples) + "\n", encoding="utf-8")
+    with open(run_dir / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "loss/train", "loss/dev", "lr"])
+        writer.writeheader()
+        writer.writerows(history)
     write_json(run_dir / "metrics.json", metrics)
 
 

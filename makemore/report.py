@@ -1,0 +1,166 @@
+"""Report: the leaderboard of a sweep or of any directory of runs, and the end-of-sweep Hydra callbacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from makemore import plots
+
+TARGET = 2.2
+CURVES_SHOWN = 6
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run directory under root: one that holds a metrics.json or Hydra's .hydra/ record."""
+    found = {p.parent for p in root.rglob("metrics.json")} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
+    return sorted(d for d in found if "wandb" not in d.relative_to(root).parts)
+
+
+def read_run(run_dir: Path) -> dict | None:
+    """One run's metrics and overrides; an unreadable run gives a warning and None."""
+    try:
+        metrics_file = run_dir / "metrics.json"
+        if metrics_file.exists():
+            metrics = json.loads(metrics_file.read_text())
+        else:  # started, never finished: killed, or still running
+            metrics = {"status": "incomplete", "error": "no metrics.json: still running, or killed"}
+        overrides_file = run_dir / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+        if not isinstance(metrics, dict) or not isinstance(overrides, list):
+            raise ValueError("unexpected contents")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        warnings.warn(f"skipping unreadable run {run_dir}: {e}", stacklevel=2)
+        return None
+    pairs = (str(o).lstrip("+~").split("=", 1) for o in overrides)
+    return {"dir": run_dir, "metrics": metrics, "overrides": {p[0]: p[1] if len(p) > 1 else "" for p in pairs}}
+
+
+def dev_loss(run: dict) -> float:
+    value = run["metrics"].get("dev_loss") if run["metrics"].get("status") == "ok" else None
+    return value if isinstance(value, (int, float)) and not math.isnan(value) else math.inf
+
+
+def leaderboard(runs: list[dict], root: Path) -> tuple[list[dict], list[str]]:
+    """Rows ranked by dev loss (finished runs first, failures after), and the override keys that differ."""
+    keys = sorted({k for run in runs for k in run["overrides"]})
+    varying = [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
+    ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
+    rows = []
+    for rank, run in enumerate(ranked, 1):
+        m, ok = run["metrics"], run["metrics"].get("status") == "ok"
+        name = str(run["dir"].relative_to(root)) if run["dir"] != root else run["dir"].name
+        rerun_dir = os.path.relpath(run["dir"])
+        rows.append({
+            "rank": rank if ok else "-",
+            "run": name,
+            **{k: run["overrides"].get(k, "") for k in varying},
+            "params": m.get("params", ""),
+            "train": _loss(m.get("train_loss")) if ok else "",
+            "dev": _loss(m.get("dev_loss")) if ok else "",
+            "test": _loss(m.get("test_loss")) if ok else "",
+            "seconds": f"{m['train_seconds']:.1f}" if ok else "",
+            f"dev<{m.get('target', TARGET)}": ("✓" if m.get("target_met") else "✗") if ok else "✗",
+            "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
+            "rerun": f"python train.py rerun={rerun_dir}",
+        })
+    return rows, varying
+
+
+def _loss(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else ""
+
+
+def markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "no runs found\n"
+    columns = list(rows[0])
+    cells = [[str(row.get(c, "")).replace("|", "\\|") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)]) + "\n"
+
+
+def dev_curve(run: dict) -> list[tuple[int, float]]:
+    """(step, dev loss) at every evaluation, ending with the final full-split dev loss."""
+    points = []
+    history = run["dir"] / "history.csv"
+    if history.exists():
+        with open(history, newline="") as f:
+            points = [(int(r["step"]), float(r["loss/dev"])) for r in csv.DictReader(f) if r.get("loss/dev")]
+    return points + [(run["metrics"].get("steps", 0), run["metrics"]["dev_loss"])]
+
+
+def write_report(root: Path, out_dir: Path | None = None) -> list[dict]:
+    """Print the leaderboard of every run under root and write leaderboard.csv/.md/.png into out_dir."""
+    out_dir = out_dir or root
+    runs = [r for r in map(read_run, find_runs(root)) if r is not None]
+    rows, _ = leaderboard(runs, root)
+    table = markdown(rows)
+    (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
+    with open(out_dir / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])
+        writer.writeheader()
+        writer.writerows(rows)
+    finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)[:CURVES_SHOWN]
+    curves = {str(r["dir"].relative_to(root)) if r["dir"] != root else r["dir"].name: dev_curve(r) for r in finished}
+    target = finished[0]["metrics"].get("target", TARGET) if finished else TARGET
+    plots.dev_curves(curves, target).savefig(out_dir / "leaderboard.png", dpi=110, bbox_inches="tight")
+    best = f"best dev {dev_loss(finished[0]):.4f}: target {target} {'met' if dev_loss(finished[0]) < target else 'not met'}" if finished else "no finished run"
+    print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}written: {out_dir}/leaderboard.{{md,csv,png}}")
+    return rows
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    """The lr where the smoothed loss bottoms out, as read off lecture 2's plot."""
+    window = max(1, len(losses) // 20)
+    smoothed = [sum(losses[max(0, i - window) : i + window + 1]) / len(losses[max(0, i - window) : i + window + 1]) for i in range(len(losses))]
+    finite = [(loss, i) for i, loss in enumerate(smoothed) if math.isfinite(loss)]
+    return lrs[min(finite)[1]]
+
+
+def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
+    """Plot a finder run's train loss against log10(lr) into out_dir/lr_finder.png; return the suggested lr."""
+    with open(run_dir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    lrs, losses = [float(r["lr"]) for r in rows], [float(r["loss/train"]) for r in rows]
+    suggested = suggest_lr(lrs, losses)
+    plots.lr_finder(lrs, losses, suggested).savefig(out_dir / "lr_finder.png", dpi=110, bbox_inches="tight")
+    print(f"lr finder: suggested lr {suggested:.3g} (the loss bottoms out there); plot: {out_dir / 'lr_finder.png'}")
+    return suggested
+
+
+class LeaderboardCallback(Callback):
+    """At the end of every multirun, print and write the sweep's leaderboard."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        write_report(Path(config.hydra.sweep.dir))
+
+
+class LrFinderCallback(Callback):
+    """At the end of the lr_finder sweep, plot loss against lr for its run."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        for run_dir in find_runs(sweep_dir):
+            if (run_dir / "history.csv").exists():
+                write_lr_finder(run_dir, sweep_dir)
+
+
+def main(root: str) -> int:
+    """`python sweep.py report=<dir>`: the leaderboard of every run under dir."""
+    path = Path(root)
+    if not path.is_dir():
+        print(f"error: no directory {path}; report=<a sweep directory, or outputs>", file=sys.stderr)
+        return 2
+    write_report(path)
+    return 0

@@ -1,0 +1,19 @@
+"""Run a named sweep, `python sweep.py sweep=models`, or rebuild a leaderboard, `python sweep.py report=outputs`."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from makemore import report
+from makemore.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sweep")
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    reports = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("report=")]
+    sys.exit(report.main(reports[-1])) if reports else main()
