@@ -32,8 +32,8 @@ def save_atomic(obj: dict, path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load with weights_only=True; anything that is not a makemore checkpoint is refused."""
+def load_checkpoint(path: Path, required: set[str] = frozenset()) -> dict:
+    """Load with weights_only=True; anything that is not a makemore checkpoint (with `required` keys) is refused."""
     if not path.is_file():
         raise MakemoreError(f"no checkpoint at {path}; point at a run directory that holds model.pt")
     try:
@@ -41,8 +41,8 @@ def load_checkpoint(path: Path) -> dict:
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MakemoreError(f"{path} is not a readable checkpoint ({reason[:120]}); rerun training to recreate it") from None
-    if not isinstance(checkpoint, dict) or not {"model", "vocab", "config"} <= checkpoint.keys():
-        raise MakemoreError(f"{path} is not a makemore checkpoint (no model/vocab/config); point at a run's model.pt")
+    if not isinstance(checkpoint, dict) or not {"model", "vocab", "config", *required} <= checkpoint.keys():
+        raise MakemoreError(f"{path} is not a makemore checkpoint of this kind; point at a run directory made by train.py")
     return checkpoint
 
 

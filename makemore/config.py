@@ -17,10 +17,14 @@ def safe_dirname(text: str, limit: int = 120) -> str:
 
 
 def register_resolvers() -> None:
-    """`${uid:}` tells apart runs started in the same second; `${safe:...}` cleans a name for the filesystem."""
+    """`${uid:}` tells apart runs started in the same second; `${safe:...}` cleans a name for the filesystem;
+    `${run_dir:...}` and `${record_dir:...}` point a resumed run at its old directory."""
     if not OmegaConf.has_resolver("uid"):
         OmegaConf.register_new_resolver("uid", lambda: PROCESS_ID)
         OmegaConf.register_new_resolver("safe", safe_dirname)
+        # resume=<dir> continues in that directory and leaves its .hydra/ record (what rerun reads) untouched.
+        OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh)
+        OmegaConf.register_new_resolver("record_dir", lambda resume: None if resume else ".hydra")
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:

@@ -6,35 +6,29 @@ import csv
 import json
 import logging
 import math
+import secrets
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
-from tqdm import tqdm
 
 import makemore.config  # noqa: F401  (registers the resolvers conf/ uses)
-from makemore.checkpoint import save_atomic
+from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.config import flatten
 from makemore.data import SPLITS, Dataset, load_dataset
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, build_loggers
+from makemore.loop import CHECKPOINT, Diverged, Interrupted, fit
 from makemore.models import build_model, loss_on
-from makemore.optim import build_optimizer
 from makemore.plots import model_figures
 from makemore.sample import generate
 
 log = logging.getLogger(__name__)
-BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
-
-
-class Diverged(MakemoreError):
-    """The loss became NaN or infinite."""
 
 
 def train(cfg: DictConfig) -> float:
@@ -42,31 +36,58 @@ def train(cfg: DictConfig) -> float:
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
+    resume = None
     try:
+        progress = cfg.progress
+        if cfg.get("resume"):
+            cfg, resume = load_resume(Path(cfg.resume), hydra.overrides.task, multirun)
         cfg = resolve_rerun(cfg, hydra.overrides.task)
+        cfg.progress = progress
         if multirun and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
             with open_dict(cfg):
                 cfg.logger.wandb.group = Path(hydra.sweep.dir).name  # W&B groups a sweep's members together
-        return run(cfg, run_dir)["dev_loss"]
+        return run(cfg, run_dir, resume)["dev_loss"]
     except Exception as e:
         if not (isinstance(e, MakemoreError) or multirun):
             raise  # a bug in a single run deserves its traceback
-        status = "diverged" if isinstance(e, Diverged) else "failed"
+        status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(e), "failed")
         reason = str(e) if isinstance(e, MakemoreError) else f"{type(e).__name__}: {e}"
-        write_json(run_dir / "metrics.json", {"status": status, "error": reason})
+        if not (run_dir / "metrics.json").exists() or status != "failed":  # never overwrite a finished run's result
+            write_json(run_dir / "metrics.json", {"status": status, "error": reason})
         print(f"error: {reason}", file=sys.stderr)
+        if isinstance(e, Interrupted):
+            if multirun:
+                raise KeyboardInterrupt from None  # Ctrl-C stops the whole sweep, not just this member
+            sys.exit(128 + e.signum)
         if multirun:
             return math.inf  # the sweep records this member as failed and goes on
         sys.exit(1)
+
+
+def saved_config_only(what: str, task_overrides) -> None:
+    """rerun= and resume= take a run's saved config as it is (but for `progress`): others would change it."""
+    others = [o for o in task_overrides if not o.startswith((f"{what}=", "progress="))]
+    if others:
+        raise MakemoreError(f"{what} takes the saved config as it is; drop the other overrides {others}")
+
+
+def load_resume(run_dir: Path, task_overrides, multirun: bool) -> tuple[DictConfig, dict]:
+    """`resume=<run dir>`: that run's config and its last checkpoint."""
+    saved_config_only("resume", task_overrides)
+    if multirun:
+        raise MakemoreError("resume works on one run at a time; drop -m")
+    metrics = run_dir / "metrics.json"
+    if metrics.exists() and '"status": "ok"' in metrics.read_text():
+        raise MakemoreError(f"{run_dir} already finished; rerun it with python train.py rerun={run_dir}")
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})
+    return OmegaConf.create(checkpoint["config"]), checkpoint
 
 
 def resolve_rerun(cfg: DictConfig, task_overrides) -> DictConfig:
     """`rerun=<run dir>` replaces the composed config with that run's saved one, so today's conf/ can't change it."""
     if not cfg.get("rerun"):
         return cfg
-    others = [o for o in task_overrides if not o.startswith("rerun=")]
-    if others:
-        raise MakemoreError(f"rerun takes the saved config as it is; drop the other overrides {others}")
+    saved_config_only("rerun", task_overrides)
     saved_path = Path(cfg.rerun) / ".hydra" / "config.yaml"
     if not saved_path.is_file():
         raise MakemoreError(f"no saved config at {saved_path}; rerun=<a run directory under outputs/>")
@@ -76,8 +97,8 @@ def resolve_rerun(cfg: DictConfig, task_overrides) -> DictConfig:
 
 def check_settings(cfg: DictConfig) -> None:
     """Refuse nonsense sizes before any work is done."""
-    for key in ("steps", "eval_interval", "log_interval", "threads"):
-        minimum = 0 if key == "steps" else 1
+    for key in ("steps", "eval_interval", "log_interval", "checkpoint_interval", "threads"):
+        minimum = 0 if key in ("steps", "checkpoint_interval") else 1
         if not isinstance(cfg[key], int) or cfg[key] < minimum:
             raise MakemoreError(f"{key} must be an integer >= {minimum}, got {cfg[key]!r}")
     if cfg.batch_size is not None and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
@@ -117,14 +138,19 @@ def available_memory() -> int | None:
         return None
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train, evaluate on every split, write the run directory; return metrics.json's contents."""
+def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
+    """Train (or continue from the checkpoint `resume`), evaluate on every split, write the run directory.
+
+    Returns metrics.json's contents.
+    """
     check_settings(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)  # tiny models run ~12x slower on 2 threads than on 1
     device = pick_device(cfg.device)
     data = cfg.data
     dataset = load_dataset(data.path, cfg.model.block_size, data.boundary, tuple(data.fractions), data.seed)
+    if resume and tuple(resume["vocab"]) != dataset.vocab.chars:
+        raise MakemoreError(f"the checkpoint's vocabulary differs from the data in {data.path}; resume with the same data")
     check_memory(cfg, dataset.vocab.size)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, dataset.vocab.size).to(device)
@@ -134,7 +160,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
              dataset.vocab.size, f"{len(dataset.Y['train']):,}")
     X = {split: dataset.X[split].to(device) for split in SPLITS}
     Y = {split: dataset.Y[split].to(device) for split in SPLITS}
-    loggers = build_loggers(cfg.logger, run_dir, config, name=run_dir.name)
+    ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
+    loggers = build_loggers(cfg.logger, run_dir, config, run_dir.name, ids["wandb"], resume["state"]["step"] if resume else None)
     try:
         if getattr(model, "trained_by_counting", False):
             log.info("trained by counting the train split: no optimizer steps")
@@ -143,7 +170,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             progress = {"steps": 0, "train_seconds": time.perf_counter() - start, "eval_seconds": 0.0}
             history = []
         else:
-            progress, history = fit(model, X, Y, cfg, loggers)
+            extra = {"vocab": list(dataset.vocab.chars), "config": config, "ids": ids}
+            progress, history = fit(model, X, Y, cfg, loggers, run_dir, extra, resume)
         losses = {split: loss_on(model, X[split], Y[split]) for split in SPLITS}
         metrics = {
             "status": "ok",
@@ -163,68 +191,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
           f"train {losses['train']:.4f} | dev {losses['dev']:.4f} | test {losses['test']:.4f} | "
           f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}")
     return metrics
-
-
-def fit(model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers) -> tuple[dict, list[dict]]:
-    """Minibatch gradient descent; the host reads the loss only at log points, never per step.
-
-    Returns the timing figures and the history: one row of logged values per log point.
-    """
-    steps, batch_size = cfg.steps, cfg.batch_size
-    optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
-    n_train = len(Y["train"])
-    device = X["train"].device
-    step_losses = torch.zeros(steps, device=device)
-    dev_loss, eval_seconds, reached, history = math.nan, 0.0, {}, []
-    bar = tqdm(total=steps, disable=not cfg.progress, unit="step", dynamic_ncols=True, mininterval=0.5)
-    model.train()
-    start = time.perf_counter()
-    for step in range(steps):
-        if batch_size is None:
-            xb, yb = X["train"], Y["train"]
-        else:
-            if step % BATCH_CHUNK == 0:
-                batches = batch_indices(cfg.seed, step // BATCH_CHUNK, n_train, batch_size, device)
-            ix = batches[step % BATCH_CHUNK]
-            xb, yb = X["train"][ix], Y["train"][ix]
-        loss = F.cross_entropy(model(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]  # the lr this step used, before the schedule moves it
-        scheduler.step()
-        step_losses[step] = loss.detach()
-        done = step + 1
-        if done % cfg.log_interval == 0 or done == steps:
-            window = step_losses[done - (done - 1) % cfg.log_interval - 1 : done]
-            train_loss = window.mean().item()
-            if not math.isfinite(train_loss):
-                bar.close()
-                raise Diverged(
-                    f"loss became {train_loss} by step {done} (lr {lr:g}); "
-                    "the learning rate is likely too high: lower optim.lr"
-                )
-            values = {"loss/train": train_loss, "lr": lr}
-            if done % cfg.eval_interval == 0 and done < steps:  # the final step is evaluated on every split after
-                eval_start = time.perf_counter()
-                dev_loss = loss_on(model, X["dev"], Y["dev"])
-                eval_seconds += time.perf_counter() - eval_start
-                values["loss/dev"] = dev_loss
-                if dev_loss < cfg.target and not reached:
-                    reached = {"step_to_target": done, "seconds_to_target": time.perf_counter() - start}
-            loggers.scalars(done, values)
-            history.append({"step": done, **values})
-            bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{dev_loss:.4f}", refresh=False)
-            bar.update(done - bar.n)
-    bar.close()
-    timing = {"steps": steps, "train_seconds": time.perf_counter() - start, "eval_seconds": eval_seconds, **reached}
-    return timing, history
-
-
-def batch_indices(seed: int, chunk: int, n: int, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Indices for BATCH_CHUNK steps at once; they depend only on (seed, chunk), so a resumed run draws the same."""
-    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + chunk)
-    return torch.randint(n, (BATCH_CHUNK, batch_size), generator=generator, device=device)
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -1,0 +1,137 @@
+"""Benchmark: `python -m makemore.bench` prints throughput against the lecture's hand loop, time to the 2.2
+target, the evaluation share and peak memory; `--parallel` also times a 4-member sweep with joblib against
+the basic launcher. Figures are ratios or timings taken in this one command, on one CPU core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hand_loop_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) -> float:
+    """Lecture 2's training loop as written there: emb 10, hidden 200, block 3, batch 32, manual SGD."""
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((27, 10), generator=g)
+    W1 = torch.randn((30, 200), generator=g)
+    b1 = torch.randn(200, generator=g)
+    W2 = torch.randn((200, 27), generator=g)
+    b2 = torch.randn(27, generator=g)
+    parameters = [C, W1, b1, W2, b2]
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    start = time.perf_counter()
+    for i in range(steps):
+        ix = torch.randint(0, X.shape[0], (32,))
+        emb = C[X[ix]]
+        h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+        logits = h @ W2 + b2
+        loss = F.cross_entropy(logits, Y[ix])
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < steps // 2 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.log10().item())
+    return steps / (time.perf_counter() - start)
+
+
+def framework_steps_per_second(steps: int, run_dir: Path) -> float:
+    """The same model, batch and steps through train.py's own code path, TensorBoard logging on."""
+    from hydra import compose, initialize_config_dir
+
+    from makemore.train import run
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", [
+            "experiment=karpathy_mlp", f"steps={steps}", f"eval_interval={steps}", "progress=false", "samples=1",
+        ])
+    return run(cfg, run_dir)["steps_per_second"]
+
+
+def throughput(steps: int, repeats: int) -> dict:
+    """Median steps/s of each loop, alternating the two so that machine noise hits both alike."""
+    from makemore.data import load_dataset
+
+    torch.set_num_threads(1)
+    dataset = load_dataset(None, 3)
+    hand, framework = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeats):
+            hand.append(hand_loop_steps_per_second(dataset.X["train"], dataset.Y["train"], steps))
+            framework.append(framework_steps_per_second(steps, Path(tmp) / str(i)))
+    return {"hand": statistics.median(hand), "framework": statistics.median(framework)}
+
+
+def default_run(*overrides: str) -> dict:
+    """`python train.py` as a user runs it: its metrics, its whole-process time to target, its peak memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp}", "progress=false", *overrides],
+            check=True, capture_output=True, cwd=ROOT,
+        )
+        wall = time.time() - start
+        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
+    metrics["process_seconds"] = wall
+    if "target_reached_at" in metrics:
+        metrics["process_seconds_to_target"] = metrics["target_reached_at"] - start
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return metrics
+
+
+def sweep_seconds(*launcher: str) -> float:
+    """Wall time of a 4-member MLP sweep."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), "-m", "model.emb=8,10,12,14", "steps=2000", "progress=false",
+             "logger=none", *launcher, f"hydra.sweep.dir={tmp}"],
+            check=True, capture_output=True, cwd=ROOT,
+        )
+        return time.time() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m makemore.bench", description=__doc__)
+    parser.add_argument("--steps", type=int, default=3000, help="steps per throughput measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each loop")
+    parser.add_argument("--parallel", action="store_true", help="also time a 4-member sweep: joblib vs basic")
+    args = parser.parse_args(argv)
+
+    speed = throughput(args.steps, args.repeats)
+    print(f"(a) throughput, MLP 11,897 params, batch 32, 1 thread: framework {speed['framework']:,.0f} steps/s, "
+          f"hand loop {speed['hand']:,.0f} steps/s, ratio {speed['framework'] / speed['hand']:.2f} (goal >= 1.5)")
+    metrics = default_run()
+    if "seconds_to_target" in metrics:
+        print(f"(b) time to dev < {metrics['target']} with `python train.py`: {metrics['seconds_to_target']:.2f} s of "
+              f"training (goal <= 3), {metrics['process_seconds_to_target']:.2f} s of the whole process (goal <= 10), "
+              f"at step {metrics['step_to_target']:,}; final dev {metrics['dev_loss']:.4f}")
+    else:
+        print(f"(b) `python train.py` never reached dev < {metrics['target']} (final dev {metrics['dev_loss']:.4f})")
+    print(f"(c) evaluation share: {metrics['eval_seconds'] / metrics['train_seconds']:.1%} of "
+          f"{metrics['train_seconds']:.2f} s of training")
+    print(f"(d) peak memory of `python train.py`: {metrics['peak_rss_mb']:,.0f} MB resident")
+    if args.parallel:
+        basic = sweep_seconds()
+        joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+        print(f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
+              f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

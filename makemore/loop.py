@@ -1,0 +1,146 @@
+"""The gradient-descent loop: minibatches, schedule, logging points, divergence, checkpoints and signals."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+from tqdm import tqdm
+
+from makemore.checkpoint import save_atomic
+from makemore.errors import MakemoreError
+from makemore.loggers import Loggers
+from makemore.models import loss_on
+from makemore.optim import build_optimizer
+
+BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
+CHECKPOINT = "checkpoint.pt"
+
+
+class Diverged(MakemoreError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(MakemoreError):
+    """SIGINT or SIGTERM arrived; a checkpoint was written first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextmanager
+def stop_requests():
+    """While training, Ctrl-C and SIGTERM (SLURM's pre-emption) only set a flag the loop checks after each step."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: requested.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def batch_indices(seed: int, chunk: int, n: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Indices for BATCH_CHUNK steps at once; they depend only on (seed, chunk), so a resumed run draws the same."""
+    generator = torch.Generator(device=device).manual_seed(seed * 1_000_003 + chunk)
+    return torch.randint(n, (BATCH_CHUNK, batch_size), generator=generator, device=device)
+
+
+def fit(
+    model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers, run_dir: Path, extra: dict, resume: dict | None
+) -> tuple[dict, list[dict]]:
+    """Train for cfg.steps, continuing from `resume` (a checkpoint) if given; return timing figures and history.
+
+    The host reads the loss only at log points, never per step: a per-step .item() would stall every step.
+    `extra` is stored in every checkpoint (vocabulary, config, logger ids).
+    """
+    steps, batch_size, seed, target = cfg.steps, cfg.batch_size, cfg.seed, cfg.target
+    log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
+    optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
+    X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
+    step_losses = torch.zeros(steps, device=device)
+    state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {}}
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"])
+        state = resume["state"]
+        step_losses[state["step"] - len(resume["window"]) : state["step"]] = resume["window"].to(device)
+
+    def save_checkpoint(done: int) -> None:
+        window = step_losses[done - (done % log_every) : done].cpu()  # the current, unfinished log window
+        save_atomic({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(), "window": window,
+            "state": {**state, "step": done, "train_seconds": state["train_seconds"] + time.perf_counter() - start},
+            **extra,
+        }, run_dir / CHECKPOINT)
+
+    first = state["step"]
+    bar = tqdm(total=steps, initial=first, disable=not cfg.progress, unit="step", dynamic_ncols=True, mininterval=0.5)
+    model.train()
+    start = time.perf_counter()
+    with stop_requests() as stop:
+        for step in range(first, steps):
+            if batch_size is None:
+                xb, yb = X_train, Y_train
+            else:
+                if step % BATCH_CHUNK == 0 or step == first:
+                    batches = batch_indices(seed, step // BATCH_CHUNK, n_train, batch_size, device)
+                ix = batches[step % BATCH_CHUNK]
+                xb, yb = X_train[ix], Y_train[ix]
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # the lr this step used, before the schedule moves it
+            scheduler.step()
+            step_losses[step] = loss.detach()
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                train_loss = step_losses[done - 1 - (done - 1) % log_every : done].mean().item()
+                if not math.isfinite(train_loss):
+                    bar.close()
+                    raise Diverged(f"loss became {train_loss} by step {done} (lr {lr:g}); "
+                                   "the learning rate is likely too high: lower optim.lr")
+                values = {"loss/train": train_loss, "lr": lr}
+                if done % eval_every == 0 and done < steps:  # the last step is evaluated on every split after
+                    eval_start = time.perf_counter()
+                    state["dev_loss"] = values["loss/dev"] = loss_on(model, X["dev"], Y["dev"])
+                    state["eval_seconds"] += time.perf_counter() - eval_start
+                    if state["dev_loss"] < target and not state["reached"]:
+                        state["reached"] = {
+                            "step_to_target": done,
+                            "seconds_to_target": state["train_seconds"] + time.perf_counter() - start,
+                            "target_reached_at": time.time(),
+                        }
+                loggers.scalars(done, values)
+                state["history"].append({"step": done, **values})
+                bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state['dev_loss']:.4f}", refresh=False)
+                bar.update(done - bar.n)
+                if save_every and done % save_every == 0 and done < steps:
+                    save_checkpoint(done)
+            if stop:
+                save_checkpoint(done)
+                bar.close()
+                name = signal.Signals(stop[0]).name
+                raise Interrupted(f"{name} at step {done}: checkpoint saved; continue with "
+                                  f"python train.py resume={run_dir}", stop[0])
+    bar.close()
+    state["train_seconds"] += time.perf_counter() - start
+    timing = {"steps": steps, "train_seconds": state["train_seconds"], "eval_seconds": state["eval_seconds"],
+              **state["reached"]}
+    return timing, state["history"]
