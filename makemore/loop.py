@@ -69,6 +69,7 @@ def fit(
     steps, batch_size, seed, target = cfg.steps, cfg.batch_size, cfg.seed, cfg.target
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
     step_losses = torch.zeros(steps, device=device)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {}}
@@ -103,7 +104,8 @@ def fit(
                 ix = batches[step % BATCH_CHUNK]
                 xb, yb = X_train[ix], Y_train[ix]
             loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
+                p.grad = None
             loss.backward()
             optimizer.step()
             lr = optimizer.param_groups[0]["lr"]  # the lr this step used, before the schedule moves it

@@ -13,6 +13,8 @@ from makemore.errors import MakemoreError
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay weights and embeddings, not biases or norm gains (Bengio et al. 2003 decay weights only)."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not weight_decay:  # one group: each group costs a kernel launch per step
+        return [{"params": params, "weight_decay": 0.0}]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
