@@ -66,7 +66,7 @@ def fit(
     The host reads the loss only at log points, never per step: a per-step .item() would stall every step.
     `extra` is stored in every checkpoint (vocabulary, config, logger ids).
     """
-    steps, batch_size, seed, target = cfg.steps, cfg.batch_size, cfg.seed, cfg.target
+    steps, batch_size, seed, target, smoothing = cfg.steps, cfg.batch_size, cfg.seed, cfg.target, cfg.label_smoothing
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
     optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -103,7 +103,7 @@ def fit(
                     batches = batch_indices(seed, step // BATCH_CHUNK, n_train, batch_size, device)
                 ix = batches[step % BATCH_CHUNK]
                 xb, yb = X_train[ix], Y_train[ix]
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
             for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
                 p.grad = None
             loss.backward()

@@ -41,6 +41,8 @@ def train(cfg: DictConfig) -> float:
         progress = cfg.progress
         if cfg.get("resume"):
             cfg, resume = load_resume(Path(cfg.resume), hydra.overrides.task, multirun)
+        elif (run_dir / "metrics.json").exists():
+            raise MakemoreError(f"{run_dir} already holds a run; leave hydra.run.dir to its default or pick a new one")
         cfg = resolve_rerun(cfg, hydra.overrides.task)
         cfg.progress = progress
         if multirun and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:

@@ -1,0 +1,195 @@
+"""Reliability: resume after real signals, divergence, checkpoint files, hostile data, concurrent runs."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, compose_config, read_metrics, run_train
+from makemore.checkpoint import load_checkpoint, load_model, save_atomic
+from makemore.data import load_dataset
+from makemore.errors import MakemoreError
+from makemore.train import run
+
+RESUMABLE = ["steps=4000", "log_interval=100", "eval_interval=1000", "checkpoint_interval=200", "progress=false", "samples=3"]
+
+
+def start_train(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, signum):
+    reference = run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    process = start_train(run_dir, *RESUMABLE)
+    wait_for(run_dir / "checkpoint.pt", process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    assert f"python train.py resume={run_dir}" in stderr and "Traceback" not in stderr
+    interrupted = read_metrics(run_dir)
+    assert interrupted["status"] == "interrupted"
+    step = load_checkpoint(run_dir / "checkpoint.pt", {"state"})["state"]["step"]
+    assert 0 < step < 4000
+
+    result = run_train(run_dir, f"resume={run_dir}")
+    assert result.returncode == 0, result.stderr
+    resumed = read_metrics(run_dir)
+    for key in ("train_loss", "dev_loss", "test_loss"):
+        assert resumed[key] == reference[key]  # to the last digit
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("resume") == 0  # the original record stays
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    # AdamW's lr rises 10x every 455 steps (the lr finder's schedule) until the loss turns NaN, long after step 200.
+    result = run_train(run_dir, "optim.schedule=exponential", "optim.lr=0.001", "+optim.lr_end=1e8",
+                       "steps=5000", "log_interval=50", "checkpoint_interval=200", "progress=false")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "loss became nan" in line or "loss became inf" in line
+    assert "lower optim.lr" in line and "Traceback" not in result.stderr
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "diverged" and "step" in metrics["error"]
+    stopped_at = int(metrics["error"].split("by step ")[1].split()[0])
+    assert stopped_at % 50 == 0 and stopped_at < 5000
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt", {"state"})
+    assert 0 < checkpoint["state"]["step"] < stopped_at
+    assert all(torch.isfinite(t).all() for t in checkpoint["model"].values())
+    assert not (run_dir / "model.pt").exists()
+
+
+def test_saves_are_atomic(tmp_path):
+    path = tmp_path / "model.pt"
+    save_atomic({"model": {"w": torch.ones(3)}}, path)
+    with pytest.raises(Exception):
+        save_atomic({"model": {"w": torch.zeros(3)}, "bad": lambda: None}, path)  # fails mid-save
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+class NotAllowed:
+    pass
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00garbage" * 10, "pickle", "foreign", "truncated"],
+)
+def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content):
+    path = tmp_path / "model.pt"
+    if content == "pickle":
+        torch.save({"model": NotAllowed(), "vocab": [], "config": {}}, path)  # weights_only refuses arbitrary objects
+    elif content == "foreign":
+        torch.save({"weights": torch.ones(2)}, path)
+    elif content == "truncated":
+        save_atomic({"model": {"w": torch.ones(1000)}, "vocab": ["."], "config": {}}, path)
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MakemoreError) as error:
+        load_checkpoint(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.slow
+def test_checkpoint_whose_vocabulary_differs_from_the_data_is_refused(tmp_path, tiny_corpus):
+    run_dir = tmp_path / "run"
+    diverging = ["optim.schedule=exponential", "optim.lr=0.001", "+optim.lr_end=1e8", "steps=5000",
+                 "log_interval=50", "checkpoint_interval=100", "progress=false", f"data.path={tiny_corpus}"]
+    assert run_train(run_dir, *diverging).returncode == 1
+    tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")  # the data changed since
+    result = run_train(run_dir, f"resume={run_dir}")
+    assert result.returncode == 1 and "vocabulary differs" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_sampling_from_a_run_whose_data_changed_is_refused(tmp_path, tiny_corpus):
+    run_dir = tmp_path / "run"
+    assert run_train(run_dir, "model=bigram_count", f"data.path={tiny_corpus}", "progress=false").returncode == 0
+    load_model(run_dir / "model.pt")
+    tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")
+    result = subprocess.run([sys.executable, "-m", "makemore.sample", str(run_dir)], capture_output=True, text=True)
+    assert result.returncode == 2 and "has changed since training" in result.stderr
+
+
+lines = st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=30), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=lines, crlf=st.booleans(), bom=st.booleans(), junk=st.binary(max_size=8))
+def test_hostile_lines_build_a_consistent_dataset_or_a_clear_refusal(tmp_path, items, crlf, bom, junk):
+    raw = ("\r\n" if crlf else "\n").join(items).encode("utf-8")
+    raw = (b"\xef\xbb\xbf" if bom else b"") + raw + junk
+    path = tmp_path / "hostile.txt"
+    path.write_bytes(raw)
+    try:
+        dataset = load_dataset(str(path), block_size=2, boundary="\u2400")
+    except MakemoreError as e:
+        assert "\n" not in str(e) and str(e)
+        return
+    vocab = dataset.vocab
+    for split_items in dataset.words.values():
+        for item in split_items:
+            assert item.strip() and "\n" not in item and vocab.boundary not in item
+            assert vocab.decode(vocab.encode(item)) == item
+    for split, split_items in dataset.words.items():
+        assert len(dataset.Y[split]) == sum(len(item) + 1 for item in split_items)
+        assert int((dataset.Y[split] == 0).sum()) == len(split_items)
+
+
+@pytest.mark.parametrize("content, message", [(bytes(range(256)) * 4, "binary"), (b"onlyone", "too few")])
+def test_binary_and_one_line_files_end_in_a_clear_result(tmp_path, content, message):
+    path = tmp_path / "data.txt"
+    path.write_bytes(content)
+    with pytest.raises(MakemoreError, match=message):
+        load_dataset(str(path), 3)
+
+
+@pytest.mark.slow
+def test_runs_and_sweeps_started_together_never_share_a_directory(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text((ROOT / "train.py").read_text())
+    subprocess.run(["cp", "-r", str(ROOT / "conf"), str(project / "conf")], check=True)
+    args = ["steps=20", "progress=false", "samples=1", "model.hidden=8"]
+    commands = [[sys.executable, "train.py", *args]] * 2 + [[sys.executable, "train.py", "-m", "seed=1,2", *args]] * 2
+    processes = [subprocess.Popen(c, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in commands]
+    for p in processes:
+        p.communicate(timeout=120)
+        assert p.returncode == 0
+    singles = [d for d in (project / "outputs").glob("*/*") if d.parent.name != "multirun"]
+    sweeps = list((project / "outputs" / "multirun").glob("*/*"))
+    assert len(singles) == 2 and len(sweeps) == 2
+    assert all(read_metrics(d)["status"] == "ok" for d in singles)
+    assert all(len(list(s.glob("*/metrics.json"))) == 2 for s in sweeps)
+
+
+@pytest.mark.slow
+def test_a_failing_run_never_overwrites_another_runs_outputs(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_train(run_dir, "steps=20", "progress=false").returncode == 0
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    result = run_train(run_dir, "steps=20", "model.emb=0")
+    assert result.returncode == 1 and "already holds a run" in result.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
