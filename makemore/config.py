@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # One id per process: Hydra may resolve the run dir more than once, and every resolution must agree.
 PROCESS_ID = secrets.token_hex(3)
@@ -25,6 +28,14 @@ def register_resolvers() -> None:
         # resume=<dir> continues in that directory and leaves its .hydra/ record (what rerun reads) untouched.
         OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh)
         OmegaConf.register_new_resolver("record_dir", lambda resume: None if resume else ".hydra")
+
+
+def compose_train_config(*overrides: str) -> DictConfig:
+    """The config `python train.py <overrides>` would run, composed in-process through Hydra's compose API."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:

@@ -8,6 +8,7 @@ import logging
 import math
 import secrets
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,9 +18,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-import makemore.config  # noqa: F401  (registers the resolvers conf/ uses)
 from makemore.checkpoint import load_checkpoint, save_atomic
-from makemore.config import flatten
+from makemore.config import compose_train_config, flatten
 from makemore.data import SPLITS, Dataset, load_dataset
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, build_loggers
@@ -95,6 +95,12 @@ def resolve_rerun(cfg: DictConfig, task_overrides) -> DictConfig:
         raise MakemoreError(f"no saved config at {saved_path}; rerun=<a run directory under outputs/>")
     saved = OmegaConf.load(saved_path)
     return resolve_rerun(saved, []) if saved.get("rerun") else saved  # a rerun of a rerun follows the chain
+
+
+def run_overrides(*overrides: str) -> dict:
+    """Run `python train.py <overrides>` in-process, in a throwaway directory; return its metrics (for experiments)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return run(compose_train_config(*overrides), Path(tmp))
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -13,7 +13,6 @@ import argparse
 import math
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -96,15 +95,10 @@ def evaluate(model: nn.Module, stats: dict[str, ContextStats]) -> dict:
 
 def framework_recipe_run() -> dict:
     """The user's recipe through train.py's own path: model=trigram_table optim=full_batch."""
-    from hydra import compose, initialize_config_dir
+    from makemore.train import run_overrides
 
-    from makemore.train import run
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", ["model=trigram_table", "optim=full_batch", "logger=none", "progress=false",
-                                "samples=1", "checkpoint_interval=0"])
-    with tempfile.TemporaryDirectory() as tmp:
-        return run(cfg, Path(tmp))
+    return run_overrides("model=trigram_table", "optim=full_batch", "logger=none", "progress=false", "samples=1",
+                         "checkpoint_interval=0")
 
 
 def table_model(vocab_size: int, seed: int) -> NgramTable:
@@ -244,16 +238,11 @@ def _cost(fit: dict) -> dict:
 
 def references() -> list[dict]:
     """bigram counts and the default MLP, through train.py's own path."""
-    from hydra import compose, initialize_config_dir
-
-    from makemore.train import run
+    from makemore.train import run_overrides
 
     rows = []
     for model in ("bigram_count", "mlp"):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", [f"model={model}", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0"])
-        with tempfile.TemporaryDirectory() as tmp:
-            m = run(cfg, Path(tmp))
+        m = run_overrides(f"model={model}", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0")
         rows.append({"model": f"{model} (reference)", "params": m["params"], "train": m["train_loss"],
                      "dev": m["dev_loss"], "test": m["test_loss"], "steps": m["steps"], "seconds": m["train_seconds"]})
     return rows

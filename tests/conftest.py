@@ -9,16 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+
+from makemore.config import compose_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["steps=40", "eval_interval=20", "log_interval=10", "progress=false", "samples=5"]
 
 
-def compose_config(*overrides: str):
-    """The config `python train.py <overrides>` would run, composed in-process."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+compose_config = compose_train_config
 
 
 def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):

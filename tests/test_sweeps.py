@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import FAST, ROOT, read_metrics, run_script
-from makemore.report import find_runs, read_run, leaderboard, write_report
+from makemore.report import find_runs, write_report
 from wandb_records import read_run as read_wandb_run
 
 SMALL = FAST

@@ -7,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import FAST, ROOT, compose_config, read_metrics, run_script, run_train
+from conftest import FAST, ROOT, compose_config, read_metrics, run_train
 from makemore.checkpoint import load_model
 from makemore.train import run
 
