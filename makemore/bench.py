@@ -107,7 +107,7 @@ def sweep_seconds(*launcher: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), "-m", "model.emb=8,10,12,14", "steps=2000", "progress=false",
+            [sys.executable, str(ROOT / "train.py"), "-m", "model.emb=8,10,12,14", "steps=8000", "progress=false",
              "logger=none", *launcher, f"hydra.sweep.dir={tmp}"],
             check=True, capture_output=True, cwd=ROOT,
         )

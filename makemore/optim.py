@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,20 +22,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def lr_factor(schedule: str, step: int, steps: int, cfg) -> float:
-    """Multiplier of the base lr at `step` of `steps`."""
+def lr_schedule(cfg, steps: int) -> Callable[[int], float]:
+    """The multiplier of the base lr at each step. Reads the config once: it runs every step."""
+    schedule = cfg.schedule
     if schedule == "constant":
-        return 1.0
+        return lambda step: 1.0
     if schedule == "step":  # the lectures: lr, then lr * gamma after a fraction of the run
-        return cfg.gamma if step >= cfg.decay_at * steps else 1.0
+        decay_step, gamma = cfg.decay_at * steps, cfg.gamma
+        return lambda step: gamma if step >= decay_step else 1.0
     if schedule == "cosine":  # linear warmup, then cosine down to min_factor
-        warmup = int(cfg.warmup * steps)
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return cfg.min_factor + (1 - cfg.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        warmup, floor = int(cfg.warmup * steps), cfg.min_factor
+
+        def cosine(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, steps - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return cosine
     if schedule == "exponential":  # lecture 2's lr finder: lr rises from lr to lr_end over the run
-        return (cfg.lr_end / cfg.lr) ** (step / max(1, steps - 1))
+        ratio, last = cfg.lr_end / cfg.lr, max(1, steps - 1)
+        return lambda step: ratio ** (step / last)
     raise MakemoreError(f"unknown optim.schedule {schedule!r}; choose constant, step, cosine or exponential")
 
 
@@ -49,6 +57,5 @@ def build_optimizer(model: nn.Module, cfg, steps: int) -> tuple[torch.optim.Opti
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
     else:
         raise MakemoreError(f"unknown optimizer {cfg.name!r}; choose optim=sgd, full_batch or adamw")
-    lr_factor(cfg.schedule, 0, steps, cfg)  # fail on a bad schedule now, not mid-run
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg.schedule, step, steps, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg, steps))
     return optimizer, scheduler

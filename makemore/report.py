@@ -18,6 +18,9 @@ from makemore import plots
 
 TARGET = 2.2
 CURVES_SHOWN = 6
+# Overrides that change how a run is watched, not what it computes: never a leaderboard column.
+NOT_RESULTS = {"progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval",
+               "checkpoint_interval", "sweep"}
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -52,7 +55,7 @@ def dev_loss(run: dict) -> float:
 
 def leaderboard(runs: list[dict], root: Path) -> tuple[list[dict], list[str]]:
     """Rows ranked by dev loss (finished runs first, failures after), and the override keys that differ."""
-    keys = sorted({k for run in runs for k in run["overrides"]})
+    keys = sorted({k for run in runs for k in run["overrides"] if k.split(".")[0] not in NOT_RESULTS})
     varying = [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
     rows = []
@@ -65,6 +68,7 @@ def leaderboard(runs: list[dict], root: Path) -> tuple[list[dict], list[str]]:
             "run": name,
             **{k: run["overrides"].get(k, "") for k in varying},
             "params": m.get("params", ""),
+            "steps": m.get("steps", ""),
             "train": _loss(m.get("train_loss")) if ok else "",
             "dev": _loss(m.get("dev_loss")) if ok else "",
             "test": _loss(m.get("test_loss")) if ok else "",
