@@ -129,7 +129,7 @@ def fit(
                             "seconds_to_target": state["train_seconds"] + time.perf_counter() - start,
                             "target_reached_at": time.time(),
                         }
-                loggers.scalars(done, values)
+                loggers.scalars(done, values if done < steps else {"lr": lr})  # the full splits give the last losses
                 state["history"].append({"step": done, **values})
                 bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state['dev_loss']:.4f}", refresh=False)
                 bar.update(done - bar.n)

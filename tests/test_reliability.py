@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose_config, read_metrics, run_train
 from makemore.checkpoint import load_checkpoint, load_model, save_atomic
@@ -40,7 +41,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, signum):
     reference = run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
     run_dir = tmp_path / "run"
-    process = start_train(run_dir, *RESUMABLE)
+    process = start_train(run_dir, *RESUMABLE, "logger=all")
     wait_for(run_dir / "checkpoint.pt", process)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
@@ -57,6 +58,12 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, signum):
     for key in ("train_loss", "dev_loss", "test_loss"):
         assert resumed[key] == reference[key]  # to the last digit
     assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("resume") == 0  # the original record stays
+    wandb_logs = sorted(p.name for p in run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(wandb_logs) == 2 and wandb_logs[0] == wandb_logs[1]  # the resumed run logs into the same W&B run id
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss/train")]
+    assert steps == sorted(set(steps)) and steps[-1] == 4000  # one TensorBoard run, no step logged twice
 
 
 @pytest.mark.slow
