@@ -99,10 +99,10 @@ def fit(
             if batch_size is None:
                 xb, yb = X_train, Y_train
             else:
-                if step % BATCH_CHUNK == 0 or step == first:
+                if step % BATCH_CHUNK == 0 or step == first:  # gather a chunk of batches at once; a step takes a view
                     batches = batch_indices(seed, step // BATCH_CHUNK, n_train, batch_size, device)
-                ix = batches[step % BATCH_CHUNK]
-                xb, yb = X_train[ix], Y_train[ix]
+                    chunk_X, chunk_Y = X_train[batches], Y_train[batches]
+                xb, yb = chunk_X[step % BATCH_CHUNK], chunk_Y[step % BATCH_CHUNK]
             loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
             for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
                 p.grad = None
