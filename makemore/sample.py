@@ -31,6 +31,8 @@ def generate(
         raise MakemoreError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise MakemoreError(f"top_k must be at least 1, got {top_k}")
+    if count < 1:
+        return []
     unknown = sorted(set(prefix) - set(vocab.chars[1:]))
     if unknown:
         raise MakemoreError(f"prefix has characters not in the vocabulary: {''.join(unknown)!r}")

@@ -114,6 +114,7 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    """cpu, cuda, or auto (cuda when there is one)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -138,6 +139,7 @@ def check_memory(cfg: DictConfig, vocab_size: int) -> None:
 
 
 def available_memory() -> int | None:
+    """Bytes of memory available now (Linux), or None where that cannot be read."""
     try:
         with open("/proc/meminfo") as f:
             fields = dict(line.split(":", 1) for line in f)

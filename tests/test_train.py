@@ -100,6 +100,7 @@ def write(path, data: bytes):
         (lambda t: ["model.emb=0"], "model.emb must be a positive integer"),
         (lambda t: ["model.hidden=-5"], "model.hidden must be a positive integer"),
         (lambda t: ["model=trigram_table", "model.block_size=5"], "GiB"),
+        (lambda t: ["model.hidden=2000000", "model.layers=2"], "GiB to train but only"),
         (lambda t: ["steps=-1"], "steps must be an integer"),
         (lambda t: ["model=transformer9000"], "model/transformer9000"),
     ],
