@@ -90,7 +90,10 @@ def markdown(rows: list[dict]) -> str:
     columns = list(rows[0])
     cells = [[str(row.get(c, "")).replace("|", "\\|") for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
+
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)]) + "\n"
 
 
@@ -119,7 +122,11 @@ def write_report(root: Path, out_dir: Path | None = None) -> list[dict]:
     curves = {str(r["dir"].relative_to(root)) if r["dir"] != root else r["dir"].name: dev_curve(r) for r in finished}
     target = finished[0]["metrics"].get("target", TARGET) if finished else TARGET
     plots.dev_curves(curves, target).savefig(out_dir / "leaderboard.png", dpi=110, bbox_inches="tight")
-    best = f"best dev {dev_loss(finished[0]):.4f}: target {target} {'met' if dev_loss(finished[0]) < target else 'not met'}" if finished else "no finished run"
+    if finished:
+        best_dev = dev_loss(finished[0])
+        best = f"best dev {best_dev:.4f}: target {target} {'met' if best_dev < target else 'not met'}"
+    else:
+        best = "no finished run"
     print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}written: {out_dir}/leaderboard.{{md,csv,png}}")
     return rows
 
@@ -127,7 +134,8 @@ def write_report(root: Path, out_dir: Path | None = None) -> list[dict]:
 def suggest_lr(lrs: list[float], losses: list[float]) -> float:
     """The lr where the smoothed loss bottoms out, as read off lecture 2's plot."""
     window = max(1, len(losses) // 20)
-    smoothed = [sum(losses[max(0, i - window) : i + window + 1]) / len(losses[max(0, i - window) : i + window + 1]) for i in range(len(losses))]
+    neighbourhoods = [losses[max(0, i - window) : i + window + 1] for i in range(len(losses))]
+    smoothed = [sum(n) / len(n) for n in neighbourhoods]
     finite = [(loss, i) for i, loss in enumerate(smoothed) if math.isfinite(loss)]
     return lrs[min(finite)[1]]
 

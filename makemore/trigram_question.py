@@ -10,6 +10,7 @@ through train.py's code path, and the two agree."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import shutil
 import sys
@@ -137,30 +138,24 @@ def interaction_example(stats: ContextStats, vocab, min_count: int = 100, min_pa
     seconds = sorted({b for _, b in frequent})
     logp = probs.log()
     counts = stats.counts.view(V, V, V)
-    for a1 in firsts:
-        for a2 in firsts:
-            if a2 <= a1:
-                continue
-            for b1 in seconds:
-                for b2 in seconds:
-                    if b2 <= b1 or min(support[a1, b1], support[a1, b2], support[a2, b1], support[a2, b2]) < min_count:
-                        continue
-                    lor = logp[a1, b1] - logp[a1, b2] - logp[a2, b1] + logp[a2, b2]  # per target, relative to z
-                    well_seen = torch.stack([counts[a, b] for a in (a1, a2) for b in (b1, b2)]).min(0).values >= min_pair
-                    gaps = (lor[:, None] - lor[None, :]).abs()
-                    gaps[~(well_seen[:, None] & well_seen[None, :])] = 0
-                    value, flat = gaps.view(-1).max(0)
-                    if best is None or value > best[0]:
-                        y, z = divmod(flat.item(), V)
-                        best = (value.item(), a1, a2, b1, b2, y, z)
+    for (a1, a2), (b1, b2) in itertools.product(itertools.combinations(firsts, 2), itertools.combinations(seconds, 2)):
+        if min(support[a1, b1], support[a1, b2], support[a2, b1], support[a2, b2]) < min_count:
+            continue
+        lor = logp[a1, b1] - logp[a1, b2] - logp[a2, b1] + logp[a2, b2]  # per target; differences give the log-odds
+        well_seen = torch.stack([counts[a, b] for a in (a1, a2) for b in (b1, b2)]).min(0).values >= min_pair
+        gaps = (lor[:, None] - lor[None, :]).abs()
+        gaps[~(well_seen[:, None] & well_seen[None, :])] = 0
+        value, flat = gaps.view(-1).max(0)
+        if best is None or value > best[0]:
+            y, z = divmod(flat.item(), V)
+            best = (value.item(), a1, a2, b1, b2, y, z)
     if best is None:
         return None
     value, a1, a2, b1, b2, y, z = best
     ch = vocab.chars
-    cell = lambda a, b: {"context": ch[a] + ch[b], "p_y": probs[a, b, y].item(), "p_z": probs[a, b, z].item(),  # noqa: E731
-                         "n": int(support[a, b])}
-    return {"interaction": value, "y": ch[y], "z": ch[z],
-            "cells": [cell(a1, b1), cell(a1, b2), cell(a2, b1), cell(a2, b2)]}
+    cells = [{"context": ch[a] + ch[b], "p_y": probs[a, b, y].item(), "p_z": probs[a, b, z].item(), "n": int(support[a, b])}
+             for a in (a1, a2) for b in (b1, b2)]
+    return {"interaction": value, "y": ch[y], "z": ch[z], "cells": cells}
 
 
 def run_experiment(dataset: Dataset, seed: int = 42, with_framework: bool = True, max_steps: int = 20_000) -> dict:
