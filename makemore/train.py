@@ -79,7 +79,7 @@ def load_resume(run_dir: Path, task_overrides, multirun: bool) -> tuple[DictConf
     if multirun:
         raise MakemoreError("resume works on one run at a time; drop -m")
     metrics = run_dir / "metrics.json"
-    if metrics.exists() and '"status": "ok"' in metrics.read_text():
+    if metrics.exists() and json.loads(metrics.read_text()).get("status") == "ok":
         raise MakemoreError(f"{run_dir} already finished; rerun it with python train.py rerun={run_dir}")
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})
     return OmegaConf.create(checkpoint["config"]), checkpoint
