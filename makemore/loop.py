@@ -19,7 +19,7 @@ from makemore.checkpoint import save_atomic
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers
 from makemore.models import loss_on
-from makemore.optim import build_optimizer
+from makemore.optim import build_optimizer, plain_step
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
 CHECKPOINT = "checkpoint.pt"
@@ -68,7 +68,8 @@ def fit(
     """
     steps, batch_size, seed, target, smoothing = cfg.steps, cfg.batch_size, cfg.seed, cfg.target, cfg.label_smoothing
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
-    optimizer, scheduler = build_optimizer(model, cfg.optim, steps)
+    optimizer, lr_at = build_optimizer(model, cfg.optim, steps)
+    optimizer_step = plain_step(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
     step_losses = torch.zeros(steps, device=device)
@@ -76,15 +77,15 @@ def fit(
     if resume:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"])
         state = resume["state"]
         step_losses[state["step"] - len(resume["window"]) : state["step"]] = resume["window"].to(device)
+    groups = optimizer.param_groups  # only now: load_state_dict replaces the group dicts
 
     def save_checkpoint(done: int) -> None:
         window = step_losses[done - (done % log_every) : done].cpu()  # the current, unfinished log window
         save_atomic({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(), "window": window,
             "state": {**state, "step": done, "train_seconds": state["train_seconds"] + time.perf_counter() - start},
             **extra,
@@ -103,13 +104,14 @@ def fit(
                     batches = batch_indices(seed, step // BATCH_CHUNK, n_train, batch_size, device)
                     chunk_X, chunk_Y = X_train[batches], Y_train[batches]
                 xb, yb = chunk_X[step % BATCH_CHUNK], chunk_Y[step % BATCH_CHUNK]
+            lr = lr_at(step)
+            for group in groups:
+                group["lr"] = lr
             loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
             for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
                 p.grad = None
             loss.backward()
-            optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]  # the lr this step used, before the schedule moves it
-            scheduler.step()
+            optimizer_step()
             step_losses[step] = loss.detach()
             done = step + 1
             if done % log_every == 0 or done == steps:
