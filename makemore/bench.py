@@ -109,7 +109,7 @@ def sweep_seconds(*launcher: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), "-m", "model.emb=8,10,12,14", "steps=8000", "progress=false",
+            [sys.executable, str(ROOT / "train.py"), "-m", "model.emb=8,10,12,14", "steps=15000", "progress=false",
              "logger=none", *launcher, f"hydra.sweep.dir={tmp}"],
             check=True, capture_output=True, cwd=ROOT,
         )
