@@ -53,8 +53,8 @@ def dev_loss(run: dict) -> float:
     return value if isinstance(value, (int, float)) and not math.isnan(value) else math.inf
 
 
-def leaderboard(runs: list[dict], root: Path) -> tuple[list[dict], list[str]]:
-    """Rows ranked by dev loss (finished runs first, failures after), and the override keys that differ."""
+def leaderboard(runs: list[dict], root: Path) -> list[dict]:
+    """Rows ranked by dev loss (finished runs first, failures after), with a column per override that differs."""
     keys = sorted({k for run in runs for k in run["overrides"] if k.split(".")[0] not in NOT_RESULTS})
     varying = [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
@@ -77,7 +77,7 @@ def leaderboard(runs: list[dict], root: Path) -> tuple[list[dict], list[str]]:
             "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
             "rerun": f"python train.py rerun={rerun_dir}",
         })
-    return rows, varying
+    return rows
 
 
 def _loss(value) -> str:
@@ -111,7 +111,7 @@ def write_report(root: Path, out_dir: Path | None = None) -> list[dict]:
     """Print the leaderboard of every run under root and write leaderboard.csv/.md/.png into out_dir."""
     out_dir = out_dir or root
     runs = [r for r in map(read_run, find_runs(root)) if r is not None]
-    rows, _ = leaderboard(runs, root)
+    rows = leaderboard(runs, root)
     table = markdown(rows)
     (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
     with open(out_dir / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:

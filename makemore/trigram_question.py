@@ -36,9 +36,10 @@ class ContextStats:
     """(context, next) counts of one split over all V^2 contexts: enough to compute its exact mean loss."""
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, vocab_size: int):
-        self.contexts = torch.cartesian_prod(torch.arange(vocab_size), torch.arange(vocab_size))
-        flat = (X[:, 0] * vocab_size + X[:, 1]) * vocab_size + Y
-        self.counts = torch.bincount(flat, minlength=vocab_size**3).view(vocab_size**2, vocab_size).double()
+        self.contexts = torch.cartesian_prod(torch.arange(vocab_size), torch.arange(vocab_size))  # the table's row order
+        counting = NgramCounts(vocab_size, 2)
+        counting.fit(X, Y)
+        self.counts = counting.counts.double()
         first_letter = self.contexts.eq(0).all(1)  # context (boundary, boundary): the item's first letter
         self.counts_later = self.counts.clone()
         self.counts_later[first_letter] = 0
