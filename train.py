@@ -1,8 +1,11 @@
 """Train one makemore model: `python train.py model=mlp model.emb=10`. Configs live in conf/."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from makemore.cli import run_app
 from makemore.train import train
 
 
@@ -12,4 +15,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_app(main))

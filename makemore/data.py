@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from makemore.cli import override
 from makemore.errors import MakemoreError
 
 BUILTIN_NAMES = Path(__file__).parent / "data" / "names.txt"
 SPLITS = ("train", "dev", "test")
+# Boundary tokens to suggest when the data holds the chosen one: plain ones first, then the control pictures.
+BOUNDARY_CHOICES = "|@%_+:/#~^&<>=" + "".join(map(chr, range(0x2400, 0x2500)))
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,18 @@ def resolve_path(path: str | None) -> Path:
 
 
 def read_items(path: Path) -> list[str]:
-    """Read UTF-8 text, one item per line; line ends stripped, blank lines dropped."""
+    """Read UTF-8 text, one item per line (LF, CRLF or CR alone); line ends stripped, blank lines dropped."""
     fix = "pass data.path=<a UTF-8 text file with one item per line>"
     if not path.exists():
         raise MakemoreError(f"data file not found: {path}; {fix}")
     if not path.is_file():
         raise MakemoreError(f"data path is not a file: {path}; {fix}")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise MakemoreError(f"cannot read data file {path} ({e.strerror}); check its permissions, or {fix}") from None
+    if utf16(raw):
+        raise MakemoreError(f"data file {path} is UTF-16; re-save it as UTF-8")
     if b"\x00" in raw:
         raise MakemoreError(f"data file {path} looks binary (it contains NUL bytes); {fix}")
     try:
@@ -69,11 +78,21 @@ def read_items(path: Path) -> list[str]:
         raise MakemoreError(
             f"data file {path} is not valid UTF-8 (bad byte at offset {e.start}); re-save it as UTF-8"
         ) from None
-    items = [line.rstrip("\r") for line in text.split("\n")]
-    items = [item for item in items if item.strip()]
+    items = [item for item in re.split(r"\r\n|\r|\n", text) if item.strip()]
     if not items:
         raise MakemoreError(f"data file {path} has no items (it is empty or blank); {fix}")
     return items
+
+
+def utf16(raw: bytes) -> bool:
+    """A UTF-16 byte-order mark, or text whose every other byte is NUL (UTF-16 without a mark)."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    sample = raw[:4096]
+    for nuls, chars in ((sample[1::2], sample[0::2]), (sample[0::2], sample[1::2])):
+        if len(sample) >= 4 and nuls.count(0) == len(nuls) and 0 not in chars:
+            return True
+    return False
 
 
 def build_vocab(items: list[str], boundary: str = ".") -> Vocab:
@@ -82,9 +101,9 @@ def build_vocab(items: list[str], boundary: str = ".") -> Vocab:
         raise MakemoreError(f"data.boundary must be one character other than a line end, got {boundary!r}")
     chars = sorted(set("".join(items)))
     if boundary in chars:
-        free = next(c for c in "|#~^_@$%&*+=<>`" + "".join(map(chr, range(0x2400, 0x2500))) if c not in chars)
+        free = next(c for c in BOUNDARY_CHOICES if c not in chars)
         raise MakemoreError(
-            f"the boundary token {boundary!r} also occurs in the data; choose another, e.g. data.boundary='{free}'"
+            f"the boundary token {boundary!r} also occurs in the data; choose another, e.g. {override('data.boundary', free)}"
         )
     return Vocab((boundary, *chars))
 
@@ -123,10 +142,14 @@ def load_dataset(
     path: str | None, block_size: int, boundary: str = ".", fractions=(0.8, 0.1, 0.1), seed: int = 42
 ) -> Dataset:
     """Read, split and cut a dataset; `path=None` is the built-in names.txt."""
+    items = read_items(resolve_path(path))
+    return make_dataset(items, build_vocab(items, boundary), block_size, fractions, seed)
+
+
+def make_dataset(items: list[str], vocab: Vocab, block_size: int, fractions=(0.8, 0.1, 0.1), seed: int = 42) -> Dataset:
+    """Split items that were already read and cut each split into examples."""
     if block_size < 1:
         raise MakemoreError(f"model.block_size must be at least 1, got {block_size}")
-    items = read_items(resolve_path(path))
-    vocab = build_vocab(items, boundary)
     words = split_items(items, tuple(fractions), seed)
     X, Y = {}, {}
     for split, split_words in words.items():

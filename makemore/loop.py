@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from makemore.checkpoint import save_atomic
+from makemore.cli import train_command
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers
 from makemore.models import loss_on
@@ -67,11 +68,13 @@ def fit(
     `extra` is stored in every checkpoint (vocabulary, config, logger ids).
     """
     steps, batch_size, seed, target, smoothing = cfg.steps, cfg.batch_size, cfg.seed, cfg.target, cfg.label_smoothing
+    ceiling = cfg.diverge_above  # a finite loss this high is divergence too (lecture 2's randn start is ~27 nats)
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
-    optimizer, lr_at = build_optimizer(model, cfg.optim, steps)
+    optimizer, lr_at = build_optimizer(model, cfg.optim, cfg.schedule, steps)
     optimizer_step = plain_step(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
+    vocab_size = len(extra["vocab"])
     step_losses = torch.zeros(steps, device=device)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {}}
     if resume:
@@ -116,16 +119,18 @@ def fit(
             done = step + 1
             if done % log_every == 0 or done == steps:
                 train_loss = step_losses[done - 1 - (done - 1) % log_every : done].mean().item()
-                if not math.isfinite(train_loss):
+                if not math.isfinite(train_loss) or (ceiling is not None and train_loss > ceiling):
                     bar.close()
-                    raise Diverged(f"loss became {train_loss} by step {done} (lr {lr:g}); "
+                    what = (f"became {train_loss}" if not math.isfinite(train_loss)
+                            else f"reached {train_loss:.4g}, above diverge_above={ceiling:g},")
+                    raise Diverged(f"loss {what} by step {done} (lr {lr:g}); "
                                    "the learning rate is likely too high: lower optim.lr")
                 values = {"loss/train": train_loss, "lr": lr}
                 if done % eval_every == 0 and done < steps:  # the last step is evaluated on every split after
                     eval_start = time.perf_counter()
-                    state["dev_loss"] = values["loss/dev"] = loss_on(model, X["dev"], Y["dev"])
+                    state["dev_loss"] = values["loss/dev"] = loss_on(model, X["dev"], Y["dev"], vocab_size)
                     state["eval_seconds"] += time.perf_counter() - eval_start
-                    if state["dev_loss"] < target and not state["reached"]:
+                    if target is not None and state["dev_loss"] < target and not state["reached"]:
                         state["reached"] = {
                             "step_to_target": done,
                             "seconds_to_target": state["train_seconds"] + time.perf_counter() - start,
@@ -142,7 +147,7 @@ def fit(
                 bar.close()
                 name = signal.Signals(stop[0]).name
                 raise Interrupted(f"{name} at step {done}: checkpoint saved; continue with "
-                                  f"python train.py resume={run_dir}", stop[0])
+                                  f"{train_command('resume', run_dir)}", stop[0])
     bar.close()
     state["train_seconds"] += time.perf_counter() - start
     timing = {"steps": steps, "train_seconds": state["train_seconds"], "eval_seconds": state["eval_seconds"],

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules, built from the `optim` config group."""
+"""Optimizers and learning-rate schedules, built from the `optim` and `schedule` config groups."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from makemore.errors import MakemoreError
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -22,28 +21,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def lr_schedule(cfg, steps: int) -> Callable[[int], float]:
-    """The multiplier of the base lr at each step. Reads the config once: it runs every step."""
-    schedule = cfg.schedule
-    if schedule == "constant":
+def lr_schedule(cfg, steps: int, base_lr: float) -> Callable[[int], float]:
+    """The multiplier of the base lr at each step, for the `schedule` group's option. Reads the config once."""
+    name = cfg.name
+    if name == "constant":
         return lambda step: 1.0
-    if schedule == "step":  # the lectures: lr, then lr * gamma after a fraction of the run
+    if name == "step":  # the lectures: lr, then lr * gamma after a fraction of the run
         decay_step, gamma = cfg.decay_at * steps, cfg.gamma
         return lambda step: gamma if step >= decay_step else 1.0
-    if schedule == "cosine":  # linear warmup, then cosine down to min_factor
-        warmup, floor = int(cfg.warmup * steps), cfg.min_factor
-
-        def cosine(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, steps - warmup)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        return cosine
-    if schedule == "exponential":  # lecture 2's lr finder: lr rises from lr to lr_end over the run
-        ratio, last = cfg.lr_end / cfg.lr, max(1, steps - 1)
+    if name == "exponential":  # lecture 2's lr finder: lr moves from optim.lr to lr_end over the run
+        ratio, last = cfg.lr_end / base_lr, max(1, steps - 1)
         return lambda step: ratio ** (step / last)
-    raise MakemoreError(f"unknown optim.schedule {schedule!r}; choose constant, step, cosine or exponential")
+    # cosine and linear: linear warmup, then down to min_factor along a half cosine or a straight line
+    warmup, floor = int(cfg.warmup * steps), cfg.min_factor
+    shape = (lambda t: 0.5 * (1 + math.cos(math.pi * t))) if name == "cosine" else (lambda t: 1 - t)
+
+    def warmup_then_decay(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return floor + (1 - floor) * shape((step - warmup) / max(1, steps - warmup))
+
+    return warmup_then_decay
 
 
 def plain_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
@@ -68,19 +66,18 @@ def plain_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     return step
 
 
-def build_optimizer(model: nn.Module, cfg, steps: int) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
-    """The optimizer named by cfg.name (fused kernels) and the lr to use at each step.
+def build_optimizer(
+    model: nn.Module, cfg, schedule, steps: int
+) -> tuple[torch.optim.Optimizer, Callable[[int], float]]:
+    """The optimizer of the `optim` group (fused kernels) and the lr the `schedule` group gives each step.
 
     The lr is a pure function of the step, so a resumed run needs no scheduler state.
     """
-    if not cfg.lr > 0:
-        raise MakemoreError(f"optim.lr must be positive, got {cfg.lr}")
     groups = param_groups(model, cfg.weight_decay)
-    if cfg.name in ("sgd", "full_batch"):
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=True)
-    elif cfg.name == "adamw":
+    if cfg.name == "adamw":
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
-    else:
-        raise MakemoreError(f"unknown optimizer {cfg.name!r}; choose optim=sgd, full_batch or adamw")
-    base, factor = float(cfg.lr), lr_schedule(cfg, steps)
+    else:  # sgd and full_batch
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=True)
+    base = float(cfg.lr)
+    factor = lr_schedule(schedule, steps, base)
     return optimizer, lambda step: base * factor(step)

@@ -59,7 +59,7 @@ def model_figures(model: nn.Module, vocab: Vocab) -> dict:
     return {}
 
 
-def dev_curves(curves: dict[str, list[tuple[int, float]]], target: float):
+def dev_curves(curves: dict[str, list[tuple[int, float]]], target: float | None):
     """Dev loss against step for several runs on one plot; a single point is drawn as a level line."""
     figure, axes = plt.subplots(figsize=(9, 5.5))
     for i, (name, points) in enumerate(curves.items()):
@@ -67,7 +67,8 @@ def dev_curves(curves: dict[str, list[tuple[int, float]]], target: float):
             axes.plot(*zip(*points), marker=".", label=name, color=f"C{i % 10}")
         elif points:
             axes.axhline(points[0][1], linestyle="--", label=f"{name} (no steps)", color=f"C{i % 10}")
-    axes.axhline(target, color="black", linewidth=1, label=f"target {target}")
+    if target is not None:
+        axes.axhline(target, color="black", linewidth=1, label=f"target {target}")
     axes.set_xlabel("step")
     axes.set_ylabel("dev loss")
     axes.set_title("dev loss of the best runs")

@@ -15,8 +15,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from makemore import plots
+from makemore.cli import refuse, train_command
+from makemore.errors import MakemoreError
+from makemore.record import run_directory_of
 
-TARGET = 2.2
 CURVES_SHOWN = 6
 # Overrides that change how a run is watched, not what it computes: never a leaderboard column.
 NOT_RESULTS = {"progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval",
@@ -58,6 +60,8 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
     keys = sorted({k for run in runs for k in run["overrides"] if k.split(".")[0] not in NOT_RESULTS})
     varying = [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
+    targets = [run["metrics"]["target"] for run in ranked if run["metrics"].get("target") is not None]
+    target_column = f"dev<{targets[0]}" if targets else "dev<target"
     rows = []
     for rank, run in enumerate(ranked, 1):
         m, ok = run["metrics"], run["metrics"].get("status") == "ok"
@@ -73,15 +77,16 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
             "dev": _loss(m.get("dev_loss")) if ok else "",
             "test": _loss(m.get("test_loss")) if ok else "",
             "seconds": f"{m['train_seconds']:.1f}" if ok else "",
-            f"dev<{m.get('target', TARGET)}": ("✓" if m.get("target_met") else "✗") if ok else "✗",
+            target_column: "" if m.get("target") is None and ok else "✓" if m.get("target_met") else "✗",
             "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
-            "rerun": f"python train.py rerun={rerun_dir}",
+            "rerun": train_command("rerun", rerun_dir),
         })
     return rows
 
 
 def _loss(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else ""
+    """A finished run's loss; null in metrics.json is an infinite loss (JSON has no infinity)."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "inf"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -104,31 +109,46 @@ def dev_curve(run: dict) -> list[tuple[int, float]]:
     if history.exists():
         with open(history, newline="") as f:
             points = [(int(r["step"]), float(r["loss/dev"])) for r in csv.DictReader(f) if r.get("loss/dev")]
-    return points + [(run["metrics"].get("steps", 0), run["metrics"]["dev_loss"])]
+    return points + [(run["metrics"].get("steps", 0), dev_loss(run))]
 
 
-def write_report(root: Path, out_dir: Path | None = None) -> list[dict]:
-    """Print the leaderboard of every run under root and write leaderboard.csv/.md/.png into out_dir."""
-    out_dir = out_dir or root
+def write_report(root: Path) -> list[dict]:
+    """Print the leaderboard of every run under root and write leaderboard.csv/.md/.png into root.
+
+    Into root unless root is (or is inside) a run directory, whose files no command changes: then it only prints.
+    """
     runs = [r for r in map(read_run, find_runs(root)) if r is not None]
     rows = leaderboard(runs, root)
     table = markdown(rows)
+    finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)[:CURVES_SHOWN]
+    if finished:
+        best_dev = dev_loss(finished[0])
+        target = finished[0]["metrics"].get("target")
+        met = "no target" if target is None else f"target {target} {'met' if best_dev < target else 'not met'}"
+        best = f"best dev {best_dev:.4f}: {met}"
+    else:
+        best = "no finished run"
+    print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}", end="")
+    inside = run_directory_of(root)
+    if inside:
+        print(f"not written: {root} is inside the run directory {inside}, whose files no command changes")
+        return rows
+    write_tables(root, rows, table)
+    curves = {str(r["dir"].relative_to(root)) if r["dir"] != root else r["dir"].name: dev_curve(r) for r in finished}
+    target = finished[0]["metrics"].get("target") if finished else None
+    plots.dev_curves(curves, target).savefig(root / "leaderboard.png", dpi=110, bbox_inches="tight")
+    print(f"written: {root}/leaderboard.{{md,csv,png}}")
+    return rows
+
+
+def write_tables(out_dir: Path, rows: list[dict], table: str) -> None:
+    """leaderboard.md and leaderboard.csv."""
+    (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
     (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
     with open(out_dir / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])
         writer.writeheader()
         writer.writerows(rows)
-    finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)[:CURVES_SHOWN]
-    curves = {str(r["dir"].relative_to(root)) if r["dir"] != root else r["dir"].name: dev_curve(r) for r in finished}
-    target = finished[0]["metrics"].get("target", TARGET) if finished else TARGET
-    plots.dev_curves(curves, target).savefig(out_dir / "leaderboard.png", dpi=110, bbox_inches="tight")
-    if finished:
-        best_dev = dev_loss(finished[0])
-        best = f"best dev {best_dev:.4f}: target {target} {'met' if best_dev < target else 'not met'}"
-    else:
-        best = "no finished run"
-    print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}written: {out_dir}/leaderboard.{{md,csv,png}}")
-    return rows
 
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> float:
@@ -155,7 +175,9 @@ class LeaderboardCallback(Callback):
     """At the end of every multirun, print and write the sweep's leaderboard."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        write_report(Path(config.hydra.sweep.dir))
+        rows = write_report(Path(config.hydra.sweep.dir))
+        if rows and not any(row["status"] == "ok" for row in rows):
+            refuse(MakemoreError(f"every member of the sweep failed; their reasons are in {config.hydra.sweep.dir}/leaderboard.md"))
 
 
 class LrFinderCallback(Callback):
@@ -173,6 +195,6 @@ def main(root: str) -> int:
     path = Path(root)
     if not path.is_dir():
         print(f"error: no directory {path}; report=<a sweep directory, or outputs>", file=sys.stderr)
-        return 2
+        return 1
     write_report(path)
     return 0

@@ -48,7 +48,8 @@ def generate(
         if temperature == 0:
             token = logits.argmax(1, keepdim=True)
         else:
-            logits = logits / temperature
+            # Shifted, in float64, before dividing: any tiny temperature then gives -inf, never inf - inf = nan.
+            logits = (logits.double() - logits.double().max(1, keepdim=True).values) / temperature
             if top_k is not None and top_k < logits.shape[1]:
                 kth = logits.topk(top_k, dim=1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -75,6 +76,7 @@ def novelty(samples: list[str], words: dict[str, list[str]]) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m makemore.sample <run dir>`: samples from model.pt alone; the shares also need the training data."""
     from makemore.checkpoint import load_model
 
     parser = argparse.ArgumentParser(prog="python -m makemore.sample", description=__doc__)
@@ -89,26 +91,50 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.count < 1:
             raise MakemoreError(f"--count must be at least 1, got {args.count}")
+        if args.out:
+            check_writable(args.out)
         model, vocab, config = load_model(args.run_dir / "model.pt")
-        block_size = config["model"]["block_size"]
         samples = generate(
-            model, vocab, block_size, args.count,
+            model, vocab, config["model"]["block_size"], args.count,
             temperature=args.temperature, top_k=args.top_k, prefix=args.prefix, seed=args.seed,
         )
-        data = config["data"]
-        dataset = load_dataset(data["path"], block_size, data["boundary"], data["fractions"], data["seed"])
-        if dataset.vocab != vocab:
-            raise MakemoreError("the run's data file has changed since training (vocabulary differs)")
+        if args.out:
+            args.out.write_text("\n".join(samples) + "\n", encoding="utf-8")
     except MakemoreError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1
+    except OSError as e:
+        print(f"error: cannot write {args.out} ({e.strerror}); -o <a file in an existing directory>", file=sys.stderr)
+        return 1
     print("\n".join(samples))
-    if args.out:
-        args.out.write_text("\n".join(samples) + "\n", encoding="utf-8")
-    shares = novelty(samples, dataset.words)
-    print(f"{len(samples)} samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
-          f"{shares['dev_test']:.0%} in dev/test only", file=sys.stderr)
+    print(shares_line(samples, vocab, config["data"]), file=sys.stderr)
     return 0
+
+
+def check_writable(out: Path) -> None:
+    """-o names a new or ordinary file in an existing directory outside every run directory."""
+    from makemore.record import run_directory_of
+
+    if out.is_dir():
+        raise MakemoreError(f"-o {out} is a directory; -o <a file path>")
+    if not out.parent.is_dir():
+        raise MakemoreError(f"-o {out}: no directory {out.parent}; create it first, or write elsewhere")
+    inside = run_directory_of(out.parent.resolve())
+    if inside:
+        raise MakemoreError(f"-o {out} is inside the run directory {inside}, whose files no command changes; write elsewhere")
+
+
+def shares_line(samples: list[str], vocab: Vocab, data: dict) -> str:
+    """How many samples are new, in train, or only in dev/test; or why that can't be told without the data."""
+    try:
+        dataset = load_dataset(data["path"], 1, data["boundary"], data["fractions"], data["seed"])
+    except MakemoreError as e:
+        return f"{len(samples)} samples; new/in-train shares skipped: the training data can't be read ({e})"
+    if dataset.vocab != vocab:
+        return f"{len(samples)} samples; new/in-train shares skipped: the data file has changed since training"
+    shares = novelty(samples, dataset.words)
+    return (f"{len(samples)} samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
+            f"{shares['dev_test']:.0%} in dev/test only")
 
 
 if __name__ == "__main__":

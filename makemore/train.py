@@ -20,35 +20,35 @@ from torch import nn
 
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.config import compose_train_config, flatten
-from makemore.data import SPLITS, Dataset, load_dataset
+from makemore.data import SPLITS, Dataset, Vocab, build_vocab, make_dataset, read_items, resolve_path
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, build_loggers
 from makemore.loop import CHECKPOINT, Diverged, Interrupted, fit
-from makemore.models import build_model, loss_on
-from makemore.plots import model_figures
+from makemore.models import build_model, eval_rows, loss_on
 from makemore.sample import generate
+from makemore.schema import validate
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float:
-    """Run one job in Hydra's run directory and return its final dev loss, the value a sweeper minimises."""
+    """Run one job in Hydra's run directory and return its final dev loss, the value a sweeper minimises.
+
+    A single run's config was checked, and for rerun=/resume= replaced by the saved one, before Hydra wrote
+    anything (makemore.record.RunRecord); a sweep member is checked here, in its own new directory.
+    """
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     multirun = hydra.mode == RunMode.MULTIRUN
-    resume = None
     try:
-        progress = cfg.progress
-        if cfg.get("resume"):
-            cfg, resume = load_resume(Path(cfg.resume), hydra.overrides.task, multirun)
-        elif (run_dir / "metrics.json").exists():
-            raise MakemoreError(f"{run_dir} already holds a run; leave hydra.run.dir to its default or pick a new one")
-        cfg = resolve_rerun(cfg, hydra.overrides.task)
-        cfg.progress = progress
+        if multirun and (cfg.get("resume") or cfg.get("rerun")):
+            raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
+        resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
         if multirun and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
             with open_dict(cfg):
                 cfg.logger.wandb.group = Path(hydra.sweep.dir).name  # W&B groups a sweep's members together
-        return run(cfg, run_dir, resume)["dev_loss"]
+        dev = run(cfg, run_dir, resume)["dev_loss"]
+        return math.inf if dev is None else dev
     except Exception as e:
         if not (isinstance(e, MakemoreError) or multirun):
             raise  # a bug in a single run deserves its traceback
@@ -66,51 +66,22 @@ def train(cfg: DictConfig) -> float:
         sys.exit(1)
 
 
-def saved_config_only(what: str, task_overrides) -> None:
-    """rerun= and resume= take a run's saved config as it is (but for `progress`): others would change it."""
-    others = [o for o in task_overrides if not o.startswith((f"{what}=", "progress="))]
-    if others:
-        raise MakemoreError(f"{what} takes the saved config as it is; drop the other overrides {others}")
-
-
-def load_resume(run_dir: Path, task_overrides, multirun: bool) -> tuple[DictConfig, dict]:
-    """`resume=<run dir>`: that run's config and its last checkpoint."""
-    saved_config_only("resume", task_overrides)
-    if multirun:
-        raise MakemoreError("resume works on one run at a time; drop -m")
-    metrics = run_dir / "metrics.json"
-    if metrics.exists() and json.loads(metrics.read_text()).get("status") == "ok":
-        raise MakemoreError(f"{run_dir} already finished; rerun it with python train.py rerun={run_dir}")
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})
-    return OmegaConf.create(checkpoint["config"]), checkpoint
-
-
-def resolve_rerun(cfg: DictConfig, task_overrides) -> DictConfig:
-    """`rerun=<run dir>` replaces the composed config with that run's saved one, so today's conf/ can't change it."""
-    if not cfg.get("rerun"):
-        return cfg
-    saved_config_only("rerun", task_overrides)
-    saved_path = Path(cfg.rerun) / ".hydra" / "config.yaml"
-    if not saved_path.is_file():
-        raise MakemoreError(f"no saved config at {saved_path}; rerun=<a run directory under outputs/>")
-    saved = OmegaConf.load(saved_path)
-    return resolve_rerun(saved, []) if saved.get("rerun") else saved  # a rerun of a rerun follows the chain
-
-
 def run_overrides(*overrides: str) -> dict:
     """Run `python train.py <overrides>` in-process, in a throwaway directory; return its metrics (for experiments)."""
     with tempfile.TemporaryDirectory() as tmp:
         return run(compose_train_config(*overrides), Path(tmp))
 
 
-def check_settings(cfg: DictConfig) -> None:
-    """Refuse nonsense sizes before any work is done."""
-    for key in ("steps", "eval_interval", "log_interval", "checkpoint_interval", "threads"):
-        minimum = 0 if key in ("steps", "checkpoint_interval") else 1
-        if not isinstance(cfg[key], int) or cfg[key] < minimum:
-            raise MakemoreError(f"{key} must be an integer >= {minimum}, got {cfg[key]!r}")
-    if cfg.batch_size is not None and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
-        raise MakemoreError(f"batch_size must be a positive integer (or null for full batch), got {cfg.batch_size!r}")
+def prepare(cfg: DictConfig) -> tuple[DictConfig, list[str], Vocab]:
+    """Everything that can refuse a run before it writes a byte: the schema, the data file, the memory it needs.
+
+    Returns the checked config, the data's items and its vocabulary.
+    """
+    cfg = validate(cfg)
+    items = read_items(resolve_path(cfg.data.path))
+    vocab = build_vocab(items, cfg.data.boundary)
+    check_memory(cfg, vocab.size, sum(map(len, items)) + len(items))
+    return cfg, items, vocab
 
 
 def pick_device(name: str) -> torch.device:
@@ -119,22 +90,24 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise MakemoreError("device=cuda but no CUDA GPU is available; use device=cpu or device=auto")
-    if name not in ("cpu", "cuda"):
-        raise MakemoreError(f"device must be cpu, cuda or auto, got {name!r}")
     return torch.device(name)
 
 
-def check_memory(cfg: DictConfig, vocab_size: int) -> None:
-    """Size the model on the meta device (no allocation) and refuse one that cannot fit in RAM."""
+def check_memory(cfg: DictConfig, vocab_size: int, tokens: int) -> None:
+    """Refuse a run that cannot fit in RAM: the model sized on the meta device (no allocation), its optimizer,
+    the examples of every split, and the largest logits of a training step or an evaluation chunk."""
     with torch.device("meta"):
-        probe = build_model(cfg.model, vocab_size)
-    numbers = sum(t.numel() for t in probe.parameters()) * 4 + sum(b.numel() for b in probe.buffers())
-    needed = numbers * 4  # float32; weights, gradients and two optimizer moments
-    available = available_memory()
+        probe = build_model(cfg.model, vocab_size)  # a table too large is refused here, with its own message
+    model = sum(t.numel() for t in probe.parameters()) * 4 * 4 + sum(b.numel() for b in probe.buffers()) * 4
+    examples = tokens * (cfg.model.block_size + 1) * 8 * 4  # int64 X and Y, and the temporaries that cut them
+    train_rows = int(tokens * cfg.data.fractions[0]) + 1 if cfg.batch_size is None else cfg.batch_size
+    logits = (train_rows + eval_rows(vocab_size)) * vocab_size * 4 * 3  # logits, softmax and gradient
+    needed, available = model + examples + logits, available_memory()
     if available and needed > 0.8 * available:
+        parts = f"weights and optimizer {model / 2**30:,.1f}, examples {examples / 2**30:,.1f}, logits {logits / 2**30:,.1f}"
         raise MakemoreError(
             f"model {cfg.model.name} needs about {needed / 2**30:,.1f} GiB to train but only "
-            f"{available / 2**30:,.1f} GiB is free; make it smaller"
+            f"{available / 2**30:,.1f} GiB is free ({parts} GiB); make the model, block_size or batch_size smaller"
         )
 
 
@@ -153,21 +126,19 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
 
     Returns metrics.json's contents.
     """
-    check_settings(cfg)
+    cfg, items, vocab = prepare(cfg)
+    if resume and tuple(resume["vocab"]) != vocab.chars:
+        raise MakemoreError(f"the checkpoint's vocabulary differs from the data in {cfg.data.path}; resume with the same data")
+    device = pick_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)  # tiny models run ~12x slower on 2 threads than on 1
-    device = pick_device(cfg.device)
-    data = cfg.data
-    dataset = load_dataset(data.path, cfg.model.block_size, data.boundary, tuple(data.fractions), data.seed)
-    if resume and tuple(resume["vocab"]) != dataset.vocab.chars:
-        raise MakemoreError(f"the checkpoint's vocabulary differs from the data in {data.path}; resume with the same data")
-    check_memory(cfg, dataset.vocab.size)
+    dataset = make_dataset(items, vocab, cfg.model.block_size, tuple(cfg.data.fractions), cfg.data.seed)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, dataset.vocab.size).to(device)
+    model = build_model(cfg.model, vocab.size).to(device)
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     config = OmegaConf.to_container(cfg, resolve=True)
     log.info("%s: %s parameters, %s tokens, %s train examples", cfg.model.name, f"{params:,}",
-             dataset.vocab.size, f"{len(dataset.Y['train']):,}")
+             vocab.size, f"{len(dataset.Y['train']):,}")
     X = {split: dataset.X[split].to(device) for split in SPLITS}
     Y = {split: dataset.Y[split].to(device) for split in SPLITS}
     ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
@@ -180,32 +151,37 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
             progress = {"steps": 0, "train_seconds": time.perf_counter() - start, "eval_seconds": 0.0}
             history = []
         else:
-            extra = {"vocab": list(dataset.vocab.chars), "config": config, "ids": ids}
+            extra = {"vocab": list(vocab.chars), "config": config, "ids": ids}
             progress, history = fit(model, X, Y, cfg, loggers, run_dir, extra, resume)
-        losses = {split: loss_on(model, X[split], Y[split]) for split in SPLITS}
+        losses = {split: loss_on(model, X[split], Y[split], vocab.size) for split in SPLITS}
         metrics = {
             "status": "ok",
-            **{f"{split}_loss": losses[split] for split in SPLITS},
+            **{f"{split}_loss": loss if math.isfinite(loss) else None for split, loss in losses.items()},
             "params": params,
             **progress,
             "steps_per_second": progress["steps"] / progress["train_seconds"] if progress["steps"] else 0.0,
             "target": cfg.target,
-            "target_met": losses["dev"] < cfg.target,
+            "target_met": cfg.target is not None and losses["dev"] < cfg.target,
         }
-        samples = generate(model, dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
+        infinite = [split for split, loss in losses.items() if not math.isfinite(loss)]
+        if infinite:  # JSON has no infinity: the loss is null and the note says why
+            metrics["note"] = (f"{', '.join(infinite)} loss is infinite: the model gives probability 0 to some targets "
+                               "(an n-gram never seen in train, with model.alpha=0)")
+        samples = generate(model, vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
         write_outputs(run_dir, model, dataset, config, metrics, samples, history)
-        log_final(loggers, model, dataset, config, metrics, samples)
+        log_final(loggers, model, dataset, config, metrics, losses, samples)
     finally:
         loggers.close()
+    target = "no target" if cfg.target is None else f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}"
     print(f"{cfg.model.name} ({params:,} params, {metrics['steps']:,} steps): "
-          f"train {losses['train']:.4f} | dev {losses['dev']:.4f} | test {losses['test']:.4f} | "
-          f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}")
+          f"train {losses['train']:.4f} | dev {losses['dev']:.4f} | test {losses['test']:.4f} | {target}")
     return metrics
 
 
 def write_json(path: Path, obj: dict) -> None:
+    """Valid JSON (no NaN or Infinity), written atomically."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
 
 
@@ -223,10 +199,16 @@ def write_outputs(
     write_json(run_dir / "metrics.json", metrics)
 
 
-def log_final(loggers: Loggers, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, samples: list[str]) -> None:
+def log_final(
+    loggers: Loggers, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, losses: dict, samples: list[str]
+) -> None:
     """Final losses on the full splits, HParams, samples and the model's picture."""
+    if not loggers.backends:  # logger=none: don't draw pictures nobody receives
+        return
+    from makemore.plots import model_figures  # matplotlib costs half a second to import: only when drawing
+
     step = metrics["steps"]
-    final = {f"loss/{split}": metrics[f"{split}_loss"] for split in SPLITS}
+    final = {f"loss/{split}": losses[split] for split in SPLITS}
     hparams = {k: v for k, v in flatten(config).items() if not k.startswith(("logger.", "rerun", "progress"))}
     loggers.summary(hparams, final, step)
     loggers.text("samples", "\n".join(samples), step)

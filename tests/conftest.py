@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from makemore.cli import hydra_value
 from makemore.config import compose_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +31,32 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
 
 
 def run_train(run_dir: Path, *args: str, **kwargs):
-    """`python train.py` into a given run directory."""
-    return run_script(str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args, **kwargs)
+    """`python train.py` into a given run directory (any path: it is quoted for Hydra)."""
+    return run_script(str(ROOT / "train.py"), f"hydra.run.dir={hydra_value(str(run_dir))}", *args, **kwargs)
+
+
+def run_bash(command: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A command exactly as the project printed it, pasted into bash, with this Python first on the PATH."""
+    environment = {**os.environ, "WANDB_MODE": "offline",
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's entry points and conf/, to run in: its outputs/ starts empty and stays apart."""
+    path = tmp_path / "project"
+    path.mkdir()
+    for script in ("train.py", "sweep.py"):
+        shutil.copy(ROOT / script, path)
+    shutil.copytree(ROOT / "conf", path / "conf")
+    return path
+
+
+def tree_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under directory, by relative path."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def read_metrics(run_dir: Path) -> dict:

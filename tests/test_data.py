@@ -46,7 +46,7 @@ def test_any_characters_are_tokens(tmp_path):
 
 
 def test_boundary_clash_is_refused_with_a_fix():
-    with pytest.raises(MakemoreError, match=r"data.boundary='\|'"):
+    with pytest.raises(MakemoreError, match=r"'data.boundary=\|'"):
         build_vocab(["a.b", "cd"])
     assert build_vocab(["a.b"], boundary="|").chars == ("|", ".", "a", "b")
 

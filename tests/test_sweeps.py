@@ -36,7 +36,7 @@ def test_three_member_multirun_names_members_and_ends_with_a_leaderboard(tmp_pat
     assert [row["rank"] for row in rows] == ["1", "2", "3"]
     assert [float(row["dev"]) for row in rows] == sorted(float(row["dev"]) for row in rows)
     assert {row["model"] for row in rows} == {"trigram_table", "additive", "mlp"}
-    assert all(row["rerun"].startswith("python train.py rerun=") for row in rows)
+    assert all(row["rerun"].startswith("python train.py 'rerun=\"") for row in rows)  # quoted: = and , in names
     assert (sweep_dir / "leaderboard.md").read_text().count("\n") == 5
     assert (sweep_dir / "leaderboard.png").stat().st_size > 10_000
     assert "leaderboard of 3 runs" in result.stdout
@@ -76,7 +76,7 @@ def test_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep_dir = tmp_path / "sweep"
     multirun(sweep_dir, "-m", "optim.lr=0.01,1e6", "model.hidden=16", *SMALL)
     rows = leaderboard_rows(sweep_dir)
-    assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("diverged: loss became nan")
+    assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("diverged: loss ")
     assert not any((d / "model.pt").exists() for d in find_runs(sweep_dir) if "1e6" in d.name or "1000000" in d.name)
 
 

@@ -1,0 +1,141 @@
+"""A run's record is a contract: its saved config is what ran, and no command but `resume=` changes a run's files.
+
+Hydra writes a run's `.hydra/` record before the task function starts, so the checks live in a Hydra callback
+that runs first: it validates the config, swaps in the saved config for `rerun=` and `resume=`, and refuses a
+directory that already holds something, all before Hydra creates or writes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from makemore.checkpoint import load_checkpoint
+from makemore.cli import refuse, train_command
+from makemore.errors import MakemoreError
+from makemore.loop import CHECKPOINT
+from makemore.train import prepare
+
+# Overrides that change how a run is watched, never what it computes: allowed beside rerun= and resume=.
+WATCH_ONLY = ("progress=",)
+
+
+class RunRecord(Callback):
+    """Checks a run, or the base config of a sweep, before Hydra writes anything."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        stop_unless_it_passes(check_run, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        stop_unless_it_passes(check_sweep, config)
+
+
+def stop_unless_it_passes(check, config: DictConfig) -> None:
+    """Hydra turns an exception in a callback into a warning and goes on; a failed check must stop the run."""
+    try:
+        check(config)
+    except MakemoreError as e:
+        refuse(e)
+    except Exception:
+        traceback.print_exc()  # a bug in the check itself: its traceback, and no run
+        raise SystemExit(1) from None
+
+
+def check_run(config: DictConfig) -> None:
+    """Validate a single run's config in place (the saved one for rerun=/resume=) and refuse an occupied directory."""
+    overrides = list(config.hydra.overrides.task)
+    with read_write(config), open_dict(config):
+        ran = job_config(config)
+        if config.get("resume"):
+            refuse_other_overrides("resume", overrides)
+            ran = resumable(Path(config.resume))
+            ran.resume = config.resume
+        elif config.get("rerun"):
+            refuse_other_overrides("rerun", overrides)
+            ran, config.hydra.overrides.task = saved_run(Path(config.rerun))
+            ran.rerun = config.rerun  # lineage only: the config above is complete without the source run
+        ran.progress = config.progress
+        checked, _, _ = prepare(ran)
+        for key in job_config(config):
+            del config[key]
+        config.merge_with(checked)
+        config.hydra.run.dir = run_dir = str(config.hydra.run.dir)  # resolved once: what we check is what is used
+    if not config.get("resume"):
+        refuse_occupied(Path(run_dir), "hydra.run.dir")
+
+
+def check_sweep(config: DictConfig) -> None:
+    """Validate a sweep's base config and refuse an occupied sweep directory."""
+    if config.get("resume") or config.get("rerun"):
+        raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
+    prepare(job_config(config))  # each member is checked again with its own overrides
+    with read_write(config):
+        config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
+    refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
+
+
+def job_config(config: DictConfig) -> DictConfig:
+    """The task's part of a config Hydra composed: everything but the `hydra` node."""
+    return OmegaConf.create({k: config[k] for k in config if k != "hydra"})
+
+
+def refuse_occupied(directory: Path, key: str) -> None:
+    """A run starts only in a new or empty directory: it never mixes its files with another run's."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise MakemoreError(f"{key}={directory} already exists and is not empty: a run never writes into another's "
+                            f"files; leave {key} to its default or pick a new directory")
+
+
+def refuse_other_overrides(what: str, overrides: list[str]) -> None:
+    """rerun= and resume= take a run's saved config as it is (but for `progress`): others would change it."""
+    others = [o for o in overrides if not o.startswith((f"{what}=", *WATCH_ONLY))]
+    if others:
+        raise MakemoreError(f"{what}= takes the saved config as it is; drop the other overrides {' '.join(others)}")
+
+
+def saved_run(run_dir: Path) -> tuple[DictConfig, list[str]]:
+    """The config a run saved in `.hydra/` and the overrides it was composed with."""
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise MakemoreError(f"no saved config at {config_file}; rerun=<a run directory under outputs/>")
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    return upgrade(OmegaConf.load(config_file)), [str(o) for o in overrides or []]
+
+
+def resumable(run_dir: Path) -> DictConfig:
+    """The config of an interrupted run that can continue; anything else is refused before a byte is written."""
+    if not (run_dir / ".hydra" / "config.yaml").is_file() and not (run_dir / CHECKPOINT).is_file():
+        raise MakemoreError(f"resume={run_dir}: not a run directory (no .hydra/config.yaml, no {CHECKPOINT}); "
+                            "resume=<the directory of an interrupted run>")
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file() and json.loads(metrics.read_text()).get("status") == "ok":
+        raise MakemoreError(f"{run_dir} already finished; run it again with {train_command('rerun', run_dir)}")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise MakemoreError(f"{run_dir} has no {CHECKPOINT} to resume from (one is written every checkpoint_interval "
+                            f"steps and on Ctrl-C); start it again with {train_command('rerun', run_dir)}")
+    return upgrade(OmegaConf.create(load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})["config"]))
+
+
+def upgrade(config: DictConfig) -> DictConfig:
+    """A config saved before `schedule` became its own group: its schedule keys move out of `optim`."""
+    if "schedule" not in config and "schedule" in config.get("optim", {}):
+        keys = [key for key in ("decay_at", "gamma", "warmup", "min_factor", "lr_end") if key in config.optim]
+        with open_dict(config):
+            config.schedule = {"name": config.optim.schedule, **{key: config.optim[key] for key in keys}}
+            for key in ("schedule", *keys):
+                del config.optim[key]
+    return config
+
+
+def run_directory_of(path: Path) -> Path | None:
+    """The run directory that holds `path` (or is it), if any: a run's files are never changed by another command."""
+    for directory in (path, *path.parents):
+        if (directory / ".hydra").is_dir() or (directory / "metrics.json").is_file():
+            return directory
+    return None
