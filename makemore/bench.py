@@ -1,6 +1,7 @@
-"""Benchmark: `python -m makemore.bench` prints throughput against the lecture's hand loop, time to the 2.2
-target, the evaluation share and peak memory; `--parallel` also times a 4-member sweep with joblib against
-the basic launcher. Figures are ratios or timings taken in this one command, on one CPU core."""
+"""Benchmark: `python -m makemore.bench` prints throughput against the lecture's hand loop (autograd, and the
+hand-derived backward pass of makemore/backprop.py), time to the 2.2 target, the evaluation share, peak memory
+and the time of lecture 2's whole run with each backward pass; `--parallel` also times a 4-member sweep with
+joblib against the basic launcher. Figures are ratios or timings taken in this one command, on one CPU core."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def hand_loop_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) -> float:
+def hand_loop_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int, batch: int = 32) -> float:
     """Lecture 2's training loop as written there: emb 10, hidden 200, block 3, batch 32, manual SGD."""
     g = torch.Generator().manual_seed(2147483647)
     C = torch.randn((27, 10), generator=g)
@@ -34,7 +35,7 @@ def hand_loop_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) -> 
     lossi = []
     start = time.perf_counter()
     for i in range(steps):
-        ix = torch.randint(0, X.shape[0], (32,))
+        ix = torch.randint(0, X.shape[0], (batch,))
         emb = C[X[ix]]
         h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
         logits = h @ W2 + b2
@@ -50,7 +51,7 @@ def hand_loop_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) -> 
 
 
 def kernels_only_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) -> float:
-    """Forward and backward of the same model alone: no sampling, no update. No loop can beat this."""
+    """Autograd's forward and backward of the same model alone: no sampling, no update. No autograd loop beats it."""
     from makemore.models import MLP
 
     model = MLP(27, 3, emb=10, hidden=200, init="randn")
@@ -62,12 +63,12 @@ def kernels_only_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) 
     return steps / (time.perf_counter() - start)
 
 
-def framework_steps_per_second(steps: int) -> float:
+def framework_steps_per_second(steps: int, *overrides: str) -> float:
     """The same model, batch and steps through train.py's own code path, TensorBoard logging on."""
     from makemore.train import run_overrides
 
-    overrides = ["experiment=karpathy_mlp", f"steps={steps}", f"eval_interval={steps}", "progress=false", "samples=1"]
-    return run_overrides(*overrides)["steps_per_second"]
+    lecture = ["experiment=karpathy_mlp", f"steps={steps}", f"eval_interval={steps}", "progress=false", "samples=1"]
+    return run_overrides(*lecture, *overrides)["steps_per_second"]
 
 
 def throughput(steps: int, repeats: int) -> dict:
@@ -76,15 +77,35 @@ def throughput(steps: int, repeats: int) -> dict:
 
     torch.set_num_threads(1)
     dataset = load_dataset(None, 3)
-    hand, framework, kernels = [], [], []
-    for _ in range(repeats):
-        hand.append(hand_loop_steps_per_second(dataset.X["train"], dataset.Y["train"], steps))
-        framework.append(framework_steps_per_second(steps))
-        kernels.append(kernels_only_steps_per_second(dataset.X["train"], dataset.Y["train"], steps))
-    return {"hand": statistics.median(hand), "framework": statistics.median(framework),
-            "kernels": statistics.median(kernels),
-            "ratio": statistics.median(f / h for f, h in zip(framework, hand)),  # pairs share the machine's mood
-            "ceiling": statistics.median(k / h for k, h in zip(kernels, hand))}
+    X, Y = dataset.X["train"], dataset.Y["train"]
+    loops = {
+        "hand": lambda: hand_loop_steps_per_second(X, Y, steps),
+        "framework": lambda: framework_steps_per_second(steps),
+        "manual": lambda: framework_steps_per_second(steps, "model.backward=manual"),
+        "kernels": lambda: kernels_only_steps_per_second(X, Y, steps),
+        "hand_256": lambda: hand_loop_steps_per_second(X, Y, steps // 4, batch=256),
+        "manual_256": lambda: framework_steps_per_second(steps // 4, "model.backward=manual", "batch_size=256"),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(repeats):  # alternating, so that each pair shares the machine's mood
+        for name, loop in loops.items():
+            runs[name].append(loop())
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
+
+    return {**{name: statistics.median(values) for name, values in runs.items()},
+            "ratio": ratio("framework", "hand"), "ceiling": ratio("kernels", "hand"),
+            "manual_ratio": ratio("manual", "hand"), "manual_over_autograd": ratio("manual", "framework"),
+            "manual_ratio_256": ratio("manual_256", "hand_256")}
+
+
+def lecture_run_seconds(*overrides: str) -> dict:
+    """`python train.py experiment=karpathy_mlp` (200k SGD steps) in this process: its training time and dev loss."""
+    from makemore.train import run_overrides
+
+    metrics = run_overrides("experiment=karpathy_mlp", "progress=false", "logger=none", "samples=1", *overrides)
+    return {"seconds": metrics["train_seconds"], "dev": metrics["dev_loss"]}
 
 
 def default_run(*overrides: str) -> dict:
@@ -121,13 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=2000, help="steps per throughput measurement")
     parser.add_argument("--repeats", type=int, default=7, help="alternating measurements of each loop")
     parser.add_argument("--parallel", action="store_true", help="also time a 4-member sweep: joblib vs basic")
+    parser.add_argument("--quick", action="store_true", help="skip (e), lecture 2's two 200k-step runs")
     args = parser.parse_args(argv)
 
     speed = throughput(args.steps, args.repeats)
-    print(f"(a) throughput, MLP 11,897 params, batch 32, 1 thread: framework {speed['framework']:,.0f} steps/s, "
-          f"hand loop {speed['hand']:,.0f} steps/s, ratio {speed['ratio']:.2f} (goal >= 1.5)")
-    print(f"    forward+backward alone: {speed['kernels']:,.0f} steps/s, so no loop can exceed a ratio of "
-          f"{speed['ceiling']:.2f} on this machine")
+    print(f"(a) throughput, MLP 11,897 params, batch 32, 1 thread: framework (autograd) {speed['framework']:,.0f} "
+          f"steps/s, hand loop {speed['hand']:,.0f} steps/s, ratio {speed['ratio']:.2f}")
+    print(f"    autograd's forward+backward alone: {speed['kernels']:,.0f} steps/s, so no loop that runs autograd "
+          f"can exceed a ratio of {speed['ceiling']:.2f} on this machine")
+    print(f"    model.backward=manual (hand-derived backward, fused SGD): {speed['manual']:,.0f} steps/s, ratio "
+          f"{speed['manual_ratio']:.2f} to the hand loop (goal >= 1.5), {speed['manual_over_autograd']:.2f}x "
+          f"autograd's framework loop; at batch 256: ratio {speed['manual_ratio_256']:.2f} "
+          f"({speed['manual_256']:,.0f} against {speed['hand_256']:,.0f} steps/s)")
     metrics = default_run()
     if "seconds_to_target" in metrics:
         print(f"(b) time to dev < {metrics['target']} with `python train.py`: {metrics['seconds_to_target']:.2f} s of "
@@ -143,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
         print(f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
               f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x")
+    if not args.quick:
+        auto, manual = lecture_run_seconds(), lecture_run_seconds("model.backward=manual")
+        print(f"(e) experiment=karpathy_mlp, 200k steps of training: autograd {auto['seconds']:.1f} s (dev "
+              f"{auto['dev']:.4f}), model.backward=manual {manual['seconds']:.1f} s (dev {manual['dev']:.4f}), "
+              f"{auto['seconds'] / manual['seconds']:.2f}x faster")
     return 0
 
 

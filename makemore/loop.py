@@ -6,6 +6,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,12 +16,13 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
+from makemore.backprop import ManualBackward
 from makemore.checkpoint import save_atomic
 from makemore.cli import train_command
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers
 from makemore.models import loss_on
-from makemore.optim import build_optimizer, plain_step
+from makemore.optim import build_optimizer, is_plain_sgd, plain_step
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
 CHECKPOINT = "checkpoint.pt"
@@ -59,6 +61,36 @@ def batch_indices(seed: int, chunk: int, n: int, batch_size: int, device: torch.
     return torch.randint(n, (BATCH_CHUNK, batch_size), generator=generator, device=device)
 
 
+def step_function(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, smoothing: float
+) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+    """One training step on a batch at a learning rate, returning its loss: autograd's, or for an MLP with
+    model.backward=manual lecture 4's hand-derived backward pass (fused into the update for plain SGD)."""
+    if getattr(model, "manual_backward", False):
+        hand = ManualBackward(model, batch_size, smoothing)
+        if is_plain_sgd(optimizer):
+            return hand.sgd_step
+
+        def manual_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
+            loss = hand.gradients(xb, yb)
+            optimizer.step()  # the lr is already in the param groups
+            return loss
+
+        return manual_step
+    optimizer_step = plain_step(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def autograd_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
+        loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
+        for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
+            p.grad = None
+        loss.backward()
+        optimizer_step()
+        return loss.detach()
+
+    return autograd_step
+
+
 def fit(
     model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers, run_dir: Path, extra: dict, resume: dict | None
 ) -> tuple[dict, list[dict]]:
@@ -71,9 +103,8 @@ def fit(
     ceiling = cfg.diverge_above  # a finite loss this high is divergence too (lecture 2's randn start is ~27 nats)
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
     optimizer, lr_at = build_optimizer(model, cfg.optim, cfg.schedule, steps)
-    optimizer_step = plain_step(optimizer)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
+    train_step = step_function(model, optimizer, n_train if batch_size is None else batch_size, smoothing)
     vocab_size = len(extra["vocab"])
     step_losses = torch.zeros(steps, device=device)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {}}
@@ -110,12 +141,7 @@ def fit(
             lr = lr_at(step)
             for group in groups:
                 group["lr"] = lr
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
-            for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
-                p.grad = None
-            loss.backward()
-            optimizer_step()
-            step_losses[step] = loss.detach()
+            step_losses[step] = train_step(xb, yb, lr)
             done = step + 1
             if done % log_every == 0 or done == steps:
                 train_loss = step_losses[done - 1 - (done - 1) % log_every : done].mean().item()

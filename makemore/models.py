@@ -98,8 +98,10 @@ class MLP(nn.Module):
         init: str = "scaled",
         norm: str = "none",
         dropout: float = 0.0,
+        backward: str = "autograd",
     ):
         super().__init__()
+        self.manual_backward = backward == "manual"  # trained through makemore/backprop.py's hand-derived pass
         self.embedding = nn.Embedding(vocab_size, emb)
         widths = [block_size * emb] + [hidden] * layers
         blocks: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []

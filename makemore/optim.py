@@ -44,17 +44,21 @@ def lr_schedule(cfg, steps: int, base_lr: float) -> Callable[[int], float]:
     return warmup_then_decay
 
 
+def is_plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
+    """SGD without momentum or weight decay: p -= lr * grad, nothing else."""
+    return isinstance(optimizer, torch.optim.SGD) and all(
+        g["momentum"] == 0 and g["weight_decay"] == 0 and not g["nesterov"] and not g["maximize"]
+        for g in optimizer.param_groups
+    )
+
+
 def plain_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """optimizer.step, or for plain gradient descent (SGD without momentum or decay) one foreach update per group.
 
     torch.optim's step costs ~50 us of Python per call, as much as a small model's whole update: the lectures'
     SGD runs ~20% faster without it. The optimizer keeps its param groups, lr and state_dict as before.
     """
-    plain = isinstance(optimizer, torch.optim.SGD) and all(
-        g["momentum"] == 0 and g["weight_decay"] == 0 and not g["nesterov"] and not g["maximize"]
-        for g in optimizer.param_groups
-    )
-    if not plain:
+    if not is_plain_sgd(optimizer):
         return optimizer.step
 
     @torch.no_grad()

@@ -84,6 +84,7 @@ class MLP:
     init: str = "scaled"
     norm: str = "none"
     dropout: float = 0.0
+    backward: str = "autograd"
 
 
 @dataclass
@@ -193,6 +194,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.init": _one_of("scaled", "randn", "torch"),
     "model.norm": _one_of("none", "batch", "layer"),
     "model.dropout": (_fraction, "a number in [0, 1)"),
+    "model.backward": _one_of("autograd", "manual"),
     "optim.lr": (_positive, "a positive number"),
     "optim.momentum": (_fraction, "a number in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0"),
@@ -216,6 +218,11 @@ def _cross_checks(cfg: dict) -> None:
     if cfg["model"].get("norm") == "batch" and cfg["batch_size"] is not None and cfg["batch_size"] < 2:
         raise MakemoreError(f"batch_size={cfg['batch_size']} is not allowed with model.norm=batch: BatchNorm needs "
                             "batches of at least 2; raise batch_size or use model.norm=none")
+    model = cfg["model"]
+    if model.get("backward") == "manual" and (model["dropout"] or model["norm"] == "layer"):
+        option = f"model.dropout={model['dropout']}" if model["dropout"] else "model.norm=layer"
+        raise MakemoreError(f"model.backward=manual does not cover {option} (lecture 4 derives tanh layers, "
+                            "BatchNorm and the embedding); use model.backward=autograd")
     if "wandb" in cfg["logger"]["backends"] and cfg["logger"]["wandb"] is None:
         raise MakemoreError("logger.backends lists wandb but logger.wandb is missing; use logger=wandb")
 
