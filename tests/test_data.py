@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, read_items
 from makemore.errors import MakemoreError
@@ -75,3 +77,28 @@ def test_split_is_configurable_and_checked(tiny_corpus):
 
 def test_builtin_data_is_the_lecture_file():
     assert BUILTIN_NAMES.stat().st_size == 228_145
+
+
+# Any text but NUL and the line ends (which separate items), and no byte-order mark at the start.
+item_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\r\n\ufeff"), min_size=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(item_text, min_size=1, max_size=30), crlf=st.booleans())
+def test_every_non_blank_line_of_a_utf8_file_survives(tmp_path_factory, items, crlf):
+    """Nothing valid is dropped or refused: accents, CJK, emoji, combining marks, spaces all stay, in order."""
+    path = tmp_path_factory.mktemp("data") / "items.txt"
+    path.write_bytes(("\r\n" if crlf else "\n").join(items).encode("utf-8"))
+    kept = [item for item in items if item.strip()]
+    if kept:
+        assert read_items(path) == kept
+    else:
+        with pytest.raises(MakemoreError, match="has no items"):
+            read_items(path)
+
+
+def test_non_ascii_names_are_read_as_written(tmp_path):
+    names = ["zoë", "josé", "łucja", "明", "👩‍🔬", "e\u0301mile"]
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(names), encoding="utf-8")
+    assert read_items(path) == names

@@ -230,3 +230,16 @@ def test_interrupt_hint_pastes_into_bash_for_a_path_that_needs_quoting(tmp_path)
     resumed = run_bash(command.replace("python train.py", f"python {ROOT / 'train.py'}"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-500:]
     assert read_metrics(run_dir)["status"] == "ok" and read_metrics(run_dir)["steps"] == 3000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["rerun=outputs/x", "seed=3"], "rerun= takes the saved config as it is; drop the other overrides seed=3"),
+    (["resume=outputs/x", "model.emb=4"], "resume= takes the saved config as it is; drop the other overrides"),
+    (["-m", "resume=outputs/x"], "rerun= and resume= take one run at a time; drop -m"),
+])
+def test_rerun_and_resume_take_the_saved_config_as_it_is(project, args, message):
+    result = run_script(str(project / "train.py"), *args, cwd=project)
+    errors = error_lines(result.stderr)
+    assert result.returncode == 1 and len(errors) == 1 and message in errors[0], result.stderr[-500:]
+    assert not (project / "outputs").exists()

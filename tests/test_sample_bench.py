@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import FAST, ROOT, run_train
 from makemore.bench import main as bench_main
@@ -54,11 +55,26 @@ def torch_counts():
 
 def test_model_loads_for_sampling_from_a_checkpoint(tmp_path):
     from conftest import compose_config
+    from makemore.data import load_dataset
+    from makemore.models import loss_on
     from makemore.train import run
 
-    run(compose_config("model=additive", *FAST, "logger=none"), tmp_path)
+    metrics = run(compose_config("model=additive", *FAST, "logger=none"), tmp_path)
     model, vocab, config = load_model(tmp_path / "model.pt")
     assert config["model"]["name"] == "additive" and not model.training and vocab.size == 27
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())  # the trained weights, not a fresh init
+    dev = load_dataset(None, 2)
+    assert loss_on(model, dev.X["dev"], dev.Y["dev"], 27) == metrics["dev_loss"]
+
+
+def test_the_prefix_is_the_context_sampling_continues_from():
+    vocab = Vocab((".", "a", "b"))
+    model = NgramCounts(3, block_size=1, alpha=0.0)
+    model.counts.copy_(torch.tensor([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]]))  # . -> a -> b -> .
+    assert generate(model, vocab, 1, 3, temperature=0) == ["ab"] * 3
+    assert generate(model, vocab, 1, 3, temperature=0, prefix="b") == ["b"] * 3  # after b comes the end
+    assert generate(model, vocab, 1, 3, temperature=0, prefix="a") == ["ab"] * 3  # after a comes b, then the end
 
 
 @pytest.mark.slow

@@ -172,3 +172,34 @@ def test_utf16_files_are_named_as_such(tmp_path, encoding):
     path.write_bytes("emma\nolivia\nava\n".encode(encoding))
     with pytest.raises(MakemoreError, match="is UTF-16; re-save it as UTF-8"):
         load_dataset(str(path), 3)
+
+
+def test_weight_decay_falls_on_weights_and_embeddings_only():
+    from makemore.optim import param_groups
+
+    model = MLP(27, 3, norm="batch", layers=2)
+    decayed, kept = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.1 and kept["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decayed["params"]) == [
+        "embedding.weight", "hidden.0.weight", "hidden.3.weight", "output.weight"]  # every matrix
+    assert sorted(names[id(p)] for p in kept["params"]) == [
+        "hidden.1.bias", "hidden.1.weight", "hidden.4.bias", "hidden.4.weight", "output.bias"]  # norms, biases
+
+
+def test_full_batch_is_200_steps_of_lr_50_on_the_whole_split():
+    cfg = validate(compose_config("model=trigram_table", "optim=full_batch"))
+    assert (cfg.batch_size, cfg.steps, cfg.optim.lr, cfg.schedule.name) == (None, 200, 50.0, "constant")
+
+
+def test_history_and_time_to_target_are_recorded(tmp_path):
+    metrics = run(compose_config("steps=2000", "eval_interval=500", "log_interval=250", "progress=false",
+                                 "logger=none"), tmp_path)
+    with open(tmp_path / "history.csv") as f:
+        rows = [line.strip().split(",") for line in f]
+    assert rows[0] == ["step", "loss/train", "loss/dev", "lr"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(250, 2001, 250))
+    assert [bool(r[2]) for r in rows[1:]] == [s % 500 == 0 and s < 2000 for s in range(250, 2001, 250)]
+    dev = {int(r[0]): float(r[2]) for r in rows[1:] if r[2]}
+    first_below = min(step for step, loss in dev.items() if loss < 2.2)
+    assert metrics["step_to_target"] == first_below and 0 < metrics["seconds_to_target"] < metrics["train_seconds"]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import FAST, ROOT, read_metrics, run_script
-from makemore.report import find_runs, write_report
+from makemore.report import find_runs, suggest_lr, write_report
 from wandb_records import read_run as read_wandb_run
 
 SMALL = FAST
@@ -137,3 +137,11 @@ def test_lr_finder_plots_loss_against_lr(tmp_path):
     result = multirun(sweep_dir, "sweep=lr_finder", "steps=200", "progress=false", script="sweep.py")
     assert (sweep_dir / "lr_finder.png").stat().st_size > 10_000
     assert "suggested lr" in result.stdout
+
+
+def test_the_suggested_lr_is_where_the_smoothed_loss_bottoms_out():
+    lrs = [10 ** (-3 + 3 * i / 99) for i in range(100)]
+    losses = [(i - 70) ** 2 / 1000 + 2.0 + (0.3 if i % 7 == 0 else 0.0) for i in range(100)]  # minimum at i = 70
+    assert suggest_lr(lrs, losses) == pytest.approx(lrs[70], rel=0.15)
+    falling = [(i - 70) ** 2 / 1000 + 2.0 for i in range(50)]
+    assert suggest_lr(lrs[:50], falling) == lrs[49]  # still falling at the end: the last lr
