@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from makemore.config import upgrade
 from makemore.data import Vocab
 from makemore.errors import MakemoreError
 from makemore.models import build_model
@@ -50,7 +51,7 @@ def load_model(path: Path) -> tuple[nn.Module, Vocab, dict]:
     """The trained model of a checkpoint, in eval mode, with its vocabulary and resolved config."""
     checkpoint = load_checkpoint(path)
     vocab = Vocab(tuple(checkpoint["vocab"]))
-    config = checkpoint["config"]
+    config = OmegaConf.to_container(upgrade(OmegaConf.create(checkpoint["config"])))
     model = build_model(OmegaConf.create(config["model"]), vocab.size)
     try:
         model.load_state_dict(checkpoint["model"])

@@ -1,4 +1,5 @@
-"""Config helpers: the resolvers conf/ uses for run-directory names, and flattening for HParams."""
+"""Config helpers: the resolvers conf/ uses for run-directory names, flattening for HParams, and the upgrade
+of configs saved by earlier versions."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 import secrets
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -48,6 +49,25 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat
+
+
+# Configs saved before models were named by `_target_` said `kind`.
+KINDS = {"counts": "makemore.models.NgramCounts", "table": "makemore.models.NgramTable",
+         "additive": "makemore.models.Additive", "mlp": "makemore.models.MLP"}
+
+
+def upgrade(config: DictConfig) -> DictConfig:
+    """A config saved by an earlier version: `kind` becomes `_target_`, schedule keys move out of `optim`."""
+    if "kind" in config.get("model", {}):
+        with open_dict(config):
+            config.model._target_ = KINDS[config.model.pop("kind")]
+    if "schedule" not in config and "schedule" in config.get("optim", {}):
+        keys = [key for key in ("decay_at", "gamma", "warmup", "min_factor", "lr_end") if key in config.optim]
+        with open_dict(config):
+            config.schedule = {"name": config.optim.schedule, **{key: config.optim[key] for key in keys}}
+            for key in ("schedule", *keys):
+                del config.optim[key]
+    return config
 
 
 register_resolvers()

@@ -139,10 +139,26 @@ class MLP(nn.Module):
 
 
 def build_model(cfg, vocab_size: int) -> nn.Module:
-    """Build the model of kind cfg.kind (a config the schema has checked), sized from the data's vocabulary."""
-    options = {k: v for k, v in cfg.items() if k not in ("name", "kind")}
-    kinds = {"counts": NgramCounts, "table": NgramTable, "additive": Additive, "mlp": MLP}
-    return kinds[cfg.kind](vocab_size, **options)
+    """The model class named by cfg._target_, built with cfg's options and the data's vocabulary size.
+
+    Any nn.Module whose constructor takes `vocab_size` and whose forward maps [B, block_size] token ids to
+    [B, V] logits will do: a user's own class, importable from the PYTHONPATH, plugs in by config alone.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    options = {k: v for k, v in cfg.items() if k != "name"}
+    try:
+        return instantiate(options, vocab_size=vocab_size, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, MakemoreError):
+            raise e.__cause__ from None
+        root = e
+        while root.__cause__ is not None:  # Hydra wraps the import or constructor error: tell the original
+            root = root.__cause__
+        reason = f"{type(root).__name__}: {root}".strip().splitlines()[0]
+        raise MakemoreError(f"cannot build model {cfg.name} from {cfg._target_} ({reason}); "
+                            "its module must be importable (put its directory on PYTHONPATH)") from None
 
 
 def eval_rows(vocab_size: int) -> int:

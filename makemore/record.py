@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from makemore.checkpoint import load_checkpoint
 from makemore.cli import refuse, train_command
+from makemore.config import upgrade
 from makemore.errors import MakemoreError
 from makemore.loop import CHECKPOINT
 from makemore.train import prepare
@@ -120,17 +121,6 @@ def resumable(run_dir: Path) -> DictConfig:
         raise MakemoreError(f"{run_dir} has no {CHECKPOINT} to resume from (one is written every checkpoint_interval "
                             f"steps and on Ctrl-C); start it again with {train_command('rerun', run_dir)}")
     return upgrade(OmegaConf.create(load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})["config"]))
-
-
-def upgrade(config: DictConfig) -> DictConfig:
-    """A config saved before `schedule` became its own group: its schedule keys move out of `optim`."""
-    if "schedule" not in config and "schedule" in config.get("optim", {}):
-        keys = [key for key in ("decay_at", "gamma", "warmup", "min_factor", "lr_end") if key in config.optim]
-        with open_dict(config):
-            config.schedule = {"name": config.optim.schedule, **{key: config.optim[key] for key in keys}}
-            for key in ("schedule", *keys):
-                del config.optim[key]
-    return config
 
 
 def run_directory_of(path: Path) -> Path | None:

@@ -38,6 +38,7 @@ class Settings:
     label_smoothing: float = 0.0
     checkpoint_interval: int = 1000
     diverge_above: Optional[float] = 100.0
+    overfit_batch: int = 0
     rerun: Optional[str] = None
     resume: Optional[str] = None
 
@@ -51,31 +52,32 @@ class Data:
 
 
 @dataclass
-class Counts:
+class UserModel:
+    """What every model config holds; a user's own model's other options go to its constructor as they are."""
+
+    _target_: str
     name: str
-    kind: str
+    block_size: int
+
+
+@dataclass
+class Counts(UserModel):
     block_size: int = 2
     alpha: float = 1.0
 
 
 @dataclass
-class Table:
-    name: str
-    kind: str
+class Table(UserModel):
     block_size: int = 2
 
 
 @dataclass
-class Additive:
-    name: str
-    kind: str
+class Additive(UserModel):
     block_size: int = 2
 
 
 @dataclass
-class MLP:
-    name: str
-    kind: str
+class MLP(UserModel):
     block_size: int = 3
     emb: int = 10
     hidden: int = 200
@@ -85,6 +87,30 @@ class MLP:
     norm: str = "none"
     dropout: float = 0.0
     backward: str = "autograd"
+
+
+@dataclass
+class WaveNet(UserModel):
+    block_size: int = 8
+    n_embd: int = 24
+    n_hidden: int = 128
+
+
+@dataclass
+class RNN(UserModel):
+    block_size: int = 16
+    n_embd: int = 64
+    n_embd2: int = 64
+    cell: str = "rnn"
+
+
+@dataclass
+class Transformer(UserModel):
+    block_size: int = 16
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.0
 
 
 @dataclass
@@ -147,7 +173,10 @@ class Logger:
 
 # Each group's options, by the key that names the option.
 OPTIONS = {
-    "model": ("kind", {"counts": Counts, "table": Table, "additive": Additive, "mlp": MLP}),
+    "model": ("_target_", {"makemore.models.NgramCounts": Counts, "makemore.models.NgramTable": Table,
+                           "makemore.models.Additive": Additive, "makemore.models.MLP": MLP,
+                           "makemore.sequence_models.WaveNet": WaveNet, "makemore.sequence_models.RNN": RNN,
+                           "makemore.sequence_models.Transformer": Transformer}),
     "optim": ("name", {"sgd": SGD, "full_batch": SGD, "adamw": AdamW}),
     "schedule": ("name", {"constant": Constant, "step": Step, "cosine": Warmup, "linear": Warmup,
                           "exponential": Exponential}),
@@ -179,6 +208,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "target": (_positive, "a positive number, or null for no target"),
     "label_smoothing": (_fraction, "a number in [0, 1)"),
     "checkpoint_interval": (lambda v: v >= 0, "an integer >= 0 (0: no periodic checkpoints)"),
+    "overfit_batch": (lambda v: v >= 0, "an integer >= 0 (0: off; debug=overfit sets 32)"),
     "diverge_above": (_positive, "a positive number of nats, or null to stop only on NaN"),
     "data.path": (lambda v: v != "", "a file path, or builtin"),
     "data.boundary": (lambda v: isinstance(v, str) and len(v) == 1 and v not in "\r\n",
@@ -195,6 +225,12 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.norm": _one_of("none", "batch", "layer"),
     "model.dropout": (_fraction, "a number in [0, 1)"),
     "model.backward": _one_of("autograd", "manual"),
+    "model.n_embd": (lambda v: v >= 1, "a positive integer"),
+    "model.n_embd2": (lambda v: v >= 1, "a positive integer"),
+    "model.n_hidden": (lambda v: v >= 1, "a positive integer"),
+    "model.n_layer": (lambda v: v >= 1, "a positive integer"),
+    "model.n_head": (lambda v: v >= 1, "a positive integer"),
+    "model.cell": _one_of("rnn", "gru"),
     "optim.lr": (_positive, "a positive number"),
     "optim.momentum": (_fraction, "a number in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0"),
@@ -218,7 +254,16 @@ def _cross_checks(cfg: dict) -> None:
     if cfg["model"].get("norm") == "batch" and cfg["batch_size"] is not None and cfg["batch_size"] < 2:
         raise MakemoreError(f"batch_size={cfg['batch_size']} is not allowed with model.norm=batch: BatchNorm needs "
                             "batches of at least 2; raise batch_size or use model.norm=none")
+    if cfg["overfit_batch"] and cfg["batch_size"] is not None:
+        raise MakemoreError(f"batch_size={cfg['batch_size']} is not allowed with overfit_batch={cfg['overfit_batch']}: "
+                            "every step trains on that one batch; use batch_size=null (debug=overfit does)")
     model = cfg["model"]
+    if model["_target_"].endswith(".WaveNet") and model["block_size"] & (model["block_size"] - 1):
+        raise MakemoreError(f"model.block_size={model['block_size']} is not allowed for wavenet: it merges pairs of "
+                            "positions level by level, so block_size must be a power of two (2, 4, 8, 16...)")
+    if model["_target_"].endswith(".Transformer") and model["n_embd"] % model["n_head"]:
+        raise MakemoreError(f"model.n_embd={model['n_embd']} is not allowed with model.n_head={model['n_head']}: "
+                            "the heads split the embedding, so n_embd must be a multiple of n_head")
     if model.get("backward") == "manual" and (model["dropout"] or model["norm"] == "layer"):
         option = f"model.dropout={model['dropout']}" if model["dropout"] else "model.norm=layer"
         raise MakemoreError(f"model.backward=manual does not cover {option} (lecture 4 derives tanh layers, "
@@ -289,12 +334,23 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def _option(group: str, node: Any) -> type:
-    """The schema of the option chosen in `group`, from its naming key."""
+    """The schema of the option chosen in `group`, from its naming key; any other model is a user's own."""
     key, schemas = OPTIONS[group]
     choice = node.get(key) if isinstance(node, dict) else None
+    if group == "model" and isinstance(choice, str) and choice not in schemas:
+        return UserModel
     if choice not in schemas:
         raise MakemoreError(f"{group}.{key}={shown(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}")
     return schemas[choice]
+
+
+def _model(node: Any) -> dict:
+    """The model group: a built-in model's every key checked; a user's model's own keys passed through."""
+    schema = _option("model", node)
+    if schema is not UserModel:
+        return _typed("model.", schema, node)
+    own = {k: v for k, v in node.items() if k not in ("_target_", "name", "block_size")}
+    return {**_typed("model.", UserModel, {k: v for k, v in node.items() if k not in own}), **own}
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
@@ -311,7 +367,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     sections = {
         "data": _typed("data.", Data, raw["data"]),
         "logger": _typed("logger.", Logger, raw["logger"]),
-        **{group: _typed(f"{group}.", _option(group, raw[group]), raw[group]) for group in OPTIONS},
+        "model": _model(raw["model"]),
+        **{group: _typed(f"{group}.", _option(group, raw[group]), raw[group]) for group in ("optim", "schedule")},
     }
     order = list(raw) + [k for k in top if k not in raw]
     checked = {key: sections[key] if key in sections else top[key] for key in order}

@@ -29,6 +29,7 @@ from makemore.sample import generate
 from makemore.schema import validate
 
 log = logging.getLogger(__name__)
+OVERFIT_MARGIN = 0.1  # nats above the lowest possible loss that debug=overfit still calls memorised
 
 
 def train(cfg: DictConfig) -> float:
@@ -141,6 +142,9 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
              vocab.size, f"{len(dataset.Y['train']):,}")
     X = {split: dataset.X[split].to(device) for split in SPLITS}
     Y = {split: dataset.Y[split].to(device) for split in SPLITS}
+    if cfg.overfit_batch:  # debug=overfit: one fixed batch is the whole train split, trained on every step
+        keep = torch.randperm(len(Y["train"]), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.overfit_batch]
+        X["train"], Y["train"] = X["train"][keep.to(device)], Y["train"][keep.to(device)]
     ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
     loggers = build_loggers(cfg.logger, run_dir, config, run_dir.name, ids["wandb"], resume["state"]["step"] if resume else None)
     try:
@@ -163,6 +167,12 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
             "target": cfg.target,
             "target_met": cfg.target is not None and losses["dev"] < cfg.target,
         }
+        if cfg.overfit_batch and not progress["steps"]:
+            metrics["overfit"] = {"verdict": "not applicable: a counting model takes no gradient steps"}
+        elif cfg.overfit_batch:
+            floor = lowest_possible_loss(X["train"], Y["train"])
+            passed = losses["train"] <= floor + OVERFIT_MARGIN
+            metrics["overfit"] = {"loss": losses["train"], "floor": floor, "verdict": "pass" if passed else "fail"}
         infinite = [split for split, loss in losses.items() if not math.isfinite(loss)]
         if infinite:  # JSON has no infinity: the loss is null and the note says why
             metrics["note"] = (f"{', '.join(infinite)} loss is infinite: the model gives probability 0 to some targets "
@@ -175,7 +185,32 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
     target = "no target" if cfg.target is None else f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}"
     print(f"{cfg.model.name} ({params:,} params, {metrics['steps']:,} steps): "
           f"train {losses['train']:.4f} | dev {losses['dev']:.4f} | test {losses['test']:.4f} | {target}")
+    if cfg.overfit_batch:
+        check_overfit(metrics["overfit"], cfg.overfit_batch)
     return metrics
+
+
+def lowest_possible_loss(X: torch.Tensor, Y: torch.Tensor) -> float:
+    """The cross-entropy of the best possible predictor on these examples: identical contexts with different
+    next tokens can't all be right, so even a memorising model keeps their conditional entropy."""
+    _, context_id = torch.unique(X, dim=0, return_inverse=True)
+    _, pair_id, pair_count = torch.unique(torch.stack([context_id, Y], 1), dim=0, return_inverse=True,
+                                          return_counts=True)
+    context_count = torch.bincount(context_id)
+    probability = pair_count[pair_id].double() / context_count[context_id].double()
+    return -probability.log().mean().item()
+
+
+def check_overfit(result: dict, batch: int) -> None:
+    """Print Karpathy's "overfit one batch" verdict; a model that can't fit one batch fails the run."""
+    if "loss" not in result:
+        print(f"overfit one batch: {result['verdict']}")
+        return
+    line = f"loss {result['loss']:.4f} on the batch of {batch}, lowest possible {result['floor']:.4f}"
+    if result["verdict"] == "fail":
+        raise MakemoreError(f"overfit one batch: FAIL, {line}: the model does not fit even one batch; check that its "
+                            "forward uses its input, its size and its learning rate")
+    print(f"overfit one batch: PASS, {line}")
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -12,9 +12,21 @@ from makemore.errors import MakemoreError
 from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, loss_on
 
 
+def linear(fan_in: int, fan_out: int, bias: bool = True) -> int:
+    return fan_in * fan_out + (fan_out if bias else 0)
+
+
+# Counted from the layer sizes, independently of the code.
+WAVENET = 27 * 24 + linear(48, 128, False) + 2 * 128 + 2 * (linear(256, 128, False) + 2 * 128) + linear(128, 27)
+TRANSFORMER_BLOCK = 2 * 2 * 64 + linear(64, 192) + linear(64, 64) + linear(64, 256) + linear(256, 64)
+TRANSFORMER = 27 * 64 + 16 * 64 + 4 * TRANSFORMER_BLOCK + 2 * 64 + linear(64, 27, False)
+
+
 @pytest.mark.parametrize(
     "model, params",
-    [("bigram_count", 27 * 27), ("trigram_count", 27**3), ("trigram_table", 19_683), ("additive", 1_458), ("mlp", 11_897)],
+    [("bigram_count", 27 * 27), ("trigram_count", 27**3), ("trigram_table", 19_683), ("additive", 1_458), ("mlp", 11_897),
+     ("wavenet", WAVENET), ("rnn", 64 + 27 * 64 + linear(128, 64) + linear(64, 27)),
+     ("gru", 64 + 27 * 64 + 3 * linear(128, 64) + linear(64, 27)), ("transformer", TRANSFORMER)],
 )
 def test_every_model_config_builds_with_the_right_size(model, params):
     cfg = compose_config(f"model={model}")
@@ -92,3 +104,7 @@ def test_scaled_init_starts_at_ln_v():
     scaled = loss_on(MLP(27, 3, init="scaled"), ds.X["dev"], ds.Y["dev"], 27)
     lecture = loss_on(MLP(27, 3, init="randn"), ds.X["dev"], ds.Y["dev"], 27)
     assert abs(scaled - math.log(27)) < 0.05 and lecture > 10
+
+
+def test_wavenet_at_the_lecture_sizes_has_the_lecture_count():
+    assert WAVENET == 76_579  # lecture 5's printed parameter count

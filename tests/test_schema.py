@@ -18,14 +18,16 @@ from makemore.errors import MakemoreError
 from makemore.loop import Diverged
 from makemore.models import EVAL_BYTES, MLP, eval_rows, loss_on
 from makemore.optim import build_optimizer
-from makemore.record import upgrade
+from makemore.config import upgrade
 from makemore.schema import validate
 from makemore.train import run
 
 PRESETS = [[], ["optim=sgd"], ["optim=full_batch"], ["experiment=karpathy_mlp"], ["experiment=best"],
+           ["experiment=wavenet"], ["experiment=lecture3_batchnorm"],
            ["optim=sgd", "schedule=cosine"], ["optim=adamw", "schedule=step"], ["schedule=linear"],
            ["schedule=exponential"], ["logger=all"], ["logger=none"],
-           *[[f"model={m}"] for m in ("bigram_count", "trigram_count", "trigram_table", "additive")]]
+           *[[f"model={m}"] for m in ("bigram_count", "trigram_count", "trigram_table", "additive", "wavenet", "rnn",
+                                      "gru", "transformer")]]
 
 
 @pytest.mark.parametrize("overrides", PRESETS, ids=lambda o: " ".join(o) or "defaults")
@@ -63,7 +65,10 @@ def test_every_preset_passes_the_schema_unchanged(overrides):
         (["target=0"], "target=0 is not allowed"),
         (["samples=-1"], "samples=-1 is not allowed"),
         (["+model.colour=red"], "unknown key model.colour"),
-        (["model.kind=rnn"], "model.kind=rnn is not allowed: model.kind must be one of counts, table, additive, mlp"),
+        (["model=wavenet", "model.block_size=6"], "block_size must be a power of two"),
+        (["model=transformer", "model.n_head=5"], "n_embd must be a multiple of n_head"),
+        (["model=gru", "model.cell=lstm"], "model.cell=lstm is not allowed: model.cell must be one of rnn, gru"),
+        (["model=rnn", "+model.colour=red"], "unknown key model.colour"),
         (["logger=wandb", "logger.wandb=null"], "logger.backends lists wandb but logger.wandb is missing"),
     ],
 )
@@ -102,10 +107,12 @@ def test_any_schedule_runs_with_any_optimizer(tmp_path):
         assert metrics["status"] == "ok"
 
 
-def test_a_config_saved_before_the_schedule_group_is_upgraded():
-    old = OmegaConf.create({"optim": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
+def test_a_config_saved_by_an_earlier_version_is_upgraded():
+    old = OmegaConf.create({"model": {"name": "mlp", "kind": "mlp", "block_size": 3},
+                            "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0,
                                       "schedule": "step", "decay_at": 0.5, "gamma": 0.1}})
     new = upgrade(old)
+    assert dict(new.model) == {"name": "mlp", "block_size": 3, "_target_": "makemore.models.MLP"}
     assert new.schedule == {"name": "step", "decay_at": 0.5, "gamma": 0.1}
     assert dict(new.optim) == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
 
