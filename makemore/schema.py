@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from makemore.errors import MakemoreError
@@ -355,11 +355,12 @@ def _model(node: Any) -> dict:
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
     """The config checked against the schema, with schema defaults filled in; a MakemoreError names the first problem."""
+    if isinstance(cfg, DictConfig):  # without Hydra's own node, which resolves only inside a running job
+        cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:
-        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else dict(cfg)
+        raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     except OmegaConfBaseException as e:
         raise MakemoreError(f"{e.full_key} does not resolve: {str(e).splitlines()[0]}") from None
-    raw.pop("hydra", None)
     missing = [s for s in SECTIONS if s not in raw]
     if missing:
         raise MakemoreError(f"the config has no {missing[0]} group; compose it from conf/ (python train.py ...)")

@@ -68,6 +68,21 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, signum):
 
 
 @pytest.mark.slow
+def test_a_run_killed_outright_resumes_from_its_last_periodic_checkpoint(tmp_path):
+    reference = run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    process = start_train(run_dir, *RESUMABLE, "logger=none")
+    wait_for(run_dir / "checkpoint.pt", process)
+    process.kill()  # SIGKILL: no handler runs, no checkpoint is written at the moment of death
+    process.communicate(timeout=60)
+    assert not (run_dir / "metrics.json").exists()
+    result = run_train(run_dir, f"resume={run_dir}")
+    assert result.returncode == 0, result.stderr[-500:]
+    resumed = read_metrics(run_dir)
+    assert [resumed[f"{s}_loss"] for s in ("train", "dev", "test")] == [reference[f"{s}_loss"] for s in ("train", "dev", "test")]
+
+
+@pytest.mark.slow
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     # AdamW's lr rises 10x every 455 steps (the lr finder's schedule) until the loss turns NaN, long after step 200.

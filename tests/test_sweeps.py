@@ -81,15 +81,42 @@ def test_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_optuna_sweep_of_three_trials(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    result = multirun(sweep_dir, "sweep=optuna_mlp", "hydra.sweeper.n_trials=3", *SMALL, script="sweep.py")
+def test_optuna_sweep_of_three_trials_in_sqlite_storage(tmp_path):
+    import optuna
+
+    sweep_dir, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = multirun(sweep_dir, "sweep=optuna_mlp", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}",
+                      *SMALL, script="sweep.py")
     assert len(find_runs(sweep_dir)) == 3
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert "best_value" in best and min(member_losses(sweep_dir).values()) == pytest.approx(
         float(best.split("best_value:")[1].split()[0])
     )
     assert "leaderboard of 3 runs" in result.stdout
+    study = optuna.load_study(study_name="optuna_mlp", storage=storage)  # the trials live in the database
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(member_losses(sweep_dir).values()))
+
+
+@pytest.mark.parametrize("sweep", ["models", "mlp_grid", "lr_finder", "optuna_mlp", "best_search"])
+def test_every_named_sweep_composes_and_passes_the_schema(sweep):
+    from hydra import compose, initialize_config_dir
+
+    from makemore.schema import validate
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("sweep", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    validate(cfg)
+
+
+def test_the_slurm_launcher_composes_with_one_core_per_member():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("sweep", overrides=["sweep=mlp_grid", "hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.cpus_per_task, launcher.mem_gb, launcher.timeout_min) == (1, 4, 60)
 
 
 @pytest.mark.slow
