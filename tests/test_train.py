@@ -108,7 +108,7 @@ def write(path, data: bytes):
 def test_bad_input_gets_one_clear_line_and_a_failing_exit(tmp_path, args, message):
     run_dir = tmp_path / "run"
     result = run_train(run_dir, *FAST, *args(tmp_path))
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (run_dir / "model.pt").exists()
     if (run_dir / "metrics.json").exists():
