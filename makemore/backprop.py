@@ -39,7 +39,7 @@ class ManualBackward:
         self.ones = torch.ones(B, **like)  # a bias gradient is dh.T @ ones: one matrix-vector product
         self.minus = torch.full((B, 1), -(1.0 - label_smoothing), **like)
         self.uniform = label_smoothing / model.output.out_features
-        self.alpha = 1.0
+        self.alpha: float | None = None  # -lr / B while a fused SGD step runs; None: gradients go into p.grad
 
     @torch.no_grad()
     def sgd_step(self, context: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:

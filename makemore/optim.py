@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 
-
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay weights and embeddings, not biases or norm gains (Bengio et al. 2003 decay weights only)."""
     params = [p for p in model.parameters() if p.requires_grad]

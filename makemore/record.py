@@ -62,7 +62,7 @@ def check_run(config: DictConfig) -> None:
             ran.rerun = config.rerun  # lineage only: the config above is complete without the source run
         ran.progress = config.progress
         checked, _, _ = prepare(ran)
-        for key in job_config(config):
+        for key in [key for key in config if key != "hydra"]:
             del config[key]
         config.merge_with(checked)
         config.hydra.run.dir = run_dir = str(config.hydra.run.dir)  # resolved once: what we check is what is used
@@ -74,7 +74,7 @@ def check_sweep(config: DictConfig) -> None:
     """Validate a sweep's base config and refuse an occupied sweep directory."""
     if config.get("resume") or config.get("rerun"):
         raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
-    prepare(job_config(config))  # each member is checked again with its own overrides
+    prepare(config)  # each member is checked again with its own overrides
     with read_write(config):
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
     refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")

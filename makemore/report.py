@@ -121,9 +121,9 @@ def write_report(root: Path) -> list[dict]:
     rows = leaderboard(runs, root)
     table = markdown(rows)
     finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)[:CURVES_SHOWN]
+    target = finished[0]["metrics"].get("target") if finished else None
     if finished:
         best_dev = dev_loss(finished[0])
-        target = finished[0]["metrics"].get("target")
         met = "no target" if target is None else f"target {target} {'met' if best_dev < target else 'not met'}"
         best = f"best dev {best_dev:.4f}: {met}"
     else:
@@ -135,7 +135,6 @@ def write_report(root: Path) -> list[dict]:
         return rows
     write_tables(root, rows, table)
     curves = {str(r["dir"].relative_to(root)) if r["dir"] != root else r["dir"].name: dev_curve(r) for r in finished}
-    target = finished[0]["metrics"].get("target") if finished else None
     plots.dev_curves(curves, target).savefig(root / "leaderboard.png", dpi=110, bbox_inches="tight")
     print(f"written: {root}/leaderboard.{{md,csv,png}}")
     return rows
@@ -143,7 +142,6 @@ def write_report(root: Path) -> list[dict]:
 
 def write_tables(out_dir: Path, rows: list[dict], table: str) -> None:
     """leaderboard.md and leaderboard.csv."""
-    (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
     (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
     with open(out_dir / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])

@@ -40,9 +40,7 @@ class WaveNet(nn.Module):
 
     def __init__(self, vocab_size: int, block_size: int = 8, n_embd: int = 24, n_hidden: int = 128):
         super().__init__()
-        levels = int(math.log2(block_size))
-        if 2**levels != block_size:
-            raise ValueError(f"wavenet needs a power-of-two block_size, got {block_size}")
+        levels = int(math.log2(block_size))  # a power of two: the schema refuses any other block_size
         self.embedding = nn.Embedding(vocab_size, n_embd)
         layers: list[nn.Module] = []
         width = n_embd
@@ -140,8 +138,6 @@ class Transformer(nn.Module):
     def __init__(self, vocab_size: int, block_size: int = 16, n_layer: int = 4, n_head: int = 4, n_embd: int = 64,
                  dropout: float = 0.0):
         super().__init__()
-        if n_embd % n_head:
-            raise ValueError(f"transformer needs n_embd divisible by n_head, got {n_embd} and {n_head}")
         self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
         self.blocks = nn.Sequential(*(Block(n_embd, n_head, dropout) for _ in range(n_layer)))
         self.ln_f = nn.LayerNorm(n_embd)
