@@ -137,13 +137,42 @@ def sweep_seconds(*launcher: str) -> float:
         return time.time() - start
 
 
+def optuna_search(pruner: str, trials: int) -> dict:
+    """`python sweep.py sweep=optuna_mlp` (TPE, sampler seed 42) with a pruner: its members' training seconds,
+    its wall time, its best dev and the share of trials pruned."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.time()
+        subprocess.run(
+            [sys.executable, str(ROOT / "sweep.py"), "sweep=optuna_mlp", f"hydra/sweeper/pruner={pruner}",
+             f"hydra.sweeper.n_trials={trials}", "progress=false", "logger=none", f"hydra.sweep.dir={tmp}"],
+            check=True, capture_output=True, cwd=ROOT,
+        )
+        wall = time.time() - start
+        members = [json.loads(p.read_text()) for p in Path(tmp).glob("*/metrics.json")]
+    devs = [m["dev_loss"] for m in members if m["status"] == "ok"]
+    return {"train_seconds": sum(m["train_seconds"] for m in members), "wall": wall, "best": min(devs),
+            "pruned": sum(m["status"].startswith("pruned") for m in members) / len(members)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m makemore.bench", description=__doc__)
     parser.add_argument("--steps", type=int, default=2000, help="steps per throughput measurement")
     parser.add_argument("--repeats", type=int, default=7, help="alternating measurements of each loop")
     parser.add_argument("--parallel", action="store_true", help="also time a 4-member sweep: joblib vs basic")
     parser.add_argument("--quick", action="store_true", help="skip (e), lecture 2's two 200k-step runs")
+    parser.add_argument("--pruning", default=None, metavar="PRUNER",
+                        help="only compare sweep=optuna_mlp without and with this pruner (median, successive_halving, "
+                             "hyperband) at equal trial counts")
+    parser.add_argument("--trials", type=int, default=20, help="trials per search for --pruning")
     args = parser.parse_args(argv)
+    if args.pruning:
+        full, pruned = optuna_search("none", args.trials), optuna_search(args.pruning, args.trials)
+        for name, search in (("no pruner", full), (args.pruning, pruned)):
+            print(f"sweep=optuna_mlp, {args.trials} trials, {name}: {search['train_seconds']:.1f} s of training "
+                  f"({search['wall']:.1f} s wall), best dev {search['best']:.4f}, {search['pruned']:.0%} of trials pruned")
+        print(f"pruning with {args.pruning}: {full['train_seconds'] / pruned['train_seconds']:.2f}x less training time "
+              f"(goal >= 2), best dev {pruned['best'] - full['best']:+.4f} against the unpruned search (goal <= +0.01)")
+        return 0
 
     speed = throughput(args.steps, args.repeats)
     print(f"(a) throughput, MLP 11,897 params, batch 32, 1 thread: framework (autograd) {speed['framework']:,.0f} "

@@ -16,6 +16,9 @@ from omegaconf.errors import OmegaConfBaseException
 from makemore.errors import MakemoreError
 
 SHELL_PLAIN = re.compile(r"[A-Za-z0-9_./=:,@%+-]+")  # bash passes these through unchanged, unquoted
+# The directory of the sweep this process runs, once its check passed (makemore.record): Ctrl-C prints the
+# command that continues it.
+sweep_dir: list[str] = []
 
 
 def run_app(main: Callable[[], object]) -> int:
@@ -27,12 +30,44 @@ def run_app(main: Callable[[], object]) -> int:
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        sys.argv[1:] = expand_seeds(sys.argv[1:])
         main()
     except (MakemoreError, HydraException, OmegaConfBaseException) as e:
         if wants_traceback:
             raise
         refuse(e)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM stopped a sweep (a single run exits on its own)
+        if not sweep_dir:
+            raise
+        print(f"sweep interrupted; continue it with: {continue_command(sweep_dir[-1])}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     return 0
+
+
+def expand_seeds(args: list[str]) -> list[str]:
+    """`seeds=N` runs every config of the command with N seeds, seed, seed+1, ... (seed defaults to 42), each in
+    its own run directory: it becomes the multirun sweep `seed=42,43,44`."""
+    counts = [a.split("=", 1)[1] for a in args if a.startswith("seeds=")]
+    if not counts:
+        return args
+    seeds = [a.split("=", 1)[1] for a in args if a.startswith("seed=")]
+    if not counts[-1].isdigit() or int(counts[-1]) < 1 or (seeds and not seeds[-1].isdigit()):
+        raise MakemoreError(f"seeds={counts[-1]} is not allowed: seeds must be a positive integer, with seed= "
+                            "(the first seed) a single integer, e.g. seeds=3 seed=42")
+    first, count = int(seeds[-1]) if seeds else 42, int(counts[-1])
+    others = [a for a in args if not a.startswith(("seeds=", "seed="))]
+    if count == 1:
+        return others + [f"seed={first}"]
+    multirun = [] if {"-m", "--multirun"} & set(others) else ["-m"]
+    return multirun + others + ["seed=" + ",".join(str(first + i) for i in range(count))]
+
+
+def continue_command(directory: str) -> str:
+    """This process's command again, pointed at its sweep directory: finished members are kept, interrupted
+    ones continue from their checkpoints, the rest run (an Optuna search continues its study)."""
+    args = [a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir=")]
+    words = [shell_word(a) for a in args] + [override("hydra.sweep.dir", directory)]
+    return " ".join(["python", os.path.basename(sys.argv[0]), *words])
 
 
 def refuse(error: Exception) -> NoReturn:

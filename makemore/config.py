@@ -3,6 +3,7 @@ of configs saved by earlier versions."""
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from pathlib import Path
@@ -11,6 +12,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
+# Overrides that change how a run is watched or named, not what it computes: left out of run names.
+WATCH_KEYS = {"progress", "logger", "device", "threads", "sweep", "samples", "eval_interval", "log_interval",
+              "checkpoint_interval", "trial", "rerun", "resume"}
+BUILTIN_PATHS = (None, "", "builtin")  # data.path values that mean the packaged names.txt
 # One id per process: Hydra may resolve the run dir more than once, and every resolution must agree.
 PROCESS_ID = secrets.token_hex(3)
 
@@ -22,13 +27,59 @@ def safe_dirname(text: str, limit: int = 120) -> str:
 
 def register_resolvers() -> None:
     """`${uid:}` tells apart runs started in the same second; `${safe:...}` cleans a name for the filesystem;
-    `${run_dir:...}` and `${record_dir:...}` point a resumed run at its old directory."""
+    `${run_dir:...}` and `${record_dir:...}` point a resumed run at its old directory; `${names_target:...}`
+    gives the 2.2 target to the built-in names only."""
     if not OmegaConf.has_resolver("uid"):
         OmegaConf.register_new_resolver("uid", lambda: PROCESS_ID)
         OmegaConf.register_new_resolver("safe", safe_dirname)
         # resume=<dir> continues in that directory and leaves its .hydra/ record (what rerun reads) untouched.
         OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh)
-        OmegaConf.register_new_resolver("record_dir", lambda resume: None if resume else ".hydra")
+        OmegaConf.register_new_resolver("record_dir", record_dir)
+        OmegaConf.register_new_resolver("job_log", job_log)
+        OmegaConf.register_new_resolver("run_name", run_name)
+        OmegaConf.register_new_resolver("member_name", member_name)
+        # The lectures' 2.2 dev target is a figure for their names.txt: other data has no target unless set.
+        OmegaConf.register_new_resolver("names_target", lambda path, target: target if path in BUILTIN_PATHS else None)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def run_name(model: str, overrides: list[str]) -> str:
+    """A single run's name, what tells it apart first: its model and overrides (`mlp_model.emb:10`), in
+    characters Hydra and bash take unquoted, so `rerun=<its path>` can be typed as it is."""
+    kept = [f"{_key(o)}:{o.split('=', 1)[1]}" for o in overrides if _key(o) not in WATCH_KEYS | {"model"} and "=" in o]
+    return re.sub(r"[^A-Za-z0-9.:+_-]+", "-", "_".join([model, *kept])).strip("-")[:120]
+
+
+def member_name(sweep_dir: str, overrides: list[str], number: int) -> str:
+    """A sweep member's name: the overrides that vary across the sweep (read from its multirun.yaml), then the
+    job number (`model.emb=8,model.hidden=100_3`); constants like a shared `steps=1500` are left out."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    swept: set[str] = set()
+    if saved.is_file():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        sweep = OmegaConf.load(saved).hydra
+        parsed = OverridesParser.create().parse_overrides(list(sweep.overrides.task))
+        swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+        swept |= {str(k) for k in (sweep.sweeper.get("params") or {})}
+    kept = [o for o in overrides if _key(o) not in WATCH_KEYS and (not swept or _key(o) in swept)]
+    return f"{safe_dirname(','.join(kept))}_{number}"
+
+
+def record_dir(resume: str | None, output_dir: str) -> str | None:
+    """Where Hydra writes a run's record: nowhere for resume=, or for a member of a continued sweep whose
+    directory already holds its record (no command rewrites a run's files); else .hydra."""
+    return None if resume or (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
+
+
+def job_log(output_dir: str, job_name: str) -> str:
+    """The job's log file; a member that already ended (in a continued sweep) logs nowhere, its files untouched."""
+    metrics = Path(output_dir) / "metrics.json"
+    ended = metrics.is_file() and '"status": "interrupted"' not in metrics.read_text()
+    return os.devnull if ended else str(Path(output_dir) / f"{job_name}.log")
 
 
 def compose_train_config(*overrides: str) -> DictConfig:

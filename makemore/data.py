@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from makemore.cli import override
+from makemore.config import BUILTIN_PATHS
 from makemore.errors import MakemoreError
 
 BUILTIN_NAMES = Path(__file__).parent / "data" / "names.txt"
@@ -54,7 +55,7 @@ class Dataset:
 
 def resolve_path(path: str | None) -> Path:
     """`None` or 'builtin' means the packaged names.txt."""
-    return BUILTIN_NAMES if path in (None, "", "builtin") else Path(path).expanduser()
+    return BUILTIN_NAMES if path in BUILTIN_PATHS else Path(path).expanduser()
 
 
 def read_items(path: Path) -> list[str]:
@@ -136,6 +137,20 @@ def build_examples(items: list[str], vocab: Vocab, block_size: int) -> tuple[tor
     positions = np.arange(len(tokens))[:, None] - block_size + np.arange(block_size)[None, :]
     context = np.where(positions >= item_start[:, None], tokens[np.clip(positions, 0, None)], 0)
     return torch.from_numpy(np.ascontiguousarray(context)), torch.from_numpy(tokens)
+
+
+def build_items(items: list[str], vocab: Vocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole items for sequence models, one row each, padded to the longest: inputs [boundary, c1..cn, 0...] and
+    targets [c1..cn, boundary, -1...]. Position t's target is example t of build_examples; -1 marks padding."""
+    index = {c: i for i, c in enumerate(vocab.chars)}
+    ids = [[0, *(index[c] for c in item)] for item in items]
+    length = max(map(len, ids))
+    inputs = torch.zeros(len(ids), length, dtype=torch.int64)
+    targets = torch.full((len(ids), length), -1, dtype=torch.int64)
+    for row, item in enumerate(ids):
+        inputs[row, : len(item)] = torch.tensor(item)
+        targets[row, : len(item)] = torch.tensor(item[1:] + [0])
+    return inputs, targets
 
 
 def load_dataset(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from makemore.config import flatten
 from makemore.errors import MakemoreError
 
 
@@ -27,15 +28,59 @@ class TensorBoardLogger:
         self.writer.add_figure(tag, figure, step)
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
-        # add_hparams would open a sub-run; writing the three summaries here keeps HParams on this run.
+        # add_hparams would open a sub-run; writing the session summaries here keeps HParams on this run. The
+        # experiment summary (which columns TensorBoard shows) is left to the sweep: see write_hparams_experiment.
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        for summary in hparams_summaries(hparams, metrics):
-            self.writer.file_writer.add_summary(summary)
+        _, session_start, session_end = hparams_summaries(hparams, metrics)
+        self.writer.file_writer.add_summary(session_start)
+        self.writer.file_writer.add_summary(session_end)
         self.scalars(step, metrics)
 
     def close(self) -> None:
         self.writer.close()
+
+
+# Keys that say how a run was watched or run, not what it computed: never HParams columns.
+INFRASTRUCTURE = ("logger.", "rerun", "resume", "progress", "trial", "device", "threads", "samples", "log_interval",
+                  "eval_interval", "checkpoint_interval", "diverge_above", "overfit_batch")
+
+
+def experiment_hparams(config: dict, counted: bool) -> dict:
+    """The keys that define what a run computed, flattened; a counting run took no steps and used no optimizer."""
+    hparams = {k: v for k, v in flatten(config).items() if not k.startswith(INFRASTRUCTURE)}
+    if counted:
+        hparams = {k: v for k, v in hparams.items()
+                   if not k.startswith(("optim.", "schedule.", "batch_size", "label_smoothing", "early_stopping"))}
+        hparams.update({"steps": 0, "optim.name": "none (counted)"})
+    return hparams
+
+
+# The metrics every run logs beside its HParams, in the order a user ranks by.
+HPARAMS_METRICS = ("loss/dev", "loss/train", "loss/test", "run/best_dev_loss", "run/params", "run/train_seconds",
+                   "run/target_met", "run/step_to_target")
+
+
+def write_target_line(directory: Path, target: float, last_step: int) -> None:
+    """A pseudo-run `target` whose `loss/dev` is the target from step 0 to last_step: TensorBoard draws it as
+    a level line in the dev-loss chart beside the runs' curves."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(directory / "target")) as writer:
+        for step in (0, last_step):
+            writer.add_scalar("loss/dev", target, step)
+
+
+def write_hparams_experiment(sweep_dir: Path, keys: list[str]) -> None:
+    """An experiment summary at a sweep's root: `tensorboard --logdir <sweep>` opens HParams on the keys the
+    members differ in and the metrics, not on the constants every run shares."""
+    from tensorboard.plugins.hparams import summary_v2
+    from torch.utils.tensorboard import SummaryWriter
+
+    experiment = summary_v2.hparams_config_pb([summary_v2.HParam(k) for k in keys],
+                                              [summary_v2.Metric(m) for m in HPARAMS_METRICS])
+    with SummaryWriter(str(sweep_dir)) as writer:
+        writer.file_writer.add_summary(experiment)
 
 
 class WandbLogger:

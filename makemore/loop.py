@@ -21,8 +21,9 @@ from makemore.checkpoint import save_atomic
 from makemore.cli import train_command
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers
-from makemore.models import loss_on
+from makemore.models import loss_on, predict
 from makemore.optim import build_optimizer, is_plain_sgd, plain_step
+from makemore.search import Pruned
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
 CHECKPOINT = "checkpoint.pt"
@@ -81,7 +82,8 @@ def step_function(
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def autograd_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
-        loss = F.cross_entropy(model(xb), yb, label_smoothing=smoothing)
+        logits, targets = predict(model, xb, yb)
+        loss = F.cross_entropy(logits, targets, ignore_index=-1, label_smoothing=smoothing)
         for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
             p.grad = None
         loss.backward()
@@ -92,14 +94,18 @@ def step_function(
 
 
 def fit(
-    model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers, run_dir: Path, extra: dict, resume: dict | None
+    model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers, run_dir: Path, extra: dict, resume: dict | None,
+    on_eval: Callable[[int, float], None] | None = None, rows_per_batch: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """Train for cfg.steps, continuing from `resume` (a checkpoint) if given; return timing figures and history.
 
     The host reads the loss only at log points, never per step: a per-step .item() would stall every step.
-    `extra` is stored in every checkpoint (vocabulary, config, logger ids).
+    `extra` is stored in every checkpoint (vocabulary, config, logger ids). `on_eval(step, dev_loss)` is called
+    at every dev evaluation (an Optuna trial's report; it raises Pruned to stop the run). `rows_per_batch` replaces
+    cfg.batch_size as the rows of X drawn per step (whole items, for cfg.batch_size next characters).
     """
-    steps, batch_size, seed, target, smoothing = cfg.steps, cfg.batch_size, cfg.seed, cfg.target, cfg.label_smoothing
+    steps, seed, target, smoothing = cfg.steps, cfg.seed, cfg.target, cfg.label_smoothing
+    batch_size = rows_per_batch or cfg.batch_size
     ceiling = cfg.diverge_above  # a finite loss this high is divergence too (lecture 2's randn start is ~27 nats)
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
     optimizer, lr_at = build_optimizer(model, cfg.optim, cfg.schedule, steps)
@@ -107,12 +113,16 @@ def fit(
     train_step = step_function(model, optimizer, n_train if batch_size is None else batch_size, smoothing)
     vocab_size = len(extra["vocab"])
     step_losses = torch.zeros(steps, device=device)
-    state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {}}
+    patience = cfg.early_stopping  # evaluations without a better dev loss before stopping; 0: never stop early
+    state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {},
+             "best": {"dev_loss": math.inf, "step": 0, "stale": 0}}
+    best_weights = None  # with early stopping: a copy of the weights at the best dev loss, restored at the stop
     if resume:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["rng"])
-        state = resume["state"]
+        state = {**state, **resume["state"]}
+        best_weights = resume.get("best_model")
         step_losses[state["step"] - len(resume["window"]) : state["step"]] = resume["window"].to(device)
     groups = optimizer.param_groups  # only now: load_state_dict replaces the group dicts
 
@@ -122,7 +132,7 @@ def fit(
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "rng": torch.get_rng_state(), "window": window,
             "state": {**state, "step": done, "train_seconds": state["train_seconds"] + time.perf_counter() - start},
-            **extra,
+            **({"best_model": best_weights} if best_weights is not None else {}), **extra,
         }, run_dir / CHECKPOINT)
 
     first = state["step"]
@@ -156,12 +166,26 @@ def fit(
                     eval_start = time.perf_counter()
                     state["dev_loss"] = values["loss/dev"] = loss_on(model, X["dev"], Y["dev"], vocab_size)
                     state["eval_seconds"] += time.perf_counter() - eval_start
+                    best = state["best"]
+                    if state["dev_loss"] < best["dev_loss"]:
+                        best.update(dev_loss=state["dev_loss"], step=done, stale=0)
+                        if patience:
+                            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    else:
+                        best["stale"] += 1
                     if target is not None and state["dev_loss"] < target and not state["reached"]:
                         state["reached"] = {
                             "step_to_target": done,
                             "seconds_to_target": state["train_seconds"] + time.perf_counter() - start,
                             "target_reached_at": time.time(),
                         }
+                    if on_eval:
+                        try:
+                            on_eval(done, state["dev_loss"])
+                        except Pruned as e:
+                            bar.close()
+                            e.train_seconds = state["train_seconds"] + time.perf_counter() - start
+                            raise
                 loggers.scalars(done, values if done < steps else {"lr": lr})  # the full splits give the last losses
                 state["history"].append({"step": done, **values})
                 bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state['dev_loss']:.4f}", refresh=False)
@@ -174,8 +198,15 @@ def fit(
                 name = signal.Signals(stop[0]).name
                 raise Interrupted(f"{name} at step {done}: checkpoint saved; continue with "
                                   f"{train_command('resume', run_dir)}", stop[0])
+            if patience and state["best"]["stale"] >= patience:
+                break
     bar.close()
     state["train_seconds"] += time.perf_counter() - start
-    timing = {"steps": steps, "train_seconds": state["train_seconds"], "eval_seconds": state["eval_seconds"],
-              **state["reached"]}
+    timing = {"steps": state["history"][-1]["step"] if state["history"] else first, "train_seconds": state["train_seconds"],
+              "eval_seconds": state["eval_seconds"], **state["reached"],
+              "best": {k: state["best"][k] for k in ("dev_loss", "step")}}
+    if patience and state["best"]["stale"] >= patience:
+        model.load_state_dict(best_weights)
+        timing["early_stopped_at"] = timing["steps"]
+        timing["weights"] = f"best dev, step {state['best']['step']} (restored by early_stopping)"
     return timing, state["history"]

@@ -166,15 +166,23 @@ def eval_rows(vocab_size: int) -> int:
     return max(1, min(65536, EVAL_BYTES // (vocab_size * 4 * 3)))  # logits, their softmax and its gradient
 
 
+def predict(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [N, V] and targets [N] of a batch: windows X [N, block_size] with Y [N], or whole items X [M, L]
+    with Y [M, L] (every position at once through model.forward_items; -1 targets are padding)."""
+    if Y.dim() == 2:
+        return model.forward_items(X).flatten(0, 1), Y.flatten()
+    return model(X), Y
+
+
 def loss_on(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, vocab_size: int) -> float:
-    """Mean cross-entropy over a whole split, in eval mode, in chunks that bound memory."""
+    """Mean cross-entropy per next token over a whole split, in eval mode, in chunks that bound memory."""
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=X.device)
-    batch = eval_rows(vocab_size)
+    batch = max(1, eval_rows(vocab_size) // (Y.shape[1] if Y.dim() == 2 else 1))
     with torch.no_grad():
         for start in range(0, len(X), batch):
-            logits = model(X[start : start + batch])
-            total += F.cross_entropy(logits, Y[start : start + batch], reduction="sum").double()
+            logits, targets = predict(model, X[start : start + batch], Y[start : start + batch])
+            total += F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum").double()
     model.train(was_training)
-    return (total / len(X)).item()
+    return (total / (Y >= 0).sum()).item()

@@ -8,60 +8,96 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 import torch
 from torch import nn
 
 from makemore.data import Vocab
-from makemore.models import MLP, NgramCounts, NgramTable
+from makemore.models import Additive, NgramCounts, NgramTable
 
 
-def embedding_scatter(model: MLP, vocab: Vocab):
-    """Lecture 2's picture: each character at its embedding (first two PCA components when emb > 2)."""
-    points = model.embedding.weight.detach().float().cpu()
+TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
+
+
+def token_embedding(model: nn.Module, vocab_size: int) -> nn.Embedding | None:
+    """The model's character embedding: its first nn.Embedding with one row per token (not the positions')."""
+    return next((m for m in model.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == vocab_size), None)
+
+
+def embedding_scatter(embedding: nn.Embedding, vocab: Vocab):
+    """Lecture 2's picture: each character at its embedding (first two PCA components when it has more)."""
+    points = embedding.weight.detach().float().cpu()
     if points.shape[1] > 2:
         centred = points - points.mean(0)
         points = centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
     elif points.shape[1] == 1:
         points = torch.cat([points, torch.zeros_like(points)], 1)
-    figure, axes = plt.subplots(figsize=(7, 7))
-    axes.scatter(points[:, 0], points[:, 1], s=200, color="tab:blue")
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.scatter(points[:, 0], points[:, 1], s=260, color="tab:blue")
     for (x, y), char in zip(points.tolist(), vocab.chars):
-        axes.text(x, y, char, ha="center", va="center", color="white")
-    axes.set_title("character embeddings" + (" (PCA)" if model.embedding.weight.shape[1] > 2 else ""))
+        axes.text(x, y, char, ha="center", va="center", color="white", fontsize=11, fontweight="bold")
+    axes.set_title("character embeddings" + (" (PCA)" if embedding.weight.shape[1] > 2 else ""))
     axes.grid(alpha=0.3)
     return figure
 
 
 def next_token_heatmap(model: nn.Module, vocab: Vocab):
-    """P(next | previous) for count and table models; for longer contexts the last context token, boundary before."""
+    """P(next | context) for count and table models, over the contexts that start an item: the boundary then
+    one character (for a bigram model, every context there is)."""
     block_size = model.block_size
     context = torch.zeros(vocab.size, block_size, dtype=torch.long)
     context[:, -1] = torch.arange(vocab.size)
     with torch.no_grad():
         probs = model(context).softmax(1).cpu().numpy()
-    size = max(6, 0.35 * vocab.size)
-    figure, axes = plt.subplots(figsize=(size, size))
+    figure, axes = plt.subplots(figsize=(7, 7))
     axes.imshow(probs, cmap="Blues")
-    axes.set_xticks(range(vocab.size), vocab.chars)
-    axes.set_yticks(range(vocab.size), [vocab.boundary * (block_size - 1) + c for c in vocab.chars])
+    axes.set_xticks(range(vocab.size), vocab.chars, fontsize=TICK_SIZE)
+    axes.set_yticks(range(vocab.size), [vocab.boundary * (block_size - 1) + c for c in vocab.chars], fontsize=TICK_SIZE)
     axes.set_xlabel("next")
     axes.set_ylabel("context")
-    axes.set_title("P(next | context)")
+    shown = "every context" if block_size == 1 else f"the {vocab.size} contexts '{vocab.boundary * (block_size - 1)}x' that start an item"
+    axes.set_title(f"P(next | context), {shown}", fontsize=10)
+    return figure
+
+
+def additive_weights(model: Additive, vocab: Vocab):
+    """The additive model's weight matrix, one V x V block per context position: row c of block p is what
+    character c at position p adds to the next character's logits."""
+    block_size = model.W.shape[0] // vocab.size
+    blocks = model.W.detach().float().cpu().view(block_size, vocab.size, vocab.size)
+    figure, panels = plt.subplots(1, block_size, figsize=(6 * block_size, 6.4), squeeze=False)
+    limit = blocks.abs().max().item()
+    for position, axes in enumerate(panels[0]):
+        image = axes.imshow(blocks[position].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes.set_xticks(range(vocab.size), vocab.chars, fontsize=TICK_SIZE)
+        axes.set_yticks(range(vocab.size), vocab.chars, fontsize=TICK_SIZE)
+        axes.set_xlabel("next")
+        axes.set_ylabel(f"character {block_size - position} back")
+        axes.set_title(f"W, position {position + 1} of {block_size}", fontsize=10)
+    figure.colorbar(image, ax=panels[0].tolist(), shrink=0.8, label="logit added")
     return figure
 
 
 def model_figures(model: nn.Module, vocab: Vocab) -> dict:
     """The picture that explains this kind of model, keyed by its dashboard tag."""
-    if isinstance(model, MLP):
-        return {"embeddings": embedding_scatter(model, vocab)}
     if isinstance(model, (NgramCounts, NgramTable)):
         return {"next_token": next_token_heatmap(model, vocab)}
-    return {}
+    if isinstance(model, Additive):
+        return {"weights": additive_weights(model, vocab)}
+    embedding = token_embedding(model, vocab.size)  # the MLP, WaveNet, RNN, GRU, transformer, and a user's model that has one
+    return {"embeddings": embedding_scatter(embedding, vocab)} if embedding is not None else {}
 
 
-def dev_curves(curves: dict[str, list[tuple[int, float]]], target: float | None):
-    """Dev loss against step for several runs on one plot; a single point is drawn as a level line."""
-    figure, axes = plt.subplots(figsize=(9, 5.5))
+def leaderboard_figure(curves: dict[str, list[tuple[int, float]]], costs: dict[str, tuple[float, float]],
+                       target: float | None, bands: dict[str, tuple[list, list, list]] | None = None):
+    """Left: dev loss against step for the best runs (a run with no steps is a level line), or for seed groups
+    their mean curve in a band of one standard deviation. Right: every finished run's (or group's mean) final
+    dev loss against its training seconds, the price of each result."""
+    figure, (axes, cost_axes) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    for i, (name, (steps, mean, std)) in enumerate((bands or {}).items()):
+        axes.plot(steps, mean, marker=".", label=f"{name} (mean of seeds)", color=f"C{i % 10}")
+        axes.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                          color=f"C{i % 10}", alpha=0.2)
     for i, (name, points) in enumerate(curves.items()):
         if len(points) > 1:
             axes.plot(*zip(*points), marker=".", label=name, color=f"C{i % 10}")
@@ -74,6 +110,18 @@ def dev_curves(curves: dict[str, list[tuple[int, float]]], target: float | None)
     axes.set_title("dev loss of the best runs")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
+    for name, (seconds, dev) in costs.items():
+        cost_axes.scatter(max(seconds, 1e-3), dev, color="C0")
+        cost_axes.annotate(name, (max(seconds, 1e-3), dev), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    if target is not None:
+        cost_axes.axhline(target, color="black", linewidth=1)
+    cost_axes.set_xscale("log")
+    cost_axes.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    cost_axes.xaxis.set_minor_formatter(ticker.NullFormatter())  # a narrow log range labels every minor tick
+    cost_axes.set_xlabel("training seconds (one core)")
+    cost_axes.set_ylabel("final dev loss")
+    cost_axes.set_title("dev loss against training time")
+    cost_axes.grid(alpha=0.3, which="both")
     return figure
 
 

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from makemore.checkpoint import load_checkpoint
+from makemore import cli
 from makemore.cli import refuse, train_command
 from makemore.config import upgrade
 from makemore.errors import MakemoreError
@@ -60,6 +61,7 @@ def check_run(config: DictConfig) -> None:
             refuse_other_overrides("rerun", overrides)
             ran, config.hydra.overrides.task = saved_run(Path(config.rerun))
             ran.rerun = config.rerun  # lineage only: the config above is complete without the source run
+            ran.trial = None  # a rerun of an Optuna trial's run is a run of its own, not part of the study
         ran.progress = config.progress
         checked, _, _ = prepare(ran)
         for key in [key for key in config if key != "hydra"]:
@@ -77,7 +79,22 @@ def check_sweep(config: DictConfig) -> None:
     prepare(config)  # each member is checked again with its own overrides
     with read_write(config):
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
-    refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
+    if not continues_a_sweep(config, Path(sweep_dir)):
+        refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
+    cli.sweep_dir.append(sweep_dir)
+
+
+def continues_a_sweep(config: DictConfig, sweep_dir: Path) -> bool:
+    """The same sweep command pointed at its own sweep directory continues it: its finished members are kept,
+    interrupted ones resume, an Optuna study goes on (a resume, or a second process). Another sweep is refused."""
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return False
+    earlier = OmegaConf.load(saved)
+    if list(earlier.hydra.overrides.task) != list(config.hydra.overrides.task):
+        raise MakemoreError(f"hydra.sweep.dir={sweep_dir} holds another sweep (its overrides were "
+                            f"{' '.join(earlier.hydra.overrides.task) or 'none'}); continue it with those, or pick a new directory")
+    return True
 
 
 def job_config(config: DictConfig) -> DictConfig:

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -17,12 +18,13 @@ from omegaconf import DictConfig
 from makemore import plots
 from makemore.cli import refuse, train_command
 from makemore.errors import MakemoreError
+from makemore.loggers import experiment_hparams, write_hparams_experiment, write_target_line
 from makemore.record import run_directory_of
 
 CURVES_SHOWN = 6
 # Overrides that change how a run is watched, not what it computes: never a leaderboard column.
 NOT_RESULTS = {"progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval",
-               "checkpoint_interval", "sweep"}
+               "checkpoint_interval", "sweep", "trial"}
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -55,10 +57,15 @@ def dev_loss(run: dict) -> float:
     return value if isinstance(value, (int, float)) and not math.isnan(value) else math.inf
 
 
+def varying_overrides(runs: list[dict]) -> list[str]:
+    """Override keys whose values differ between runs (but those that only change how a run is watched)."""
+    keys = sorted({k for run in runs for k in run["overrides"] if k.split(".")[0] not in NOT_RESULTS})
+    return [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
+
+
 def leaderboard(runs: list[dict], root: Path) -> list[dict]:
     """Rows ranked by dev loss (finished runs first, failures after), with a column per override that differs."""
-    keys = sorted({k for run in runs for k in run["overrides"] if k.split(".")[0] not in NOT_RESULTS})
-    varying = [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
+    varying = varying_overrides(runs)
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
     targets = [run["metrics"]["target"] for run in ranked if run["metrics"].get("target") is not None]
     target_column = f"dev<{targets[0]}" if targets else "dev<target"
@@ -82,6 +89,11 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
             "rerun": train_command("rerun", rerun_dir),
         })
     return rows
+
+
+def label(run: dict, varying: list[str]) -> str:
+    """A run told apart by what differs: its overrides that vary across the runs, no job number, no constants."""
+    return ",".join(f"{k}={run['overrides'][k]}" for k in varying if k in run["overrides"])
 
 
 def _loss(value) -> str:
@@ -128,22 +140,96 @@ def write_report(root: Path) -> list[dict]:
         best = f"best dev {best_dev:.4f}: {met}"
     else:
         best = "no finished run"
+    groups = seed_groups(runs)
+    if groups:  # the same configs over several seeds: rank the configs by their mean, against their spread
+        grouped = group_rows(groups)
+        table = (f"{markdown(grouped)}\n{verdict(grouped)}\n\nevery run:\n\n{table}")
     print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}", end="")
     inside = run_directory_of(root)
     if inside:
         print(f"not written: {root} is inside the run directory {inside}, whose files no command changes")
         return rows
-    write_tables(root, rows, table)
-    curves = {str(r["dir"].relative_to(root)) if r["dir"] != root else r["dir"].name: dev_curve(r) for r in finished}
-    plots.dev_curves(curves, target).savefig(root / "leaderboard.png", dpi=110, bbox_inches="tight")
+    (root / "leaderboard.md").write_text(table, encoding="utf-8")
+    write_csv(root / "leaderboard.csv", rows)
+    if groups:
+        write_csv(root / "leaderboard_groups.csv", grouped)
+    varying = varying_overrides(runs)
+
+    def name(run: dict) -> str:  # the plot's label: what differs, not the directory's job number and constants
+        return label(run, varying) or (str(run["dir"].relative_to(root)) if run["dir"] != root else run["dir"].name)
+
+    curves = {name(r): dev_curve(r) for r in finished}
+    costs = {name(r): (r["metrics"]["train_seconds"], dev_loss(r)) for r in runs if dev_loss(r) < math.inf}
+    bands = {}
+    if groups:  # each group's mean dev curve with a band of one standard deviation over its seeds
+        by_label = {row["group"]: row for row in grouped}
+        for group in groups:
+            row = by_label[label(group[0], [k for k in varying if k != "seed"]) or "all"]
+            if row["rank"] != "-" and row["rank"] <= CURVES_SHOWN:
+                bands[row["group"]] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
+        curves = {}
+        costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
+    figure = plots.leaderboard_figure(curves, costs, target, bands)
+    figure.savefig(root / "leaderboard.png", dpi=110, bbox_inches="tight")
     print(f"written: {root}/leaderboard.{{md,csv,png}}")
     return rows
 
 
-def write_tables(out_dir: Path, rows: list[dict], table: str) -> None:
-    """leaderboard.md and leaderboard.csv."""
-    (out_dir / "leaderboard.md").write_text(table, encoding="utf-8")
-    with open(out_dir / "leaderboard.csv", "w", newline="", encoding="utf-8") as f:
+def seed_groups(runs: list[dict]) -> list[list[dict]]:
+    """Runs that differ only in `seed`, grouped; none when the runs don't vary their seed."""
+    if len({run["overrides"].get("seed") for run in runs}) < 2:
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        key = tuple(sorted((k, v) for k, v in run["overrides"].items() if k != "seed" and k.split(".")[0] not in NOT_RESULTS))
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def group_rows(groups: list[list[dict]]) -> list[dict]:
+    """One row per seed group, ranked by mean dev loss: mean and standard deviation over its finished seeds."""
+    varying = [k for k in varying_overrides([run for group in groups for run in group]) if k != "seed"]
+    rows = []
+    for group in groups:
+        done = [run for run in group if dev_loss(run) < math.inf]
+        row = {"group": label(group[0], varying) or "all", "n": len(done), "seeds": " ".join(sorted(
+            (run["overrides"].get("seed", "") for run in group), key=lambda s: (len(s), s)))}
+        for split in ("dev", "train", "test"):
+            values = [run["metrics"][f"{split}_loss"] for run in done]
+            row[f"{split} mean"] = f"{statistics.fmean(values):.4f}" if values else ""
+            row[f"{split} std"] = f"{statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        row["seconds"] = f"{statistics.fmean(r['metrics']['train_seconds'] for r in done):.1f}" if done else ""
+        row["status"] = f"{len(done)} of {len(group)} ok"
+        rows.append(row)
+    rows.sort(key=lambda row: float(row["dev mean"]) if row["dev mean"] else math.inf)
+    return [{"rank": i if row["n"] else "-", **row} for i, row in enumerate(rows, 1)]
+
+
+def mean_band(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
+    """Steps every curve has, with the mean and standard deviation of the dev loss there."""
+    steps = sorted(set.intersection(*(set(dict(curve)) for curve in curves)))
+    values = [[dict(curve)[step] for curve in curves] for step in steps]
+    return steps, [statistics.fmean(v) for v in values], [statistics.pstdev(v) for v in values]
+
+
+def verdict(rows: list[dict]) -> str:
+    """Whether the best seed group beats the second by more than their seed-to-seed spread (one std each)."""
+    ranked = [row for row in rows if row["n"]]
+    if len(ranked) < 2:
+        return "only one group finished: nothing to compare"
+    best, second = ranked[:2]
+    gap = float(second["dev mean"]) - float(best["dev mean"])
+    if not (best["dev std"] and second["dev std"]):
+        return f"{best['group']} leads {second['group']} by {gap:.4f} dev, but with one seed there is no spread to judge it by"
+    spread = float(best["dev std"]) + float(second["dev std"])
+    beats = "more than" if gap > spread else "within"
+    meaning = "a real difference" if gap > spread else "not a difference these seeds can tell apart"
+    return (f"{best['group']} beats {second['group']} by {gap:.4f} dev, {beats} their seed-to-seed spread "
+            f"({best['dev std']} + {second['dev std']} = {spread:.4f}): {meaning}")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])
         writer.writeheader()
         writer.writerows(rows)
@@ -169,11 +255,43 @@ def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
     return suggested
 
 
+def differing_hparams(runs: list[dict]) -> list[str]:
+    """The HParams keys whose values differ between runs (from their saved configs), swept keys first; a key some
+    runs lack (a counting run's optimizer) differs only if it is a model's own option."""
+    from omegaconf import OmegaConf
+
+    logged = []
+    for run in runs:
+        saved = run["dir"] / ".hydra" / "config.yaml"
+        if saved.is_file():
+            config = OmegaConf.to_container(OmegaConf.load(saved))
+            logged.append(experiment_hparams(config, counted=run["metrics"].get("steps") == 0))
+    keys = {k for hparams in logged for k in hparams if k != "model._target_"}
+
+    def differs(key: str) -> bool:  # a model's own option differs from the models that lack it
+        values = {str(h[key]) for h in logged if key in h}
+        return len(values) > 1 or (key.startswith("model.") and any(key not in h for h in logged))
+
+    differing = [k for k in keys if differs(k)]
+    overrides = {k for run in runs for k in run["overrides"]}
+    swept = {k for k in overrides if len({run["overrides"].get(k) for run in runs}) > 1}
+    swept |= {f"{group}.name" for group in swept}  # a swept group (model=...) shows as its option's name
+    return sorted(differing, key=lambda k: (k not in swept, k))
+
+
 class LeaderboardCallback(Callback):
-    """At the end of every multirun, print and write the sweep's leaderboard."""
+    """At the end of every multirun, print and write the sweep's leaderboard, and tell TensorBoard's HParams
+    which keys the members differ in."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        rows = write_report(Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
+        if runs and "tensorboard" in config.logger.backends:
+            write_hparams_experiment(sweep_dir, differing_hparams(runs))
+            targets = {run["metrics"].get("target") for run in runs} - {None}
+            if len(targets) == 1 and not (sweep_dir / "target").exists():
+                write_target_line(sweep_dir, targets.pop(), max(run["metrics"].get("steps", 0) for run in runs))
+        rows = write_report(sweep_dir)
         if rows and not any(row["status"] == "ok" for row in rows):
             refuse(MakemoreError(f"every member of the sweep failed; their reasons are in {config.hydra.sweep.dir}/leaderboard.md"))
 

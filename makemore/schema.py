@@ -39,8 +39,10 @@ class Settings:
     checkpoint_interval: int = 1000
     diverge_above: Optional[float] = 100.0
     overfit_batch: int = 0
+    early_stopping: int = 0
     rerun: Optional[str] = None
     resume: Optional[str] = None
+    trial: Optional[int] = None
 
 
 @dataclass
@@ -208,6 +210,8 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "target": (_positive, "a positive number, or null for no target"),
     "label_smoothing": (_fraction, "a number in [0, 1)"),
     "checkpoint_interval": (lambda v: v >= 0, "an integer >= 0 (0: no periodic checkpoints)"),
+    "trial": (lambda v: v is None or v >= 0, "a trial number >= 0, set by hydra/sweeper=optuna (or null)"),
+    "early_stopping": (lambda v: v >= 0, "an integer >= 0: evaluations without a better dev loss (0: off)"),
     "overfit_batch": (lambda v: v >= 0, "an integer >= 0 (0: off; debug=overfit sets 32)"),
     "diverge_above": (_positive, "a positive number of nats, or null to stop only on NaN"),
     "data.path": (lambda v: v != "", "a file path, or builtin"),

@@ -2,7 +2,10 @@
 
 Every model here maps a context [B, block_size] of token ids (left-padded with the boundary token) to the
 logits [B, V] of the next token, like the n-gram models and the MLP, so all report the same quantity (mean
-cross-entropy per next character over the same examples) and stand on one leaderboard.
+cross-entropy per next character over the same examples) and stand on one leaderboard. The RNN, GRU and
+transformer are causal over a whole item: `forward_items` predicts every position of [boundary, c1..cn] at
+once, and a window's prediction is that of the item's own prefix (the left padding dropped), so training and
+evaluating on whole items gives each example exactly the window's prediction, ~8x fewer forward passes.
 """
 
 from __future__ import annotations
@@ -62,6 +65,22 @@ class WaveNet(nn.Module):
         return self.output(self.levels(self.embedding(context)).squeeze(1))
 
 
+class CausalOverItems(nn.Module):
+    """A model defined by `forward_items(tokens[B, T]) -> logits[B, T, V]`, position t predicting token t + 1
+    from tokens 0..t; its window forward runs on the window's prefix, the item as it would be seen whole."""
+
+    def forward_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        B, T = context.shape
+        # Left padding: a boundary followed by another (the last boundary of a run is the item's start token).
+        padding = ((context[:, :-1] == 0) & (context[:, 1:] == 0)).long().cumprod(1).sum(1)
+        # Rotate each row left past its padding, so the prefix starts at position 0; causal: the tail is unseen.
+        prefix = context.gather(1, (torch.arange(T, device=context.device) + padding[:, None]) % T)
+        return self.forward_items(prefix)[torch.arange(B, device=context.device), T - 1 - padding]
+
+
 class RNNCell(nn.Module):
     """makemore.py's vanilla cell: h' = tanh(W [x, h] + b)."""
 
@@ -90,8 +109,8 @@ class GRUCell(nn.Module):
         return (1 - z) * h + z * hbar
 
 
-class RNN(nn.Module):
-    """makemore.py's recurrent model: a learned start state, then one cell step per context token."""
+class RNN(CausalOverItems):
+    """makemore.py's recurrent model: a learned start state, then one cell step per token."""
 
     def __init__(self, vocab_size: int, block_size: int = 16, n_embd: int = 64, n_embd2: int = 64, cell: str = "rnn"):
         super().__init__()
@@ -101,16 +120,19 @@ class RNN(nn.Module):
         self.cell = {"rnn": RNNCell, "gru": GRUCell}[cell](n_embd, n_embd2)
         self.output = nn.Linear(n_embd2, vocab_size)
 
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        emb = self.embedding(context)
-        h = self.start.expand(context.shape[0], -1)
-        for t in range(context.shape[1]):
+    def forward_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        emb = self.embedding(tokens)
+        h = self.start.expand(tokens.shape[0], -1)
+        states = []
+        for t in range(tokens.shape[1]):
             h = self.cell(emb[:, t], h)
-        return self.output(h)
+            states.append(h)
+        return self.output(torch.stack(states, 1))
 
 
 class Block(nn.Module):
-    """A pre-norm transformer block: causal self-attention, then an MLP, each around a residual."""
+    """A pre-norm transformer block: causal self-attention, then an MLP, each around a residual; dropout (as in
+    nanoGPT) on the attention weights and on each branch's output."""
 
     def __init__(self, n_embd: int, n_head: int, dropout: float):
         super().__init__()
@@ -120,6 +142,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(approximate="tanh"),
                                  nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout))
         self.dropout = dropout
+        self.attention_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -127,23 +150,24 @@ class Block(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                   dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.c_proj(attended.transpose(1, 2).reshape(B, T, C))
+        x = x + self.attention_dropout(self.c_proj(attended.transpose(1, 2).reshape(B, T, C)))
         return x + self.mlp(self.ln_2(x))
 
 
-class Transformer(nn.Module):
+class Transformer(CausalOverItems):
     """makemore.py's decoder-only transformer (after GPT-2): token and learned position embeddings, n_layer
-    blocks of causal self-attention, a final LayerNorm; the last position's output predicts the next token."""
+    blocks of causal self-attention, a final LayerNorm, a linear head at every position."""
 
     def __init__(self, vocab_size: int, block_size: int = 16, n_layer: int = 4, n_head: int = 4, n_embd: int = 64,
                  dropout: float = 0.0):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
+        self.embedding_dropout = nn.Dropout(dropout)
         self.blocks = nn.Sequential(*(Block(n_embd, n_head, dropout) for _ in range(n_layer)))
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.register_buffer("positions", torch.arange(block_size), persistent=False)
 
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
-        x = self.wte(context) + self.wpe(self.positions[: context.shape[1]])
-        return self.lm_head(self.ln_f(self.blocks(x))[:, -1])
+    def forward_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.wte(tokens) + self.wpe(self.positions[: tokens.shape[1]])
+        return self.lm_head(self.ln_f(self.blocks(self.embedding_dropout(x))))

@@ -19,17 +19,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from makemore.checkpoint import load_checkpoint, save_atomic
-from makemore.config import compose_train_config, flatten
-from makemore.data import SPLITS, Dataset, Vocab, build_vocab, make_dataset, read_items, resolve_path
+from makemore.config import compose_train_config
+from makemore.data import SPLITS, Dataset, Vocab, build_items, build_vocab, make_dataset, read_items, resolve_path
 from makemore.errors import MakemoreError
-from makemore.loggers import Loggers, build_loggers
+from makemore.loggers import Loggers, build_loggers, experiment_hparams, write_target_line
 from makemore.loop import CHECKPOINT, Diverged, Interrupted, fit
 from makemore.models import build_model, eval_rows, loss_on
 from makemore.sample import generate
 from makemore.schema import validate
+from makemore.search import Pruned, trial_reporter
 
 log = logging.getLogger(__name__)
 OVERFIT_MARGIN = 0.1  # nats above the lowest possible loss that debug=overfit still calls memorised
+OVERFITTING_WARNING = 0.02  # nats by which the final dev loss may exceed the best before the run warns
 
 
 def train(cfg: DictConfig) -> float:
@@ -44,12 +46,24 @@ def train(cfg: DictConfig) -> float:
     try:
         if multirun and (cfg.get("resume") or cfg.get("rerun")):
             raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
-        resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
+        if multirun:  # in a continued sweep, a member that ended is kept; an interrupted one continues
+            kept = ended_member(run_dir)
+            if kept is not None:
+                return kept
+        continues = cfg.get("resume") or (multirun and (run_dir / CHECKPOINT).is_file())
+        resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if continues else None
         if multirun and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
             with open_dict(cfg):
                 cfg.logger.wandb.group = Path(hydra.sweep.dir).name  # W&B groups a sweep's members together
-        dev = run(cfg, run_dir, resume)["dev_loss"]
-        return math.inf if dev is None else dev
+        metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial")))
+        if not multirun and metrics["target"] is not None and "tensorboard" in cfg.logger.backends:
+            write_target_line(run_dir, metrics["target"], metrics["steps"])  # a sweep draws one for all members
+        return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
+    except Pruned as e:  # the study's pruner stopped this trial: a result, not a failure
+        write_json(run_dir / "metrics.json", {"status": f"pruned at step {e.step}", "pruned_at_step": e.step,
+                                              "dev_loss_at_prune": e.dev_loss, "train_seconds": e.train_seconds})
+        print(f"trial {cfg.trial} {e}")
+        return math.inf
     except Exception as e:
         if not (isinstance(e, MakemoreError) or multirun):
             raise  # a bug in a single run deserves its traceback
@@ -65,6 +79,19 @@ def train(cfg: DictConfig) -> float:
         if multirun:
             return math.inf  # the sweep records this member as failed and goes on
         sys.exit(1)
+
+
+def ended_member(run_dir: Path) -> float | None:
+    """The result of a sweep member that already ended (ok, failed, diverged or pruned), or None to (re)run it."""
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    if metrics.get("status") == "interrupted":
+        return None
+    print(f"{run_dir.name}: ended earlier ({metrics.get('status')}), kept as it is")
+    dev = metrics.get("dev_loss") if metrics.get("status") == "ok" else None
+    return math.inf if dev is None else dev
 
 
 def run_overrides(*overrides: str) -> dict:
@@ -122,8 +149,9 @@ def available_memory() -> int | None:
         return None
 
 
-def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
+def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None) -> dict:
     """Train (or continue from the checkpoint `resume`), evaluate on every split, write the run directory.
+    `on_eval(step, dev_loss)`: see makemore.loop.fit (an Optuna trial's pruning).
 
     Returns metrics.json's contents.
     """
@@ -140,30 +168,49 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     log.info("%s: %s parameters, %s tokens, %s train examples", cfg.model.name, f"{params:,}",
              vocab.size, f"{len(dataset.Y['train']):,}")
-    X = {split: dataset.X[split].to(device) for split in SPLITS}
-    Y = {split: dataset.Y[split].to(device) for split in SPLITS}
+    rows_per_batch = None
+    if trains_on_whole_items(model, dataset, cfg.overfit_batch):  # every example's window is its item's prefix
+        X, Y = {}, {}
+        for split in SPLITS:
+            X[split], Y[split] = (t.to(device) for t in build_items(dataset.words[split], vocab))
+        if cfg.batch_size is not None:  # batch_size still counts next characters: that many, in whole items
+            rows_per_batch = max(1, round(cfg.batch_size * len(Y["train"]) / len(dataset.Y["train"])))
+        log.info("training and evaluating on whole items, a loss at every position: %s train items, %s a batch",
+                 f"{len(Y['train']):,}", rows_per_batch or "all")
+    else:
+        X = {split: dataset.X[split].to(device) for split in SPLITS}
+        Y = {split: dataset.Y[split].to(device) for split in SPLITS}
     if cfg.overfit_batch:  # debug=overfit: one fixed batch is the whole train split, trained on every step
         keep = torch.randperm(len(Y["train"]), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.overfit_batch]
         X["train"], Y["train"] = X["train"][keep.to(device)], Y["train"][keep.to(device)]
     ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
-    loggers = build_loggers(cfg.logger, run_dir, config, run_dir.name, ids["wandb"], resume["state"]["step"] if resume else None)
+    hparams = experiment_hparams(config, counted=getattr(model, "trained_by_counting", False))  # W&B's config too
+    loggers = build_loggers(cfg.logger, run_dir, hparams, run_dir.name, ids["wandb"], resume["state"]["step"] if resume else None)
     try:
         if getattr(model, "trained_by_counting", False):
             log.info("trained by counting the train split: no optimizer steps")
             start = time.perf_counter()
             model.fit(X["train"], Y["train"])
-            progress = {"steps": 0, "train_seconds": time.perf_counter() - start, "eval_seconds": 0.0}
+            progress = {"steps": 0, "train_seconds": time.perf_counter() - start, "eval_seconds": 0.0,
+                        "best": {"dev_loss": math.inf, "step": 0}}
             history = []
         else:
             extra = {"vocab": list(vocab.chars), "config": config, "ids": ids}
-            progress, history = fit(model, X, Y, cfg, loggers, run_dir, extra, resume)
+            progress, history = fit(model, X, Y, cfg, loggers, run_dir, extra, resume, on_eval, rows_per_batch)
         losses = {split: loss_on(model, X[split], Y[split], vocab.size) for split in SPLITS}
+        best = progress.pop("best")
+        if losses["dev"] < best["dev_loss"]:  # the final weights beat every evaluation before them
+            best = {"dev_loss": losses["dev"], "step": progress["steps"]}
+        progress.setdefault("weights", "last step")
         metrics = {
             "status": "ok",
             **{f"{split}_loss": loss if math.isfinite(loss) else None for split, loss in losses.items()},
             "params": params,
             **progress,
+            **({"items_per_batch": rows_per_batch} if rows_per_batch else {}),
             "steps_per_second": progress["steps"] / progress["train_seconds"] if progress["steps"] else 0.0,
+            "best_dev_loss": best["dev_loss"] if math.isfinite(best["dev_loss"]) else None,
+            "best_dev_step": best["step"],
             "target": cfg.target,
             "target_met": cfg.target is not None and losses["dev"] < cfg.target,
         }
@@ -179,15 +226,29 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None) -> dict:
                                "(an n-gram never seen in train, with model.alpha=0)")
         samples = generate(model, vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
         write_outputs(run_dir, model, dataset, config, metrics, samples, history)
-        log_final(loggers, model, dataset, config, metrics, losses, samples)
+        log_final(loggers, model, dataset, hparams, metrics, losses, samples)
     finally:
         loggers.close()
     target = "no target" if cfg.target is None else f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}"
     print(f"{cfg.model.name} ({params:,} params, {metrics['steps']:,} steps): "
           f"train {losses['train']:.4f} | dev {losses['dev']:.4f} | test {losses['test']:.4f} | {target}")
+    if "early_stopped_at" in metrics:
+        print(f"early_stopping: no better dev loss in {cfg.early_stopping} evaluations, stopped at step "
+              f"{metrics['early_stopped_at']:,}; model.pt holds the best-dev weights, of step {best['step']:,}")
     if cfg.overfit_batch:
         check_overfit(metrics["overfit"], cfg.overfit_batch)
+    elif losses["dev"] > best["dev_loss"] + OVERFITTING_WARNING:
+        print(f"warning: overfitting: dev loss was {best['dev_loss']:.4f} at step {best['step']:,} and ended at "
+              f"{losses['dev']:.4f}; try fewer steps (steps={best['step']}), model.dropout, optim.weight_decay, "
+              f"or early_stopping=<evaluations> (it keeps the best weights)")
     return metrics
+
+
+def trains_on_whole_items(model: nn.Module, dataset: Dataset, overfit_batch: int) -> bool:
+    """A causal model (one with forward_items) whose block_size holds every item's whole prefix trains on items:
+    the same examples and predictions as windows, ~8x fewer forward passes. debug=overfit keeps its windows."""
+    longest = max(len(item) for items in dataset.words.values() for item in items)
+    return hasattr(model, "forward_items") and dataset.block_size > longest and not overfit_batch
 
 
 def lowest_possible_loss(X: torch.Tensor, Y: torch.Tensor) -> float:
@@ -235,7 +296,7 @@ def write_outputs(
 
 
 def log_final(
-    loggers: Loggers, model: nn.Module, dataset: Dataset, config: dict, metrics: dict, losses: dict, samples: list[str]
+    loggers: Loggers, model: nn.Module, dataset: Dataset, hparams: dict, metrics: dict, losses: dict, samples: list[str]
 ) -> None:
     """Final losses on the full splits, HParams, samples and the model's picture."""
     if not loggers.backends:  # logger=none: don't draw pictures nobody receives
@@ -244,7 +305,11 @@ def log_final(
 
     step = metrics["steps"]
     final = {f"loss/{split}": losses[split] for split in SPLITS}
-    hparams = {k: v for k, v in flatten(config).items() if not k.startswith(("logger.", "rerun", "progress"))}
+    final.update({"run/params": metrics["params"], "run/train_seconds": metrics["train_seconds"],
+                  "run/target_met": float(metrics["target_met"]),
+                  "run/best_dev_loss": metrics["best_dev_loss"] or math.inf})  # run/: one chart group, after loss/
+    if "step_to_target" in metrics:
+        final["run/step_to_target"] = metrics["step_to_target"]
     loggers.summary(hparams, final, step)
     loggers.text("samples", "\n".join(samples), step)
     for tag, figure in model_figures(model, dataset.vocab).items():

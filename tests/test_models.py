@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_config
-from makemore.data import load_dataset
+from conftest import ROOT, compose_config
+from makemore.data import build_items, build_vocab, load_dataset, make_dataset
 from makemore.errors import MakemoreError
 from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, loss_on
 
@@ -108,3 +108,40 @@ def test_scaled_init_starts_at_ln_v():
 
 def test_wavenet_at_the_lecture_sizes_has_the_lecture_count():
     assert WAVENET == 76_579  # lecture 5's printed parameter count
+
+
+@pytest.mark.parametrize("model", ["rnn", "gru", "transformer"])
+def test_whole_item_loss_equals_the_per_window_loss(model):
+    """Training and evaluating on whole items must report the windows' quantity: the same examples, each
+    given the prediction its own window gets (left padding dropped), so the mean cross-entropy agrees."""
+    items = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "x", "zo", "bo"] * 3
+    vocab = build_vocab(items)
+    dataset = make_dataset(items, vocab, 10, (0.6, 0.2, 0.2), 1)
+    torch.manual_seed(0)
+    net = build_model(compose_config(f"model={model}", "model.block_size=10").model, vocab.size)
+    X, Y = build_items(dataset.words["train"], vocab)
+    assert (Y >= 0).sum() == len(dataset.Y["train"])  # one target per window
+    per_window = F.cross_entropy(net(dataset.X["train"]), dataset.Y["train"], reduction="none")
+    per_item = F.cross_entropy(net.forward_items(X).flatten(0, 1), Y.flatten(), ignore_index=-1, reduction="none")
+    assert torch.allclose(per_item[Y.flatten() >= 0], per_window, atol=1e-5)  # example by example, in order
+    assert loss_on(net, X, Y, vocab.size) == pytest.approx(loss_on(net, dataset.X["train"], dataset.Y["train"], vocab.size), abs=1e-6)
+
+
+def test_a_window_prediction_ignores_left_padding_but_not_the_start_token():
+    torch.manual_seed(0)
+    net = build_model(compose_config("model=gru", "model.block_size=6").model, 5)
+    padded, short = torch.tensor([[0, 0, 0, 0, 3, 2]]), torch.tensor([[0, 3, 2]])
+    assert torch.allclose(net(padded), net(short))
+    assert not torch.allclose(net(short), net(torch.tensor([[3, 2]])))  # the start token is context, not padding
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
+def test_every_model_has_a_picture(model):
+    from makemore.plots import model_figures
+
+    vocab = build_vocab(["abc", "cab"])
+    net = build_model(compose_config(f"model={model}").model, vocab.size)
+    (tag,) = model_figures(net, vocab)
+    expected = {"bigram_count": "next_token", "trigram_count": "next_token", "trigram_table": "next_token",
+                "additive": "weights"}.get(model, "embeddings")
+    assert tag == expected

@@ -56,7 +56,7 @@ def test_no_command_changes_a_finished_run(project):
 
 @pytest.mark.slow
 def test_printed_rerun_commands_work_for_sweep_members(project):
-    result = run_script(str(project / "train.py"), "-m", "model=additive,mlp", *TINY, cwd=project)
+    result = run_script(str(project / "train.py"), "-m", "model=additive,mlp", "seed=3,4", *TINY, cwd=project)
     assert result.returncode == 0, result.stderr[-2000:]
     sweep_dir = next((project / "outputs" / "multirun").glob("*/*"))
     rows = csv_rows(sweep_dir / "leaderboard.csv")

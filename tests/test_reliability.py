@@ -116,10 +116,11 @@ class NotAllowed:
 
 
 @pytest.mark.parametrize(
-    "content",
-    [b"\x00garbage" * 10, "pickle", "foreign", "truncated"],
+    "content, quoted",  # the phrases the README quotes, each for its own kind of bad file
+    [(b"\x00garbage" * 10, "is not a readable checkpoint"), ("pickle", "is not a readable checkpoint"),
+     ("foreign", "is not a makemore checkpoint"), ("truncated", "is not a readable checkpoint")],
 )
-def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content):
+def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content, quoted):
     path = tmp_path / "model.pt"
     if content == "pickle":
         torch.save({"model": NotAllowed(), "vocab": [], "config": {}}, path)  # weights_only refuses arbitrary objects
@@ -132,7 +133,7 @@ def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content):
         path.write_bytes(content)
     with pytest.raises(MakemoreError) as error:
         load_checkpoint(path)
-    assert "\n" not in str(error.value) and str(path) in str(error.value)
+    assert "\n" not in str(error.value) and str(error.value).startswith(f"{path} {quoted}")
 
 
 @pytest.mark.slow

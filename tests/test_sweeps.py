@@ -2,10 +2,14 @@
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import FAST, ROOT, read_metrics, run_script
+from conftest import FAST, ROOT, read_metrics, run_bash, run_script, tree_hashes
 from makemore.report import find_runs, suggest_lr, write_report
 from wandb_records import read_run as read_wandb_run
 
@@ -31,7 +35,8 @@ def leaderboard_rows(sweep_dir):
 def test_three_member_multirun_names_members_and_ends_with_a_leaderboard(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = multirun(sweep_dir, "-m", "model=trigram_table,additive,mlp", *SMALL)
-    assert sorted(member_losses(sweep_dir)) == [f"{i}_model={m},steps=40" for i, m in enumerate(["trigram_table", "additive", "mlp"])]
+    names = [f"model={m}_{i}" for i, m in enumerate(["trigram_table", "additive", "mlp"])]  # no constant steps=40
+    assert sorted(member_losses(sweep_dir)) == sorted(names)
     rows = leaderboard_rows(sweep_dir)
     assert [row["rank"] for row in rows] == ["1", "2", "3"]
     assert [float(row["dev"]) for row in rows] == sorted(float(row["dev"]) for row in rows)
@@ -78,23 +83,6 @@ def test_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path):
     rows = leaderboard_rows(sweep_dir)
     assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("diverged: loss ")
     assert not any((d / "model.pt").exists() for d in find_runs(sweep_dir) if "1e6" in d.name or "1000000" in d.name)
-
-
-@pytest.mark.slow
-def test_optuna_sweep_of_three_trials_in_sqlite_storage(tmp_path):
-    import optuna
-
-    sweep_dir, storage = tmp_path / "sweep", f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = multirun(sweep_dir, "sweep=optuna_mlp", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}",
-                      *SMALL, script="sweep.py")
-    assert len(find_runs(sweep_dir)) == 3
-    best = (sweep_dir / "optimization_results.yaml").read_text()
-    assert "best_value" in best and min(member_losses(sweep_dir).values()) == pytest.approx(
-        float(best.split("best_value:")[1].split()[0])
-    )
-    assert "leaderboard of 3 runs" in result.stdout
-    study = optuna.load_study(study_name="optuna_mlp", storage=storage)  # the trials live in the database
-    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(member_losses(sweep_dir).values()))
 
 
 @pytest.mark.parametrize("sweep", ["models", "mlp_grid", "lr_finder", "optuna_mlp", "best_search"])
@@ -153,7 +141,10 @@ def test_wandb_offline_run_round_trips(tmp_path):
     dev_points = [row["loss/dev"] for row in run["history"] if "loss/dev" in row]
     assert dev_points[-1] == pytest.approx(metrics["dev_loss"])
     assert run["summary"]["loss/test"] == pytest.approx(metrics["test_loss"])
-    assert run["config"]["model"]["emb"] in (4, 6)
+    assert run["config"]["model.emb"] in (4, 6)
+    session = hparams_content(member)["_hparams_/session_start_info"].session_start_info.hparams
+    assert set(run["config"]) - {"_wandb"} == set(session)  # the same experiment-defining config as TensorBoard's HParams
+    assert {"loss/dev", "loss/train", "run/params", "run/train_seconds", "run/target_met", "run/best_dev_loss"} <= set(run["summary"])
     assert run["run"].run_group == sweep_dir.name  # sweep members are grouped by sweep
     assert list(member.glob("events.out.tfevents.*"))  # logger=all writes TensorBoard too
 
@@ -172,3 +163,132 @@ def test_the_suggested_lr_is_where_the_smoothed_loss_bottoms_out():
     assert suggest_lr(lrs, losses) == pytest.approx(lrs[70], rel=0.15)
     falling = [(i - 70) ** 2 / 1000 + 2.0 for i in range(50)]
     assert suggest_lr(lrs[:50], falling) == lrs[49]  # still falling at the end: the last lr
+
+
+def test_sweep_models_puts_every_model_family_at_its_budget():
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    families = OmegaConf.load(ROOT / "conf" / "sweep" / "models.yaml").hydra.sweeper.params.budget.split(",")
+    assert sorted(families) == sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+    for family in families:
+        assert compose_config(f"budget={family}").model.name == family
+
+
+def test_the_leaderboard_picture_plots_dev_against_training_seconds(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from makemore.plots import leaderboard_figure
+
+    figure = leaderboard_figure({"a": [(10, 2.3), (20, 2.2)]}, {"a": (3.0, 2.2), "b": (30.0, 2.1), "c": (0.0, 2.4)}, 2.2)
+    cost_axes = figure.axes[1]
+    assert cost_axes.get_xlabel().startswith("training seconds") and cost_axes.get_xscale() == "log"
+    points = [tuple(c.get_offsets()[0]) for c in cost_axes.collections]
+    assert points == [(3.0, 2.2), (30.0, 2.1), (1e-3, 2.4)]  # a counting run's ~0 s is drawn at the axis' floor
+
+
+def hparams_content(directory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+            for tag, content in events.PluginTagToContent("hparams").items()}
+
+
+@pytest.mark.slow
+def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    multirun(sweep_dir, "-m", "model=mlp,trigram_count", "model.block_size=2,3", *SMALL)
+    experiment = hparams_content(sweep_dir)["_hparams_/experiment"].experiment
+    columns = [h.name for h in experiment.hparam_infos]
+    assert columns[:2] == ["model.block_size", "model.name"]  # what differs, swept keys first; no constant
+    assert not {"seed", "data.path", "batch_size"} & set(columns)
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert metrics[:3] == ["loss/dev", "loss/train", "loss/test"] and {"run/params", "run/train_seconds", "run/target_met"} <= set(metrics)
+    infrastructure = ("device", "threads", "samples", "progress", "eval_interval", "log_interval", "logger.", "rerun",
+                      "resume", "trial", "checkpoint_interval")
+    for run_dir in find_runs(sweep_dir):
+        session = hparams_content(run_dir)["_hparams_/session_start_info"].session_start_info.hparams
+        assert not [k for k in session if k.startswith(infrastructure)]
+        assert "_hparams_/experiment" not in hparams_content(run_dir)  # the sweep's experiment alone sets the columns
+        if "trigram_count" in run_dir.name:  # a counting run says what happened: no steps, no optimizer
+            assert session["steps"].number_value == 0 and session["optim.name"].string_value == "none (counted)"
+            assert not [k for k in session if k.startswith(("optim.lr", "schedule.", "batch_size"))]
+            assert "model.alpha" in session
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_grid_sweep_continues_to_the_leaderboard_of_an_uninterrupted_one(tmp_path, signum):
+    grid = ["-m", "model.emb=4,8", "model.hidden=20,40", "steps=3000", "eval_interval=500", "log_interval=100",
+            "checkpoint_interval=200", "progress=false", "logger=none", "samples=2"]
+    sweep_dir = tmp_path / "sweep"
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *grid, f"hydra.sweep.dir={sweep_dir}"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(sweep_dir.glob("*_1/checkpoint.pt")):  # the first member done, the second part way
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    members = sorted((d.name for d in sweep_dir.iterdir() if d.is_dir()), key=lambda name: name.rsplit("_", 1)[1])
+    assert len(members) == 2 and read_metrics(sweep_dir / members[1])["status"] == "interrupted"
+    finished = tree_hashes(sweep_dir / members[0])
+    command = stderr.strip().splitlines()[-1].split("continue it with: ")[1]
+    result = run_bash(command, ROOT)  # the printed command, pasted into bash
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tree_hashes(sweep_dir / members[0]) == finished  # kept, not rerun, not touched
+    assert f"{members[0]}: ended earlier (ok), kept as it is" in result.stdout
+    straight = tmp_path / "straight"
+    multirun(straight, *grid)
+    interrupted = {(r["run"], r["train"], r["dev"], r["test"]) for r in leaderboard_rows(sweep_dir)}
+    uninterrupted = {(r["run"], r["train"], r["dev"], r["test"]) for r in leaderboard_rows(straight)}
+    assert interrupted == uninterrupted and len(interrupted) == 4  # loss for loss
+
+
+def test_a_different_sweep_into_a_sweep_directory_is_refused(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    multirun(sweep_dir, "-m", "model=additive,trigram_count", "steps=5", "progress=false", "logger=none")
+    before = tree_hashes(sweep_dir)
+    result = run_script(str(ROOT / "train.py"), "-m", "model=additive,mlp", "steps=5", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 1 and "holds another sweep" in result.stderr and tree_hashes(sweep_dir) == before
+
+
+@pytest.mark.slow
+def test_seeds_runs_each_config_over_several_seeds_and_the_leaderboard_groups_them(tmp_path):
+    import statistics
+
+    sweep_dir = tmp_path / "sweep"
+    result = multirun(sweep_dir, "model.emb=4,8", "seeds=3", "seed=7", *SMALL, "logger=none")
+    runs = find_runs(sweep_dir)
+    assert len(runs) == 6 and len({d.name for d in runs}) == 6  # every member keeps its own directory
+    groups = {}
+    for run_dir in runs:
+        overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        emb = "4" if "model.emb=4" in overrides else "8"
+        groups.setdefault(emb, []).append(read_metrics(run_dir)["dev_loss"])
+    assert {emb: len(devs) for emb, devs in groups.items()} == {"4": 3, "8": 3}
+    with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    means = {emb: statistics.fmean(devs) for emb, devs in groups.items()}
+    assert [row["group"] for row in rows] == [f"model.emb={emb}" for emb in sorted(means, key=means.get)]  # by mean
+    for row in rows:
+        devs = groups[row["group"].split("=")[1]]
+        assert row["n"] == "3" and row["seeds"] == "7 8 9"
+        assert float(row["dev mean"]) == pytest.approx(statistics.fmean(devs), abs=5e-5)
+        assert float(row["dev std"]) == pytest.approx(statistics.stdev(devs), abs=5e-5)
+    table = (sweep_dir / "leaderboard.md").read_text()
+    assert f"{rows[0]['group']} beats {rows[1]['group']} by" in table and "seed-to-seed spread" in table
+
+
+def test_seeds_must_be_a_positive_integer(tmp_path):
+    result = run_script(str(ROOT / "train.py"), "seeds=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "error: seeds=0 is not allowed: seeds must be a positive integer, with seed= (the first seed) a single "
+        "integer, e.g. seeds=3 seed=42")
+    assert not (tmp_path / "run").exists()

@@ -48,6 +48,22 @@ def test_same_config_and_seed_give_identical_losses(tmp_path, model):
     assert [first[f"{s}_loss"] for s in ("train", "dev", "test")] == [second[f"{s}_loss"] for s in ("train", "dev", "test")]
 
 
+def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_characters(tmp_path):
+    from makemore.data import load_dataset
+    from makemore.models import loss_on
+
+    metrics = run(compose_config("model=gru", "steps=6", "eval_interval=3", "log_interval=3", "logger=none",
+                                 "progress=false", "samples=2", "model.n_embd2=8"), tmp_path / "a")
+    dataset = load_dataset(None, 16)
+    items, examples = len(dataset.words["train"]), len(dataset.Y["train"])
+    assert metrics["items_per_batch"] == round(256 * items / examples) == 36  # 7.1 next characters an item
+    model, _, _ = load_model(tmp_path / "a" / "model.pt")  # the reported loss is the windows' loss
+    assert loss_on(model, dataset.X["dev"], dataset.Y["dev"], 27) == pytest.approx(metrics["dev_loss"], abs=1e-6)
+    windows = run(compose_config("model=gru", "model.block_size=15", "steps=2", "logger=none", "progress=false",
+                                 "samples=2", "model.n_embd2=8"), tmp_path / "b")
+    assert "items_per_batch" not in windows  # the longest name's last window would be cut: windows, not items
+
+
 def test_other_seed_gives_other_losses(tmp_path):
     first = run(compose_config(*FAST, "logger=none"), tmp_path / "a")
     second = run(compose_config(*FAST, "logger=none", "seed=7"), tmp_path / "b")

@@ -1,0 +1,163 @@
+"""A Hydra sweeper on Optuna's ask-and-tell API: Hydra's sweep syntax in, one job per trial out.
+
+Optuna samples, stores and prunes; this maps overrides to distributions and trial parameters back to overrides.
+Each job gets `trial=<number>` and reports to its trial itself (makemore.search), so pruning works in any
+launcher's process. Trials are counted in the study, so a second process or a rerun of the same command
+(same hydra.sweep.dir) continues the study: finished trials are kept, interrupted ones are tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from makemore.search import open_storage, storage_url, study_name
+
+log = logging.getLogger(__name__)
+OWNER = "owner"  # trial user attribute: host and pid of the sweep process that launched it
+
+
+def distribution(parsed: Override):
+    """The Optuna distribution of one sweep override: choice, range, interval, tag(log, interval), and
+    tag(int, interval) / tag(int, log, interval) for integers."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = parsed.value()
+    if parsed.is_choice_sweep() or (parsed.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(parsed.sweep_string_iterator()))
+    if parsed.is_range_sweep():  # Hydra's range excludes stop, like Python's
+        values = list(parsed.sweep_iterator())
+        kind = IntDistribution if all(isinstance(v, int) for v in values) else FloatDistribution
+        return kind(values[0], values[-1], step=value.step)
+    if parsed.is_interval_sweep():  # Hydra reads an interval's bounds as floats; tag(int, ...) asks for integers
+        log_scale = "log" in value.tags
+        if "int" in value.tags:
+            return IntDistribution(int(value.start), int(value.end), log=log_scale)
+        return FloatDistribution(value.start, value.end, log=log_scale)
+    raise ValueError(f"the Optuna sweeper cannot search {parsed.input_line}; use choice, range or interval")
+
+
+class OptunaSweeper(Sweeper):
+    """`hydra.sweeper`: direction, study_name, storage, n_trials, n_jobs, sampler, pruner, params."""
+
+    def __init__(self, direction: str, study_name: str | None, storage: str | None, n_trials: int, n_jobs: int,
+                 sampler: Any, pruner: Any, params: dict | None = None):
+        self.direction, self.study_name, self.storage = direction, study_name, storage
+        self.n_trials, self.n_jobs, self.sampler, self.pruner = n_trials, n_jobs, sampler, pruner
+        self.params = dict(params or {})
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> list:
+        import optuna
+
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        parsed = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        space = {p.get_key_element(): distribution(p) for p in parsed if p.is_sweep_override()}
+        fixed = [f"{p.get_key_element()}={p.get_value_element_as_str()}" for p in parsed if not p.is_sweep_override()]
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not (sweep_dir / "multirun.yaml").exists():
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        name = study_name(self.config.hydra.sweeper, sweep_dir)
+        study = optuna.create_study(study_name=name, storage=open_storage(storage_url(self.storage, sweep_dir)),
+                                    sampler=self.sampler, pruner=self.pruner, direction=self.direction,
+                                    load_if_exists=True)
+        retry_abandoned(study)
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        returns = []
+        while (left := self.n_trials - counted(study)) > 0:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
+            for trial in trials:
+                trial.set_user_attr(OWNER, owner)
+            try:
+                returns.append(self.launch(study, trials, fixed))
+            except KeyboardInterrupt:  # train.py prints the command that continues the search
+                for trial in trials:  # tried again, first, when it does
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    study.enqueue_trial(trial.params)
+                raise
+        write_results(study, sweep_dir)
+        return returns
+
+    def launch(self, study, trials: list, fixed: list[str]) -> list:
+        """Run the trials' jobs, each named by its trial number; tell Optuna how each ended."""
+        import optuna
+
+        batch = [[*fixed, *(f"{k}={v}" for k, v in trial.params.items()), f"trial={trial.number}"] for trial in trials]
+        self.validate_batch_is_legal(batch)
+        results = []
+        for first in range(len(trials)):  # consecutive trial numbers go in one launch (another process may interleave)
+            if first and trials[first].number == trials[first - 1].number + 1:
+                continue
+            last = first
+            while last + 1 < len(trials) and trials[last + 1].number == trials[last].number + 1:
+                last += 1
+            results += self.launcher.launch(batch[first : last + 1], initial_job_idx=trials[first].number)
+        for trial, result in zip(trials, results):
+            ended = study.get_trials(deepcopy=False)[trial.number]
+            value = result.return_value if result.status == JobStatus.COMPLETED else None
+            if "pruned_at_step" in ended.user_attrs:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif isinstance(value, float) and value == value and abs(value) != float("inf"):
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return results
+
+
+def write_results(study, sweep_dir: Path) -> None:
+    """optimization_results.yaml: the best trial's parameters and value, and how the trials ended."""
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    results = {"name": study.study_name, "trials": {s: states.count(s) for s in sorted(set(states))}}
+    if "complete" in states:
+        best = study.best_trial
+        results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
+        log.info("best trial %d: %s = %.4f", best.number, best.params, best.value)
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+
+
+def counted(study) -> int:
+    """Trials that count toward n_trials: finished (complete or pruned) and running ones."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def retry_abandoned(study) -> None:
+    """Trials left running by a sweep process of this host that no longer exists: failed, and queued again."""
+    import optuna
+
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner_host, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
+        if owner_host == host and pid.isdigit() and not alive(int(pid)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+            log.info("trial %d was left running by a stopped process: queued again", trial.number)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,81 @@
+"""Optuna studies for `hydra/sweeper=optuna`: where a study lives, and the sweep member's side of its trial.
+
+The sweeper (hydra_plugins/makemore_optuna) asks Optuna for trials and launches one job per trial with the
+override `trial=<number>`; the job finds the same study through the same sweeper config (HydraConfig), reports
+its dev loss at every evaluation and stops when the study's pruner says so. Optuna samples, stores and prunes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from makemore.errors import MakemoreError
+
+JOURNAL = "optuna_journal.log"  # the default storage: Optuna's journal file in the sweep directory
+SWEEPER = "hydra_plugins.makemore_optuna.optuna_sweeper.OptunaSweeper"
+
+
+class Pruned(MakemoreError):
+    """The study's pruner stopped this trial at an evaluation."""
+
+    def __init__(self, step: int, dev_loss: float):
+        super().__init__(f"pruned at step {step} (dev {dev_loss:.4f})")
+        self.step, self.dev_loss = step, dev_loss
+        self.train_seconds = 0.0  # the training loop fills it in: the time the trial cost before it stopped
+
+
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    """The study's storage as one string: a database URL as given, or an absolute journal file path
+    (default: the sweep directory's journal, which works on a shared file system with no server)."""
+    if storage and "://" in storage:
+        return storage
+    return str((Path(storage) if storage else sweep_dir / JOURNAL).expanduser().resolve())
+
+
+def open_storage(url: str):
+    """Optuna's storage behind `storage_url`: RDB for a URL, else a journal file (its lock works across hosts)."""
+    import optuna
+
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:
+    """The configured study name, or the sweep directory's name."""
+    return sweeper.get("study_name") or sweep_dir.name
+
+
+def trial_reporter(trial_number: int | None) -> Callable[[int, float], None] | None:
+    """For a member of an Optuna sweep: a function that reports (step, dev loss) to its trial and raises
+    Pruned when the study's pruner stops it. None for any other run (a rerun or resume of a member included)."""
+    if trial_number is None:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra is None or hydra.mode != RunMode.MULTIRUN or hydra.sweeper.get("_target_") != SWEEPER:
+        return None
+    import optuna
+    from hydra.utils import instantiate
+
+    sweep_dir = Path(hydra.sweep.dir)
+    storage = open_storage(storage_url(hydra.sweeper.storage, sweep_dir))
+    name = study_name(hydra.sweeper, sweep_dir)
+    study = optuna.load_study(study_name=name, storage=storage, pruner=instantiate(hydra.sweeper.pruner))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), trial_number)
+    trial = optuna.trial.Trial(study, trial_id)
+
+    def report(step: int, dev_loss: float) -> None:
+        trial.report(dev_loss, step)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at_step", step)  # the sweeper reads it back and tells Optuna PRUNED
+            raise Pruned(step, dev_loss)
+
+    return report
