@@ -255,6 +255,19 @@ def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
     return suggested
 
 
+def swept_hparams(runs: list[dict]) -> list[str]:
+    """The HParams columns a sweep opens on: what it swept (a swept group as its option's name; a swept preset
+    such as budget= as the model and steps it sets), else every key that differs. TensorBoard sorts the columns
+    by name and ticks the first five, so listing only these keeps them in view."""
+    differing = differing_hparams(runs)
+    swept = {k for k in {k for run in runs for k in run["overrides"]}
+             if len({run["overrides"].get(k) for run in runs}) > 1 and k.split(".")[0] not in NOT_RESULTS}
+    columns = {k for k in differing if k in swept or (k.endswith(".name") and k[:-5] in swept)}
+    if any(k not in differing and f"{k}.name" not in differing for k in swept):  # budget=, experiment=
+        columns |= {"model.name", "steps"} & set(differing)
+    return [k for k in differing if k in columns] or differing
+
+
 def differing_hparams(runs: list[dict]) -> list[str]:
     """The HParams keys whose values differ between runs (from their saved configs), swept keys first; a key some
     runs lack (a counting run's optimizer) differs only if it is a model's own option."""
@@ -276,7 +289,8 @@ def differing_hparams(runs: list[dict]) -> list[str]:
     overrides = {k for run in runs for k in run["overrides"]}
     swept = {k for k in overrides if len({run["overrides"].get(k) for run in runs}) > 1}
     swept |= {f"{group}.name" for group in swept}  # a swept group (model=...) shows as its option's name
-    return sorted(differing, key=lambda k: (k not in swept, k))
+    leading = ("model.name", "steps")  # what a swept preset (budget=, experiment=) changes first
+    return sorted(differing, key=lambda k: (k not in swept, k not in leading, k))
 
 
 class LeaderboardCallback(Callback):
@@ -287,7 +301,7 @@ class LeaderboardCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         if runs and "tensorboard" in config.logger.backends:
-            write_hparams_experiment(sweep_dir, differing_hparams(runs))
+            write_hparams_experiment(sweep_dir, swept_hparams(runs))
             targets = {run["metrics"].get("target") for run in runs} - {None}
             if len(targets) == 1 and not (sweep_dir / "target").exists():
                 write_target_line(sweep_dir, targets.pop(), max(run["metrics"].get("steps", 0) for run in runs))

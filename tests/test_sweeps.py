@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import FAST, ROOT, read_metrics, run_bash, run_script, tree_hashes
 from makemore.report import find_runs, suggest_lr, write_report
@@ -190,7 +191,6 @@ def test_the_leaderboard_picture_plots_dev_against_training_seconds(tmp_path):
 
 
 def hparams_content(directory):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     events = EventAccumulator(str(directory))
@@ -202,10 +202,10 @@ def hparams_content(directory):
 @pytest.mark.slow
 def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    multirun(sweep_dir, "-m", "model=mlp,trigram_count", "model.block_size=2,3", *SMALL)
+    multirun(sweep_dir, "-m", "model=mlp,trigram_count,additive", "model.block_size=2,3", *SMALL)
     experiment = hparams_content(sweep_dir)["_hparams_/experiment"].experiment
     columns = [h.name for h in experiment.hparam_infos]
-    assert columns[:2] == ["model.block_size", "model.name"]  # what differs, swept keys first; no constant
+    assert columns == ["model.name", "model.block_size"]  # what was swept, the model first; no constant
     assert not {"seed", "data.path", "batch_size"} & set(columns)
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert metrics[:3] == ["loss/dev", "loss/train", "loss/test"] and {"run/params", "run/train_seconds", "run/target_met"} <= set(metrics)
@@ -215,6 +215,10 @@ def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(t
         session = hparams_content(run_dir)["_hparams_/session_start_info"].session_start_info.hparams
         assert not [k for k in session if k.startswith(infrastructure)]
         assert "_hparams_/experiment" not in hparams_content(run_dir)  # the sweep's experiment alone sets the columns
+        events = EventAccumulator(str(run_dir))
+        events.Reload()
+        picture = {"mlp": "embeddings", "trigram_count": "next_token", "additive": "weights"}
+        assert events.Tags()["images"] == [picture[session["model.name"].string_value]]  # every model has one
         if "trigram_count" in run_dir.name:  # a counting run says what happened: no steps, no optimizer
             assert session["steps"].number_value == 0 and session["optim.name"].string_value == "none (counted)"
             assert not [k for k in session if k.startswith(("optim.lr", "schedule.", "batch_size"))]
