@@ -3,6 +3,7 @@ of configs saved by earlier versions."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -75,11 +76,18 @@ def record_dir(resume: str | None, output_dir: str) -> str | None:
     return None if resume or (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
 
 
+def ended_metrics(run_dir: Path) -> dict | None:
+    """The metrics of a run that ended (ok, failed, diverged or pruned); None if it never ended or was interrupted."""
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    return None if metrics.get("status") == "interrupted" else metrics
+
+
 def job_log(output_dir: str, job_name: str) -> str:
     """The job's log file; a member that already ended (in a continued sweep) logs nowhere, its files untouched."""
-    metrics = Path(output_dir) / "metrics.json"
-    ended = metrics.is_file() and '"status": "interrupted"' not in metrics.read_text()
-    return os.devnull if ended else str(Path(output_dir) / f"{job_name}.log")
+    return os.devnull if ended_metrics(Path(output_dir)) else str(Path(output_dir) / f"{job_name}.log")
 
 
 def compose_train_config(*overrides: str) -> DictConfig:

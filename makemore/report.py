@@ -260,17 +260,17 @@ def swept_hparams(runs: list[dict]) -> list[str]:
     such as budget= as the model and steps it sets), else every key that differs. TensorBoard sorts the columns
     by name and ticks the first five, so listing only these keeps them in view."""
     differing = differing_hparams(runs)
-    swept = {k for k in {k for run in runs for k in run["overrides"]}
-             if len({run["overrides"].get(k) for run in runs}) > 1 and k.split(".")[0] not in NOT_RESULTS}
+    swept = set(varying_overrides(runs))
     columns = {k for k in differing if k in swept or (k.endswith(".name") and k[:-5] in swept)}
     if any(k not in differing and f"{k}.name" not in differing for k in swept):  # budget=, experiment=
-        columns |= {"model.name", "steps"} & set(differing)
-    return [k for k in differing if k in columns] or differing
+        columns |= {"model.name", "steps"} & differing
+    leading = ("model.name", "steps")  # what a swept preset changes first
+    return sorted(columns or differing, key=lambda k: (k not in leading, k))
 
 
-def differing_hparams(runs: list[dict]) -> list[str]:
-    """The HParams keys whose values differ between runs (from their saved configs), swept keys first; a key some
-    runs lack (a counting run's optimizer) differs only if it is a model's own option."""
+def differing_hparams(runs: list[dict]) -> set[str]:
+    """The HParams keys whose values differ between runs (from their saved configs); a key some runs lack (a
+    counting run's optimizer) differs only if it is a model's own option."""
     from omegaconf import OmegaConf
 
     logged = []
@@ -285,12 +285,7 @@ def differing_hparams(runs: list[dict]) -> list[str]:
         values = {str(h[key]) for h in logged if key in h}
         return len(values) > 1 or (key.startswith("model.") and any(key not in h for h in logged))
 
-    differing = [k for k in keys if differs(k)]
-    overrides = {k for run in runs for k in run["overrides"]}
-    swept = {k for k in overrides if len({run["overrides"].get(k) for run in runs}) > 1}
-    swept |= {f"{group}.name" for group in swept}  # a swept group (model=...) shows as its option's name
-    leading = ("model.name", "steps")  # what a swept preset (budget=, experiment=) changes first
-    return sorted(differing, key=lambda k: (k not in swept, k not in leading, k))
+    return {k for k in keys if differs(k)}
 
 
 class LeaderboardCallback(Callback):

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from makemore.checkpoint import load_checkpoint, save_atomic
-from makemore.config import compose_train_config
+from makemore.config import compose_train_config, ended_metrics
 from makemore.data import SPLITS, Dataset, Vocab, build_items, build_vocab, make_dataset, read_items, resolve_path
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, build_loggers, experiment_hparams, write_target_line
@@ -83,11 +83,8 @@ def train(cfg: DictConfig) -> float:
 
 def ended_member(run_dir: Path) -> float | None:
     """The result of a sweep member that already ended (ok, failed, diverged or pruned), or None to (re)run it."""
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
-        return None
-    metrics = json.loads(metrics_file.read_text())
-    if metrics.get("status") == "interrupted":
+    metrics = ended_metrics(run_dir)
+    if metrics is None:
         return None
     print(f"{run_dir.name}: ended earlier ({metrics.get('status')}), kept as it is")
     dev = metrics.get("dev_loss") if metrics.get("status") == "ok" else None
