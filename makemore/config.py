@@ -26,21 +26,26 @@ def safe_dirname(text: str, limit: int = 120) -> str:
     return re.sub(r"[^A-Za-z0-9=,.+_-]+", "-", text).strip("-")[:limit] or "defaults"
 
 
+def process_id() -> str:
+    """`${uid:}`: tells apart runs started in the same second."""
+    return PROCESS_ID
+
+
+def run_dir(resume: str | None, fresh: str) -> str:
+    """`${run_dir:...}`: resume=<dir> continues in that directory, whose .hydra/ record stays untouched."""
+    return resume or fresh
+
+
+def names_target(path: str | None, target: float) -> float | None:
+    """`${names_target:...}`: the lectures' 2.2 dev target is a figure for their names.txt; other data has none."""
+    return target if path in BUILTIN_PATHS else None
+
+
 def register_resolvers() -> None:
-    """`${uid:}` tells apart runs started in the same second; `${safe:...}` cleans a name for the filesystem;
-    `${run_dir:...}` and `${record_dir:...}` point a resumed run at its old directory; `${names_target:...}`
-    gives the 2.2 target to the built-in names only."""
-    if not OmegaConf.has_resolver("uid"):
-        OmegaConf.register_new_resolver("uid", lambda: PROCESS_ID)
-        OmegaConf.register_new_resolver("safe", safe_dirname)
-        # resume=<dir> continues in that directory and leaves its .hydra/ record (what rerun reads) untouched.
-        OmegaConf.register_new_resolver("run_dir", lambda resume, fresh: resume or fresh)
-        OmegaConf.register_new_resolver("record_dir", record_dir)
-        OmegaConf.register_new_resolver("job_log", job_log)
-        OmegaConf.register_new_resolver("run_name", run_name)
-        OmegaConf.register_new_resolver("member_name", member_name)
-        # The lectures' 2.2 dev target is a figure for their names.txt: other data has no target unless set.
-        OmegaConf.register_new_resolver("names_target", lambda path, target: target if path in BUILTIN_PATHS else None)
+    """Every `${name:...}` resolver conf/ uses (besides Hydra's own)."""
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def _key(override: str) -> str:
@@ -129,4 +134,6 @@ def upgrade(config: DictConfig) -> DictConfig:
     return config
 
 
+RESOLVERS = {"uid": process_id, "run_dir": run_dir, "record_dir": record_dir, "job_log": job_log,
+             "run_name": run_name, "member_name": member_name, "names_target": names_target}
 register_resolvers()

@@ -109,7 +109,8 @@ def leaderboard_figure(curves: dict[str, list[tuple[int, float]]], costs: dict[s
     axes.set_ylabel("dev loss")
     axes.set_title("dev loss of the best runs")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+    if axes.get_legend_handles_labels()[0]:  # no finished run: nothing to name
+        axes.legend(fontsize=7)
     for name, (seconds, dev) in costs.items():
         cost_axes.scatter(max(seconds, 1e-3), dev, color="C0")
         cost_axes.annotate(name, (max(seconds, 1e-3), dev), fontsize=7, xytext=(4, 2), textcoords="offset points")

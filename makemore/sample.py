@@ -13,7 +13,6 @@ from makemore.data import Vocab, load_dataset
 from makemore.errors import MakemoreError
 
 
-@torch.no_grad()
 def generate(
     model: nn.Module,
     vocab: Vocab,
@@ -44,7 +43,8 @@ def generate(
     context = torch.tensor([start] * count, device=device)
     drawn = torch.zeros(count, 0, dtype=torch.long, device=device)
     for _ in range(max_len):
-        logits = model(context)
+        with torch.no_grad():
+            logits = model(context)
         if temperature == 0:
             token = logits.argmax(1, keepdim=True)
         else:

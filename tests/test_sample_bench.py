@@ -11,7 +11,10 @@ from makemore.bench import main as bench_main
 from makemore.checkpoint import load_model
 from makemore.data import Vocab
 from makemore.models import NgramCounts
-from makemore.sample import generate, novelty
+from makemore.data import load_dataset
+from makemore.errors import MakemoreError
+from makemore.sample import generate, novelty, shares_line
+from makemore.sample import main as sample_main
 
 
 @pytest.mark.slow
@@ -75,6 +78,99 @@ def test_the_prefix_is_the_context_sampling_continues_from():
     assert generate(model, vocab, 1, 3, temperature=0) == ["ab"] * 3
     assert generate(model, vocab, 1, 3, temperature=0, prefix="b") == ["b"] * 3  # after b comes the end
     assert generate(model, vocab, 1, 3, temperature=0, prefix="a") == ["ab"] * 3  # after a comes b, then the end
+
+
+def chain(counts: list[list[float]]) -> tuple[NgramCounts, Vocab]:
+    """A bigram model over '.', 'a', 'b' with the given counts (row: the previous token)."""
+    model = NgramCounts(3, block_size=1, alpha=0.0)
+    model.counts.copy_(torch.tensor(counts))
+    return model, Vocab((".", "a", "b"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
+    (dict(top_k=0), "top_k must be at least 1, got 0"),
+    (dict(prefix="az"), "prefix has characters not in the vocabulary: 'z'"),
+    (dict(prefix="."), "prefix has characters not in the vocabulary: '.'"),  # the boundary is no character
+])
+def test_sampling_refuses_options_it_cannot_honour(options, message):
+    model, vocab = chain([[0.0, 3, 1], [0, 0, 5], [5, 0, 0]])
+    with pytest.raises(MakemoreError) as refused:
+        generate(model, vocab, 1, 5, **options)
+    assert str(refused.value) == message
+
+
+def test_sampling_draws_from_the_model_at_its_temperature():
+    model, vocab = chain([[0.0, 3, 1], [0, 0, 5], [5, 0, 0]])  # the first character: a with 3/4, b with 1/4
+    assert generate(model, vocab, 1, 0) == []
+    for temperature, share_of_a in ((1.0, 3 / 4), (0.5, 9 / 10), (2.0, 3 ** 0.5 / (3 ** 0.5 + 1))):
+        firsts = generate(model, vocab, 1, 4000, temperature=temperature, max_len=1, seed=5)
+        assert len(firsts) == 4000 and set(firsts) == {"a", "b"}
+        assert firsts.count("a") / 4000 == pytest.approx(share_of_a, abs=0.025), temperature  # p^(1/T), renormalised
+    assert generate(model, vocab, 1, 50, top_k=2, seed=5) == generate(model, vocab, 1, 50, seed=5)  # k >= choices
+    assert set(generate(model, vocab, 1, 200, top_k=1, max_len=1)) == {"a"}
+
+
+def test_sampling_stops_at_max_len_and_leaves_the_model_in_its_mode():
+    model, vocab = chain([[0.0, 1, 0], [0, 1, 0], [1, 0, 0]])  # . -> a -> a -> ...: never ends
+    model.train()
+    assert generate(model, vocab, 1, 2, temperature=0, max_len=5) == ["aaaaa", "aaaaa"]
+    assert model.training
+    model.eval()
+    assert generate(model, vocab, 1, 1, temperature=0, max_len=3, prefix="ba") == ["baaaa"]
+    assert not model.training
+
+
+@pytest.fixture(scope="module")
+def counted_run(tmp_path_factory):
+    """A finished bigram-count run (counting takes no steps): a run directory to sample from."""
+    from conftest import compose_config
+    from makemore.train import run
+
+    run_dir = tmp_path_factory.mktemp("counted") / "run"
+    run(compose_config("model=bigram_count", "logger=none", "progress=false", "samples=0"), run_dir)
+    return run_dir
+
+
+def test_the_sample_command_prints_writes_and_tells_what_is_new(counted_run, tmp_path, capsys):
+    out = tmp_path / "samples.txt"
+    assert sample_main([str(counted_run), "-n", "7", "-p", "em", "-s", "2", "-t", "0.9", "-k", "20", "-o", str(out)]) == 0
+    printed, told = capsys.readouterr()
+    samples = printed.splitlines()
+    model, vocab, _ = load_model(counted_run / "model.pt")
+    assert samples == generate(model, vocab, 1, 7, temperature=0.9, top_k=20, prefix="em", seed=2)
+    assert out.read_text(encoding="utf-8") == printed
+    shares = novelty(samples, load_dataset(None, 1).words)
+    assert told.strip() == (f"7 samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
+                            f"{shares['dev_test']:.0%} in dev/test only")
+    assert sample_main([str(counted_run)]) == 0 and len(capsys.readouterr().out.splitlines()) == 20  # the default
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-n", "0"], "error: --count must be at least 1, got 0"),
+    (["-o", "{tmp}"], "error: -o {tmp} is a directory; -o <a file path>"),
+    (["-o", "{tmp}/no/such.txt"], "error: -o {tmp}/no/such.txt: no directory {tmp}/no; create it first, or write elsewhere"),
+    (["-o", "{run}/samples.txt"], "error: -o {run}/samples.txt is inside the run directory {run}, whose files no command "
+                                  "changes; write elsewhere"),
+    (["-p", "É"], "error: prefix has characters not in the vocabulary: 'É'"),
+])
+def test_the_sample_command_refuses_in_one_line(counted_run, tmp_path, capsys, args, message):
+    args = [a.format(tmp=tmp_path, run=counted_run) for a in args]
+    assert sample_main([str(counted_run), *args]) == 1
+    printed, told = capsys.readouterr()
+    assert printed == "" and told == message.format(tmp=tmp_path, run=counted_run) + "\n"
+    assert sample_main([str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: no checkpoint at {tmp_path / 'model.pt'}")
+
+
+def test_shares_are_skipped_when_the_training_data_is_gone_or_changed(tmp_path):
+    data = {"path": str(tmp_path / "gone.txt"), "boundary": ".", "fractions": [0.8, 0.1, 0.1], "seed": 42}
+    vocab = Vocab((".", "a", "b"))
+    assert shares_line(["ab"], vocab, data).startswith(
+        f"1 samples; new/in-train shares skipped: the training data can't be read (data file not found: {data['path']}")
+    (tmp_path / "gone.txt").write_text("\n".join(["ab", "abc", "ba", "cab"] * 5))
+    assert shares_line(["ab"], vocab, data) == "1 samples; new/in-train shares skipped: the data file has changed since training"
+    assert shares_line(["ab", "zz"], Vocab((".", "a", "b", "c")), data) == "2 samples: 50% new, 50% in train, 0% in dev/test only"
 
 
 @pytest.mark.slow

@@ -136,10 +136,10 @@ def test_plain_values_are_printed_plainly():
 
 def test_diverging_to_a_huge_finite_loss_is_divergence(tmp_path):
     with pytest.raises(Diverged, match="above diverge_above=100"):
-        run(compose_config("optim=sgd", "optim.lr=1e6", "steps=300", "log_interval=50", "progress=false",
+        run(compose_config("optim=sgd", "optim.lr=1e6", "steps=300", "log_interval=1", "progress=false",
                            "logger=none"), tmp_path / "sgd")
     with pytest.raises(Diverged, match="above diverge_above=100"):
-        run(compose_config("optim=full_batch", "progress=false", "logger=none"), tmp_path / "full_batch")
+        run(compose_config("optim=full_batch", "log_interval=1", "progress=false", "logger=none"), tmp_path / "full_batch")
 
 
 def test_lecture_2s_randn_start_is_not_divergence(tmp_path):

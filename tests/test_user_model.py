@@ -11,6 +11,9 @@ import pytest
 
 from conftest import ROOT, read_metrics, run_bash
 
+# Seconds of training each: in the full suite, not the quick subset.
+SEQUENCE_FAMILIES = [pytest.param(m, marks=pytest.mark.slow) for m in ("wavenet", "rnn", "gru", "transformer")]
+
 MODEL = '''
 """Next-character logits from the last character of the context, and a model that ignores its input."""
 
@@ -108,7 +111,7 @@ def test_a_model_that_cannot_be_imported_is_one_error_line(user_dir):
 SMALL = {"transformer": ["model.n_layer=1", "model.n_embd=16", "model.block_size=8"]}
 
 
-@pytest.mark.parametrize("model", ["mlp", "wavenet", "rnn", "gru", "transformer", "trigram_table", "additive"])
+@pytest.mark.parametrize("model", ["mlp", *SEQUENCE_FAMILIES, "trigram_table", "additive"])
 def test_every_family_overfits_one_batch(tmp_path, model, capsys):
     from conftest import compose_config
     from makemore.train import run
@@ -120,7 +123,7 @@ def test_every_family_overfits_one_batch(tmp_path, model, capsys):
     assert "overfit one batch: PASS" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model", ["mlp", "wavenet", "rnn", "gru", "transformer", "trigram_count"])
+@pytest.mark.parametrize("model", ["mlp", *SEQUENCE_FAMILIES, "trigram_count"])
 def test_debug_fast_runs_every_family_end_to_end(tmp_path, model):
     from conftest import compose_config
     from makemore.train import run

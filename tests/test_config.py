@@ -1,0 +1,99 @@
+"""The config helpers conf/ leans on: run and member names, resolvers, flattening and the upgrade of old configs."""
+
+import json
+import os
+import re
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from makemore import config
+from makemore.config import (ended_metrics, flatten, job_log, member_name, record_dir, register_resolvers, run_name,
+                             safe_dirname, upgrade)
+
+
+def test_every_resolver_conf_uses_is_registered():
+    used = {m for path in (ROOT / "conf").rglob("*.yaml") for m in re.findall(r"\$\{(\w+):", path.read_text())}
+    ours = used - {"now"}  # Hydra's own
+    assert ours == set(config.RESOLVERS)
+    for name in ours:
+        OmegaConf.clear_resolver(name)
+    register_resolvers()
+    resolved = OmegaConf.create({"a": "${uid:}", "c": "${run_dir:,fresh}", "d": "${run_dir:old,fresh}",
+                                 "e": "${names_target:builtin,2.2}", "f": "${names_target:my.txt,2.2}"})
+    assert re.fullmatch(r"[0-9a-f]{6}", resolved.a) and resolved.a == OmegaConf.create({"a": "${uid:}"}).a
+    assert (resolved.c, resolved.d, resolved.e, resolved.f) == ("fresh", "old", 2.2, None)
+    assert all(OmegaConf.has_resolver(name) for name in ours)
+
+
+@pytest.mark.parametrize("text, name", [
+    ("model=mlp,optim.lr=0.1", "model=mlp,optim.lr=0.1"),
+    ("data.path=/my data/x.txt", "data.path=-my-data-x.txt"),
+    ("  ", "defaults"),
+    ("/lead", "lead"),
+    ("a" * 130, "a" * 120),
+])
+def test_safe_dirname_keeps_what_a_directory_name_can_hold(text, name):
+    assert safe_dirname(text) == name
+
+
+def test_a_single_run_is_named_by_its_model_and_what_it_changes():
+    overrides = ["model=mlp", "model.emb=10", "progress=false", "+seed=3", "data.path=/x y", "logger=none", "flag"]
+    assert run_name("mlp", overrides) == "mlp_model.emb:10_seed:3_data.path:-x-y"
+    assert run_name("mlp", []) == "mlp"
+    assert run_name("mlp", ["model.emb=10"] * 40) == ("mlp" + "_model.emb:10" * 40)[:120]
+
+
+def test_a_sweep_member_is_named_by_what_its_sweep_varies(tmp_path):
+    overrides = ["model.emb=4", "steps=10", "model.hidden=20", "progress=false"]
+    assert member_name(str(tmp_path), overrides, 3) == "model.emb=4,steps=10,model.hidden=20_3"  # no multirun.yaml
+    multirun = {"hydra": {"overrides": {"task": ["model.emb=4,8", "steps=10"]},
+                          "sweeper": {"params": {"model.hidden": "10,20"}}}}
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(multirun))
+    assert member_name(str(tmp_path), overrides, 3) == "model.emb=4,model.hidden=20_3"
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["seed=1,2"]},
+                                                                           "sweeper": {}}}))
+    assert member_name(str(tmp_path), ["seed=2", "+steps=5"], 0) == "seed=2_0"
+
+
+def test_a_run_that_already_has_a_record_is_not_recorded_again(tmp_path):
+    assert record_dir(None, str(tmp_path)) == ".hydra"
+    assert record_dir(str(tmp_path), str(tmp_path)) is None  # resume=
+    (tmp_path / ".hydra").mkdir()
+    assert record_dir(None, str(tmp_path)) == ".hydra"  # an empty .hydra/ is no record
+    (tmp_path / ".hydra" / "config.yaml").write_text("{}")
+    assert record_dir(None, str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("status, ended", [("ok", True), ("diverged", True), ("pruned at step 5", True),
+                                           ("interrupted", False), (None, False)])
+def test_only_an_ended_member_keeps_its_log_untouched(tmp_path, status, ended):
+    if status:
+        (tmp_path / "metrics.json").write_text(json.dumps({"status": status, "dev_loss": 2.0}))
+    assert (ended_metrics(tmp_path) == {"status": status, "dev_loss": 2.0}) == ended
+    assert ended_metrics(tmp_path) is None or ended
+    assert job_log(str(tmp_path), "train") == (os.devnull if ended else str(tmp_path / "train.log"))
+
+
+def test_flatten_gives_hparams_scalars_under_dotted_keys():
+    nested = {"model": {"emb": 10, "dropout": 0.1, "name": "mlp", "bias": True, "fractions": [0.8, 0.2],
+                        "init": {"gain": None}}, "seed": 3}
+    assert flatten(nested) == {"model.emb": 10, "model.dropout": 0.1, "model.name": "mlp", "model.bias": True,
+                               "model.fractions": "[0.8, 0.2]", "model.init.gain": "None", "seed": 3}
+    assert flatten({}) == {} and flatten({"a": 1}, "p.") == {"p.a": 1}
+
+
+def test_an_old_config_is_upgraded_and_a_current_one_left_alone():
+    old = OmegaConf.create({"model": {"kind": "mlp", "emb": 10},
+                            "optim": {"name": "sgd", "lr": 0.1, "schedule": "step", "decay_at": 0.5, "gamma": 0.1,
+                                      "warmup": 0, "min_factor": 0.0, "lr_end": 1.0}})
+    upgraded = OmegaConf.to_container(upgrade(old))
+    assert upgraded == {"model": {"_target_": "makemore.models.MLP", "emb": 10}, "optim": {"name": "sgd", "lr": 0.1},
+                        "schedule": {"name": "step", "decay_at": 0.5, "gamma": 0.1, "warmup": 0, "min_factor": 0.0,
+                                     "lr_end": 1.0}}
+    current = {"model": {"_target_": "makemore.models.MLP"}, "optim": {"name": "sgd"}, "schedule": {"name": "step"}}
+    assert OmegaConf.to_container(upgrade(OmegaConf.create(current))) == current
+    assert OmegaConf.to_container(upgrade(OmegaConf.create({}))) == {}
+    both = {"optim": {"schedule": "odd"}, "schedule": {"name": "step"}}  # already moved: the new key wins, nothing moves
+    assert OmegaConf.to_container(upgrade(OmegaConf.create(both))) == both

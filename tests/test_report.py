@@ -1,0 +1,282 @@
+"""The report on its own, over run directories written by hand: ranking, seed groups and their verdict, curves,
+the HParams columns of a sweep, the lr finder and the end-of-sweep callbacks."""
+
+import csv
+import json
+import os
+import shlex
+import statistics
+
+import pytest
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import compose_config
+from makemore.report import (LeaderboardCallback, LrFinderCallback, dev_curve, differing_hparams, find_runs, main,
+                             markdown, mean_band, read_run, suggest_lr, swept_hparams, verdict, write_lr_finder,
+                             write_report)
+
+OK = dict(status="ok", train_loss=2.0, test_loss=2.2, params=100, steps=10, train_seconds=1.5, target=2.2)
+
+
+def fake_run(root, name, overrides, history=None, config=None, **metrics):
+    """A run directory as train.py leaves it: its overrides, metrics, and optionally history.csv and config."""
+    run_dir = root / name
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides) or "[]\n")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if history:
+        with open(run_dir / "history.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+    if config is not None:
+        OmegaConf.save(config, run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def test_leaderboard_ranks_by_dev_loss_and_puts_failures_last(tmp_path, capsys):
+    fake_run(tmp_path, "a_slow", ["model.emb=4", "seed=1"], dev_loss=2.31, target_met=False, **OK)
+    fake_run(tmp_path, "z_best", ["model.emb=16", "seed=1"], dev_loss=2.15, target_met=True, **OK)
+    fake_run(tmp_path, "b_broken", ["model.emb=8", "seed=1"], status="diverged", error="loss became nan by step 10")
+    fake_run(tmp_path, "c_middle", ["model.emb=8", "seed=1"], dev_loss=2.20001, target_met=False, **OK)
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "metrics.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="skipping unreadable run"):
+        rows = write_report(tmp_path)
+    assert [(r["rank"], r["run"], r["dev"], r["train"], r["test"]) for r in rows] == [
+        (1, "z_best", "2.1500", "2.0000", "2.2000"), (2, "c_middle", "2.2000", "2.0000", "2.2000"),
+        (3, "a_slow", "2.3100", "2.0000", "2.2000"), ("-", "b_broken", "", "", ""),
+    ]
+    assert [r["dev<2.2"] for r in rows] == ["✓", "✗", "✗", "✗"]
+    assert rows[3]["status"] == "diverged: loss became nan by step 10" and rows[0]["status"] == "ok"
+    assert "model.emb" in rows[0] and "seed" not in rows[0]  # only overrides that differ get a column
+    assert rows[0]["model.emb"] == "16" and rows[0]["params"] == 100 and rows[0]["seconds"] == "1.5"
+    assert rows[0]["steps"] == 10 and rows[3]["seconds"] == ""
+    assert shlex.split(rows[0]["rerun"]) == ["python", "train.py", f"rerun={os.path.relpath(tmp_path / 'z_best')}"]
+    out = capsys.readouterr().out
+    assert f"leaderboard of 4 runs in {tmp_path} (best dev 2.1500: target 2.2 met)" in out
+    assert (tmp_path / "leaderboard.md").read_text() == markdown(rows)
+    with open(tmp_path / "leaderboard.csv", newline="") as f:
+        assert [row["run"] for row in csv.DictReader(f)] == ["z_best", "c_middle", "a_slow", "b_broken"]
+    assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
+    assert not (tmp_path / "leaderboard_groups.csv").exists()  # no seed varies: no groups
+
+
+def test_a_target_not_met_and_a_run_without_one_say_so(tmp_path, capsys):
+    fake_run(tmp_path, "one", ["seed=1"], dev_loss=2.3, target_met=False, **OK)
+    write_report(tmp_path)
+    assert "(best dev 2.3000: target 2.2 not met)" in capsys.readouterr().out
+    no_target = tmp_path / "other"
+    fake_run(no_target, "one", ["seed=1"], dev_loss=2.3, **{**OK, "target": None})
+    rows = write_report(no_target)
+    assert "(best dev 2.3000: no target)" in capsys.readouterr().out and rows[0]["dev<target"] == ""
+    failed = tmp_path / "failed"
+    fake_run(failed, "one", ["seed=1"], status="failed", error="boom")
+    assert write_report(failed)[0]["dev<target"] == "✗"
+    assert "(no finished run)" in capsys.readouterr().out
+
+
+def test_a_run_is_read_from_its_overrides_and_metrics(tmp_path):
+    run_dir = fake_run(tmp_path, "run", ["+seed=3", "~model.emb", "model.hidden=a=b"], dev_loss=2.0, **OK)
+    run = read_run(run_dir)
+    assert run["dir"] == run_dir and run["metrics"]["dev_loss"] == 2.0
+    assert run["overrides"] == {"seed": "3", "model.emb": "", "model.hidden": "a=b"}
+    (run_dir / "metrics.json").unlink()
+    assert read_run(run_dir)["metrics"] == {"status": "incomplete", "error": "no metrics.json: still running, or killed"}
+    (run_dir / ".hydra" / "overrides.yaml").unlink()
+    assert read_run(run_dir)["overrides"] == {}
+    (run_dir / "metrics.json").write_text("[1, 2]")
+    with pytest.warns(UserWarning, match=f"skipping unreadable run {run_dir}: unexpected contents"):
+        assert read_run(run_dir) is None
+
+
+def test_runs_are_found_by_their_metrics_or_record_but_not_inside_wandb(tmp_path):
+    finished = fake_run(tmp_path, "finished", [], **OK)
+    started = tmp_path / "started"
+    (started / ".hydra").mkdir(parents=True)
+    (started / ".hydra" / "config.yaml").write_text("{}")
+    (tmp_path / "finished" / "wandb" / "run-1").mkdir(parents=True)
+    (tmp_path / "finished" / "wandb" / "run-1" / "metrics.json").write_text("{}")
+    (tmp_path / "nothing").mkdir()
+    assert find_runs(tmp_path) == [finished, started]
+
+
+def test_markdown_is_a_table_with_escaped_pipes():
+    rows = [{"rank": 1, "run": "a|b", "dev": "2.1000"}, {"rank": "-", "run": "long name", "dev": ""}]
+    assert markdown(rows) == ("| rank | run       | dev    |\n"
+                              "| ---- | --------- | ------ |\n"
+                              "| 1    | a\\|b      | 2.1000 |\n"
+                              "| -    | long name |        |\n")
+    assert markdown([]) == "no runs found\n"
+
+
+def test_the_dev_curve_is_every_evaluation_then_the_final_loss(tmp_path):
+    history = [{"step": 0, "loss/train": 3.3, "loss/dev": 3.29}, {"step": 5, "loss/train": 2.9, "loss/dev": ""},
+               {"step": 10, "loss/train": 2.5, "loss/dev": 2.51}]
+    run = read_run(fake_run(tmp_path, "run", [], history=history, dev_loss=2.5, **OK))
+    assert dev_curve(run) == [(0, 3.29), (10, 2.51), (10, 2.5)]
+    (run["dir"] / "history.csv").unlink()
+    run["metrics"] = {"status": "diverged"}
+    assert dev_curve(run) == [(0, float("inf"))]
+
+
+def seeded(tmp_path, devs: dict[str, list[float | None]]) -> None:
+    """One fake run per (config, seed), seeds 2 and 10 (sorted as numbers); None is a failed seed."""
+    for emb, losses in devs.items():
+        for seed, dev in zip(("2", "10"), losses):
+            if dev is None:
+                fake_run(tmp_path, f"{emb}_{seed}", [f"model.emb={emb}", f"seed={seed}"], status="failed", error="x")
+            else:
+                metrics = {**OK, "train_loss": dev - 0.1, "test_loss": dev + 0.01, "train_seconds": dev}
+                fake_run(tmp_path, f"{emb}_{seed}", [f"model.emb={emb}", f"seed={seed}", "progress=false"],
+                         dev_loss=dev, history=[{"step": 0, "loss/dev": dev + 1}, {"step": 5, "loss/dev": dev + 0.5}],
+                         **metrics)
+
+
+def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, capsys):
+    seeded(tmp_path, {"4": [2.30, 2.34], "16": [2.10, 2.12], "8": [None, None]})
+    write_report(tmp_path)
+    with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
+        groups = list(csv.DictReader(f))
+    assert [(g["rank"], g["group"], g["n"], g["seeds"], g["status"]) for g in groups] == [
+        ("1", "model.emb=16", "2", "2 10", "2 of 2 ok"), ("2", "model.emb=4", "2", "2 10", "2 of 2 ok"),
+        ("-", "model.emb=8", "0", "2 10", "0 of 2 ok")]
+    best = groups[0]
+    assert best["dev mean"] == f"{statistics.fmean([2.10, 2.12]):.4f}" == "2.1100"
+    assert best["dev std"] == f"{statistics.stdev([2.10, 2.12]):.4f}" == "0.0141"
+    assert (best["train mean"], best["test mean"], best["seconds"]) == ("2.0100", "2.1200", "2.1")
+    assert groups[2]["dev mean"] == groups[2]["dev std"] == groups[2]["seconds"] == ""
+    out = capsys.readouterr().out
+    expected = ("model.emb=16 beats model.emb=4 by 0.2100 dev, more than their seed-to-seed spread "
+                "(0.0141 + 0.0283 = 0.0424): a real difference")
+    assert expected in out and expected in (tmp_path / "leaderboard.md").read_text()
+    assert "every run:" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_seed_groups_within_their_spread_are_no_difference(tmp_path, capsys):
+    seeded(tmp_path, {"4": [2.11, 2.15], "16": [2.10, 2.12]})
+    write_report(tmp_path)
+    assert ("model.emb=16 beats model.emb=4 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
+            "0.0424): not a difference these seeds can tell apart") in capsys.readouterr().out
+
+
+def test_a_verdict_needs_two_groups_and_a_spread():
+    row = {"n": 1, "group": "a", "dev mean": "2.1000", "dev std": ""}
+    assert verdict([row]) == "only one group finished: nothing to compare"
+    assert verdict([row, {**row, "n": 0}]) == "only one group finished: nothing to compare"
+    second = {"n": 1, "group": "b", "dev mean": "2.1500", "dev std": ""}
+    assert verdict([row, second]) == "a leads b by 0.0500 dev, but with one seed there is no spread to judge it by"
+    assert "no spread" in verdict([{**row, "dev std": "0.0100"}, second])
+
+
+def test_a_band_is_the_mean_and_spread_at_the_steps_every_curve_has():
+    steps, means, stds = mean_band([[(0, 3.0), (10, 2.0)], [(0, 5.0), (10, 4.0), (20, 1.0)]])
+    assert (steps, means, stds) == ([0, 10], [4.0, 3.0], [1.0, 1.0])
+
+
+def test_a_report_inside_a_run_directory_only_prints(tmp_path, capsys):
+    run_dir = fake_run(tmp_path, "run", [], dev_loss=2.0, **OK)
+    (run_dir / ".hydra" / "config.yaml").write_text("{}")
+    write_report(run_dir)
+    assert f"not written: {run_dir} is inside the run directory {run_dir}" in capsys.readouterr().out
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics.json"]
+
+
+def test_the_report_command_needs_a_directory(tmp_path, capsys):
+    assert main(str(tmp_path / "nowhere")) == 1
+    assert f"error: no directory {tmp_path / 'nowhere'}; report=<a sweep directory, or outputs>" in capsys.readouterr().err
+    fake_run(tmp_path, "run", [], dev_loss=2.0, **OK)
+    assert main(str(tmp_path)) == 0 and (tmp_path / "leaderboard.md").exists()
+
+
+def configured(tmp_path, name, *overrides, steps=10):
+    """A fake run whose saved config is what `train.py <overrides>` composes."""
+    config = compose_config(*overrides)
+    return fake_run(tmp_path, name, list(overrides), config=config, dev_loss=2.0, **{**OK, "steps": steps})
+
+
+def runs_in(tmp_path):
+    return [read_run(d) for d in find_runs(tmp_path)]
+
+
+def test_hparams_columns_are_what_a_sweep_swept(tmp_path):
+    configured(tmp_path / "emb", "0", "model.emb=4", "steps=5")
+    configured(tmp_path / "emb", "1", "model.emb=16", "steps=5")
+    assert swept_hparams(runs_in(tmp_path / "emb")) == ["model.emb"]
+    assert differing_hparams(runs_in(tmp_path / "emb")) == {"model.emb"}
+    configured(tmp_path / "models", "0", "model=mlp")
+    configured(tmp_path / "models", "1", "model=rnn")
+    assert swept_hparams(runs_in(tmp_path / "models")) == ["model.name"]
+    assert {"model.name", "model.emb", "model.hidden"} <= differing_hparams(runs_in(tmp_path / "models"))
+    configured(tmp_path / "budget", "0", "budget=mlp")
+    configured(tmp_path / "budget", "1", "budget=gru")
+    assert swept_hparams(runs_in(tmp_path / "budget")) == ["model.name", "steps"]
+
+
+def test_a_counting_run_differs_by_its_model_not_by_an_optimizer_it_never_used(tmp_path):
+    configured(tmp_path, "0", "model=bigram_count", steps=0)
+    configured(tmp_path, "1", "model=trigram_count", steps=0)
+    assert differing_hparams(runs_in(tmp_path)) == {"model.name", "model.block_size", "model.alpha"}  # 1.0 vs 0.1
+    configured(tmp_path, "2", "model=trigram_table", "optim=full_batch")
+    differing = differing_hparams(runs_in(tmp_path))
+    assert {"optim.name", "steps", "model.alpha"} <= differing and "optim.lr" not in differing  # one value where set
+    (tmp_path / "3" / ".hydra").mkdir(parents=True)  # no saved config: no part in the columns
+    (tmp_path / "3" / "metrics.json").write_text(json.dumps({**OK, "dev_loss": 2.0}))
+    assert differing_hparams(runs_in(tmp_path)) == differing
+
+
+def test_without_swept_keys_the_columns_are_everything_that_differs(tmp_path):
+    configured(tmp_path, "0", "steps=5")
+    configured(tmp_path, "1", "steps=5")
+    (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text("[]")
+    OmegaConf.save(compose_config("steps=6"), tmp_path / "1" / ".hydra" / "config.yaml")
+    assert swept_hparams(runs_in(tmp_path)) == ["steps"]
+
+
+def test_the_suggested_lr_is_where_the_smoothed_loss_bottoms_out():
+    lrs = [10 ** (-3 + 3 * i / 99) for i in range(100)]
+    losses = [(i - 70) ** 2 / 1000 + 2.0 + (0.3 if i % 7 == 0 else 0.0) for i in range(100)]  # minimum at i = 70
+    assert suggest_lr(lrs, losses) == pytest.approx(lrs[70], rel=0.15)
+    falling = [(i - 70) ** 2 / 1000 + 2.0 for i in range(50)]
+    assert suggest_lr(lrs[:50], falling) == lrs[49]  # still falling at the end: the last lr
+
+
+def test_the_lr_finder_plots_and_suggests_from_the_history(tmp_path, capsys):
+    lrs = [10 ** (-3 + 3 * i / 99) for i in range(100)]
+    losses = [(i - 40) ** 2 / 1000 + 2.0 for i in range(100)]
+    run_dir = fake_run(tmp_path, "run", [], history=[{"step": i, "lr": lr, "loss/train": loss}
+                                                      for i, (lr, loss) in enumerate(zip(lrs, losses))], **OK)
+    assert write_lr_finder(run_dir, tmp_path) == suggest_lr(lrs, losses) == pytest.approx(lrs[40], rel=1e-9)
+    assert (tmp_path / "lr_finder.png").stat().st_size > 10_000
+    assert f"suggested lr {lrs[40]:.3g}" in capsys.readouterr().out
+    (tmp_path / "lr_finder.png").unlink()
+    LrFinderCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert (tmp_path / "lr_finder.png").exists()
+
+
+def sweep_config(sweep_dir, backends=("tensorboard",)):
+    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "logger": {"backends": list(backends)}})
+
+
+def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_path):
+    configured(tmp_path, "0", "model.emb=4", steps=10)
+    configured(tmp_path, "1", "model.emb=16", steps=30)
+    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path))
+    assert (tmp_path / "leaderboard.md").exists()
+    target = EventAccumulator(str(tmp_path / "target"))
+    target.Reload()
+    assert [(e.step, e.value) for e in target.Scalars("loss/dev")] == [(0, pytest.approx(2.2)), (30, pytest.approx(2.2))]
+    assert list(tmp_path.glob("events.out.tfevents.*"))  # the HParams experiment at the sweep's root
+
+
+def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path):
+    configured(tmp_path, "0", "model.emb=4")
+    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path, backends=()))
+    assert (tmp_path / "leaderboard.md").exists() and not (tmp_path / "target").exists()
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+    failed = tmp_path / "failed"
+    fake_run(failed, "0", ["seed=1"], status="diverged", error="nan")
+    with pytest.raises(SystemExit) as stop:
+        LeaderboardCallback().on_multirun_end(sweep_config(failed))
+    assert stop.value.code == 1
