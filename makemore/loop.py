@@ -190,8 +190,8 @@ def fit(
                 state["history"].append({"step": done, **values})
                 bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state['dev_loss']:.4f}", refresh=False)
                 bar.update(done - bar.n)
-                if save_every and done % save_every == 0 and done < steps:
-                    save_checkpoint(done)
+            if save_every and done % save_every == 0 and done < steps:  # any step: it saves the unlogged window too
+                save_checkpoint(done)
             if stop:
                 save_checkpoint(done)
                 bar.close()

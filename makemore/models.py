@@ -117,20 +117,20 @@ class MLP(nn.Module):
         self.direct = nn.Linear(block_size * emb, vocab_size, bias=False) if direct else None
         self._initialise(init)
 
-    @torch.no_grad()
     def _initialise(self, init: str) -> None:
         linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
-        if init == "randn":  # lecture 2: every parameter ~ N(0, 1); the initial loss is far above ln V
-            for p in self.parameters():
-                p.normal_()
-        elif init == "scaled":  # lecture 3: Kaiming gain 5/3 for tanh and a near-zero output, so loss starts at ln V
-            for layer in linears:
-                nn.init.normal_(layer.weight, std=(5 / 3) / math.sqrt(layer.in_features))
-                if layer.bias is not None:
-                    layer.bias.zero_()
-            self.output.weight.mul_(0.01)
-            if self.direct is not None:
-                self.direct.weight.mul_(0.01)
+        with torch.no_grad():  # in-place writes to leaf parameters
+            if init == "randn":  # lecture 2: every parameter ~ N(0, 1); the initial loss is far above ln V
+                for p in self.parameters():
+                    p.normal_()
+            elif init == "scaled":  # lecture 3: Kaiming gain 5/3 for tanh and a near-zero output, so loss starts at ln V
+                for layer in linears:
+                    nn.init.normal_(layer.weight, std=(5 / 3) / math.sqrt(layer.in_features))
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+                self.output.weight.mul_(0.01)
+                if self.direct is not None:
+                    self.direct.weight.mul_(0.01)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         x = self.embedding(context).flatten(1)

@@ -20,11 +20,12 @@ def test_every_resolver_conf_uses_is_registered():
     for name in ours:
         OmegaConf.clear_resolver(name)
     register_resolvers()
-    resolved = OmegaConf.create({"a": "${uid:}", "c": "${run_dir:,fresh}", "d": "${run_dir:old,fresh}",
+    resolved = OmegaConf.create({"a": "${uid:}", "c": "${run_dir:null,fresh}", "d": "${run_dir:old,fresh}",
                                  "e": "${names_target:builtin,2.2}", "f": "${names_target:my.txt,2.2}"})
     assert re.fullmatch(r"[0-9a-f]{6}", resolved.a) and resolved.a == OmegaConf.create({"a": "${uid:}"}).a
     assert (resolved.c, resolved.d, resolved.e, resolved.f) == ("fresh", "old", 2.2, None)
     assert all(OmegaConf.has_resolver(name) for name in ours)
+    register_resolvers()  # again: a no-op, not a clash
 
 
 @pytest.mark.parametrize("text, name", [
@@ -33,6 +34,7 @@ def test_every_resolver_conf_uses_is_registered():
     ("  ", "defaults"),
     ("/lead", "lead"),
     ("a" * 130, "a" * 120),
+    ("Xavier=MLP", "Xavier=MLP"),  # capitals kept
 ])
 def test_safe_dirname_keeps_what_a_directory_name_can_hold(text, name):
     assert safe_dirname(text) == name
@@ -42,6 +44,8 @@ def test_a_single_run_is_named_by_its_model_and_what_it_changes():
     overrides = ["model=mlp", "model.emb=10", "progress=false", "+seed=3", "data.path=/x y", "logger=none", "flag"]
     assert run_name("mlp", overrides) == "mlp_model.emb:10_seed:3_data.path:-x-y"
     assert run_name("mlp", []) == "mlp"
+    assert run_name("mlp", ["data.path=a=b=c", "model.init=Xavier"]) == "mlp_data.path:a-b-c_model.init:Xavier"
+    assert run_name("mlp", ["data.path=/x/"]) == "mlp_data.path:-x"  # no trailing dash
     assert run_name("mlp", ["model.emb=10"] * 40) == ("mlp" + "_model.emb:10" * 40)[:120]
 
 

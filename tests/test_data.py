@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, read_items
+from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, read_items, split_items
 from makemore.errors import MakemoreError
 
 
@@ -102,3 +102,10 @@ def test_non_ascii_names_are_read_as_written(tmp_path):
     path = tmp_path / "names.txt"
     path.write_text("\n".join(names), encoding="utf-8")
     assert read_items(path) == names
+
+
+def test_load_dataset_passes_on_its_boundary_and_seed(tiny_corpus):
+    items = read_items(tiny_corpus)
+    dataset = load_dataset(str(tiny_corpus), 2, boundary="|", seed=7)
+    assert dataset.vocab.chars == ("|", "a", "b", "c") and dataset.block_size == 2
+    assert dataset.words == split_items(items, (0.8, 0.1, 0.1), 7) != split_items(items, (0.8, 0.1, 0.1), 42)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import ROOT, compose_config
 from makemore.data import build_items, build_vocab, load_dataset, make_dataset
@@ -89,6 +90,56 @@ def test_trigram_table_indexes_by_both_characters():
 def test_too_large_tables_are_refused_with_their_memory():
     with pytest.raises(MakemoreError, match=r"GiB.*smaller block_size"):
         NgramTable(27, block_size=5)
+
+
+@pytest.mark.parametrize("model, vocab, block, entries, memory", [
+    (NgramCounts, 27, 6, f"{27 ** 7:,}", f"about {27 ** 7 * 16 / 2 ** 30:,.1f} GiB"),  # 10,460,353,203: 155.9 GiB
+    (NgramTable, 100, 7, "100^8", "more memory than exists"),  # 16 digits: written as a power
+    (NgramTable, 50, 9, "50^10", "more memory than exists"),  # 16.99 digits
+])
+def test_a_table_too_large_is_refused_with_its_size_and_memory(model, vocab, block, entries, memory):
+    name = "count table" if model is NgramCounts else "logits table"
+    with pytest.raises(MakemoreError) as refused:
+        model(vocab, block_size=block)
+    assert str(refused.value) == (f"{name} with block_size {block} over {vocab} tokens needs {entries} entries ({memory} "
+                                  f"to train), above the cap of 50,000,000; use a smaller block_size")
+
+
+def test_a_table_under_the_cap_is_built():
+    assert NgramCounts(27, block_size=4).counts.shape == (27 ** 4, 27)  # 14.3M entries
+
+
+def test_an_mlp_is_embedding_tanh_layers_and_output():
+    model = MLP(27, 3, emb=4, hidden=8, layers=2, norm="batch", dropout=0.5)
+    assert [type(m).__name__ for m in model.hidden] == [
+        "Dropout", "Linear", "BatchNorm1d", "Tanh", "Dropout", "Linear", "BatchNorm1d", "Tanh", "Dropout"]
+    linears = [m for m in model.hidden if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features, m.bias) for m in linears] == [(12, 8, None), (8, 8, None)]
+    assert (model.output.in_features, model.output.out_features) == (8, 27) and model.direct is None
+    layer = MLP(27, 2, emb=3, hidden=5, norm="layer")
+    assert [type(m).__name__ for m in layer.hidden] == ["Linear", "LayerNorm", "Tanh"] and layer.hidden[0].bias is not None
+    direct = MLP(27, 2, emb=3, hidden=5, direct=True)
+    context = torch.tensor([[1, 2], [3, 0]])
+    x = direct.embedding(context).flatten(1)
+    assert torch.allclose(direct(context), direct.output(direct.hidden(x)) + direct.direct(x))
+    assert not MLP(27, 3).manual_backward and MLP(27, 3, backward="manual").manual_backward
+
+
+def test_the_inits_are_the_lectures():
+    torch.manual_seed(0)
+    scaled = MLP(27, 3, emb=10, hidden=500, direct=True)
+    gain = 5 / 3
+    assert scaled.hidden[0].weight.std().item() == pytest.approx(gain / math.sqrt(30), rel=0.05)
+    assert scaled.output.weight.std().item() == pytest.approx(0.01 * gain / math.sqrt(500), rel=0.05)
+    assert scaled.direct.weight.std().item() == pytest.approx(0.01 * gain / math.sqrt(30), rel=0.1)
+    assert not scaled.hidden[0].bias.any() and not scaled.output.bias.any()
+    assert scaled.embedding.weight.std().item() == pytest.approx(1.0, rel=0.1)  # embeddings stay N(0, 1)
+    randn = MLP(27, 3, emb=10, hidden=500, init="randn")
+    assert torch.cat([p.flatten() for p in randn.parameters()]).std().item() == pytest.approx(1.0, rel=0.05)
+    assert randn.output.bias.abs().min() > 0  # biases too: every parameter
+    torch.manual_seed(1)
+    default = MLP(27, 3, hidden=500, init="torch")  # PyTorch's own: uniform within 1/sqrt(fan_in)
+    assert default.hidden[0].weight.abs().max().item() <= 1 / math.sqrt(30) and default.output.bias.any()
 
 
 def test_mlp_options_change_its_shape():

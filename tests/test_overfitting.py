@@ -30,6 +30,7 @@ def dev_history(run_dir):
         return {int(r["step"]): float(r["loss/dev"]) for r in csv.DictReader(f) if r["loss/dev"]}
 
 
+@pytest.mark.slow
 def test_an_overfitting_run_records_its_best_dev_and_says_so_last(tmp_path, small_data):
     run_dir = tmp_path / "run"
     result = run_train(run_dir, f"data.path={small_data}", *OVERFITS)

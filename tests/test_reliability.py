@@ -1,5 +1,6 @@
 """Reliability: resume after real signals, divergence, checkpoint files, hostile data, concurrent runs."""
 
+import os
 import resource
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose_config, read_metrics, run_train
@@ -134,6 +136,68 @@ def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content, qu
     with pytest.raises(MakemoreError) as error:
         load_checkpoint(path)
     assert "\n" not in str(error.value) and str(error.value).startswith(f"{path} {quoted}")
+
+
+def test_a_checkpoint_is_refused_for_what_it_lacks_in_one_line(tmp_path):
+    missing = tmp_path / "model.pt"
+    for path in (missing, tmp_path):
+        with pytest.raises(MakemoreError) as error:
+            load_checkpoint(path)
+        assert str(error.value) == f"no checkpoint at {path}; point at a run directory that holds model.pt"
+    torch.save({"model": {}, "vocab": ["."], "config": {}}, missing)
+    assert load_checkpoint(missing)["vocab"] == ["."]
+    with pytest.raises(MakemoreError) as error:
+        load_checkpoint(missing, {"state"})  # a final model.pt is no checkpoint to resume from
+    assert str(error.value) == f"{missing} is not a makemore checkpoint of this kind; point at a run directory made by train.py"
+    torch.save([1, 2], missing)
+    with pytest.raises(MakemoreError, match="is not a makemore checkpoint of this kind"):
+        load_checkpoint(missing)
+    missing.write_bytes(b"")
+    with pytest.raises(Exception) as torch_says:
+        torch.load(missing, weights_only=True)
+    with pytest.raises(MakemoreError) as error:
+        load_checkpoint(missing)
+    assert str(torch_says.value).strip() == ""  # torch says nothing of an empty file: its exception's name does
+    reason = type(torch_says.value).__name__
+    assert str(error.value) == f"{missing} is not a readable checkpoint ({reason}); rerun training to recreate it"
+    torch.save({"model": NotAllowed(), "vocab": [], "config": {}}, missing)
+    with pytest.raises(MakemoreError) as error:
+        load_checkpoint(missing)
+    reason = str(error.value).split(" is not a readable checkpoint (", 1)[1].rsplit("); rerun", 1)[0]
+    assert len(reason) == 120  # torch's long refusal, cut to one short line
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
+    from makemore.checkpoint import load_model
+    from makemore.models import build_model
+
+    config = compose_config("model.emb=4")
+    model = build_model(config.model, 27)
+    path = tmp_path / "model.pt"
+    saved = {"model": model.state_dict(), "vocab": list(".abcdefghijklmnopqrstuvwxyz"), "config": OmegaConf.to_container(config)}
+    save_atomic(saved, path)
+    loaded, vocab, loaded_config = load_model(path)
+    assert vocab.size == 27 and loaded_config["model"]["emb"] == 4 and not loaded.training
+    save_atomic({**saved, "config": {**saved["config"], "model": {**saved["config"]["model"], "emb": 5}}}, path)
+    with pytest.raises(MakemoreError) as error:
+        load_model(path)
+    assert str(error.value) == f"{path} does not match its own model config (Error(s) in loading state_dict for MLP:)"
+
+
+def test_a_saved_checkpoint_is_an_ordinary_file_renamed_from_a_hidden_one_beside_it(tmp_path, monkeypatch):
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda source, target: (renames.append((Path(source), target)), replace(source, target)))
+    umask = os.umask(0o022)
+    try:
+        save_atomic({"w": torch.ones(1)}, tmp_path / "model.pt")
+        assert os.umask(0o022) == 0o022  # the umask is left as it was
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o644  # 0o666 under the umask, not mkstemp's 0o600
+    [(temporary, target)] = renames
+    assert target == tmp_path / "model.pt" and temporary.parent == tmp_path  # one filesystem: the rename is atomic
+    assert temporary.name.startswith(".model.pt.") and temporary.name.endswith(".tmp")  # a leftover is hidden, and says whose
 
 
 @pytest.mark.slow

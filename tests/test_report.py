@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
-from makemore.report import (LeaderboardCallback, LrFinderCallback, dev_curve, differing_hparams, find_runs, main,
-                             markdown, mean_band, read_run, suggest_lr, swept_hparams, verdict, write_lr_finder,
-                             write_report)
+from makemore.report import (LeaderboardCallback, LrFinderCallback, dev_curve, differing_hparams, find_runs, label, main,
+                             markdown, mean_band, read_run, suggest_lr, swept_hparams, verdict, write_csv,
+                             write_lr_finder, write_report)
 
 OK = dict(status="ok", train_loss=2.0, test_loss=2.2, params=100, steps=10, train_seconds=1.5, target=2.2)
 
@@ -135,12 +135,12 @@ def seeded(tmp_path, devs: dict[str, list[float | None]]) -> None:
 
 
 def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, capsys):
-    seeded(tmp_path, {"4": [2.30, 2.34], "16": [2.10, 2.12], "8": [None, None]})
+    seeded(tmp_path, {"16": [2.30, 2.34], "4": [2.10, 2.12], "8": [None, None]})  # ranks differ from names' order
     write_report(tmp_path)
     with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
         groups = list(csv.DictReader(f))
     assert [(g["rank"], g["group"], g["n"], g["seeds"], g["status"]) for g in groups] == [
-        ("1", "model.emb=16", "2", "2 10", "2 of 2 ok"), ("2", "model.emb=4", "2", "2 10", "2 of 2 ok"),
+        ("1", "model.emb=4", "2", "2 10", "2 of 2 ok"), ("2", "model.emb=16", "2", "2 10", "2 of 2 ok"),
         ("-", "model.emb=8", "0", "2 10", "0 of 2 ok")]
     best = groups[0]
     assert best["dev mean"] == f"{statistics.fmean([2.10, 2.12]):.4f}" == "2.1100"
@@ -148,17 +148,57 @@ def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, cap
     assert (best["train mean"], best["test mean"], best["seconds"]) == ("2.0100", "2.1200", "2.1")
     assert groups[2]["dev mean"] == groups[2]["dev std"] == groups[2]["seconds"] == ""
     out = capsys.readouterr().out
-    expected = ("model.emb=16 beats model.emb=4 by 0.2100 dev, more than their seed-to-seed spread "
+    expected = ("model.emb=4 beats model.emb=16 by 0.2100 dev, more than their seed-to-seed spread "
                 "(0.0141 + 0.0283 = 0.0424): a real difference")
     assert expected in out and expected in (tmp_path / "leaderboard.md").read_text()
     assert "every run:" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_seed_groups_within_their_spread_are_no_difference(tmp_path, capsys):
-    seeded(tmp_path, {"4": [2.11, 2.15], "16": [2.10, 2.12]})
+    seeded(tmp_path, {"16": [2.11, 2.15], "4": [2.10, 2.12]})
     write_report(tmp_path)
-    assert ("model.emb=16 beats model.emb=4 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
+    assert ("model.emb=4 beats model.emb=16 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
             "0.0424): not a difference these seeds can tell apart") in capsys.readouterr().out
+
+
+def test_a_group_of_one_seed_a_seed_left_default_and_a_sweep_over_seeds_alone(tmp_path, capsys):
+    seeded(tmp_path, {"4": [2.10, 2.12], "16": [2.30, None], "8": [2.20, 2.24]})
+    fake_run(tmp_path, "16_default", ["model.emb=16"], dev_loss=2.4, **OK)  # the default seed: no seed override
+    write_report(tmp_path)
+    with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
+        groups = {g["group"]: g for g in csv.DictReader(f)}
+    assert (groups["model.emb=16"]["seeds"], groups["model.emb=16"]["n"], groups["model.emb=16"]["dev std"]) == (" 2 10", "2", "0.0707")
+    assert [groups[g]["rank"] for g in ("model.emb=4", "model.emb=8", "model.emb=16")] == ["1", "2", "3"]
+    assert "model.emb=4 beats model.emb=8 by 0.1100 dev" in capsys.readouterr().out  # three finished: the first two
+    alone = tmp_path / "alone"
+    for seed, dev in (("1", 2.1), ("2", 2.2)):
+        fake_run(alone, seed, [f"seed={seed}", "steps=5"], dev_loss=dev, **OK)
+    write_report(alone)
+    with open(alone / "leaderboard_groups.csv", newline="") as f:
+        assert [(g["group"], g["n"], g["dev mean"]) for g in csv.DictReader(f)] == [("all", "2", "2.1500")]
+    one = tmp_path / "one"
+    fake_run(one, "a", ["seed=1", "model.emb=4"], dev_loss=2.1, **OK)
+    fake_run(one, "b", ["seed=2", "model.emb=8"], dev_loss=2.2, **OK)
+    write_report(one)
+    with open(one / "leaderboard_groups.csv", newline="") as f:
+        assert [(g["group"], g["dev std"]) for g in csv.DictReader(f)] == [("model.emb=4", ""), ("model.emb=8", "")]
+
+
+def test_a_gap_equal_to_the_spread_is_within_it():
+    best = {"n": 2, "group": "a", "dev mean": "2.5000", "dev std": "0.1250"}
+    second = {"n": 2, "group": "b", "dev mean": "2.7500", "dev std": "0.1250"}  # exact in binary: gap 0.25 = spread
+    assert verdict([best, second]) == ("a beats b by 0.2500 dev, within their seed-to-seed spread (0.1250 + 0.1250 = "
+                                       "0.2500): not a difference these seeds can tell apart")
+
+
+def test_a_label_is_every_varying_key_of_the_run():
+    run = {"overrides": {"model.emb": "4", "seed": "1", "steps": "5"}}
+    assert label(run, ["model.emb", "model.hidden", "seed"]) == "model.emb=4,seed=1"
+
+
+def test_an_empty_leaderboard_csv_still_has_a_header(tmp_path):
+    write_csv(tmp_path / "empty.csv", [])
+    assert (tmp_path / "empty.csv").read_text() == "run\n"
 
 
 def test_a_verdict_needs_two_groups_and_a_spread():
@@ -209,9 +249,19 @@ def test_hparams_columns_are_what_a_sweep_swept(tmp_path):
     configured(tmp_path / "models", "1", "model=rnn")
     assert swept_hparams(runs_in(tmp_path / "models")) == ["model.name"]
     assert {"model.name", "model.emb", "model.hidden"} <= differing_hparams(runs_in(tmp_path / "models"))
-    configured(tmp_path / "budget", "0", "budget=mlp")
-    configured(tmp_path / "budget", "1", "budget=gru")
-    assert swept_hparams(runs_in(tmp_path / "budget")) == ["model.name", "steps"]
+    assert "model._target_" not in differing_hparams(runs_in(tmp_path / "models"))  # model.name says it
+    configured(tmp_path / "budget", "0", "budget=mlp", "seed=1", "optim.lr=0.02")
+    configured(tmp_path / "budget", "1", "budget=gru", "seed=2", "optim.lr=0.01")
+    assert swept_hparams(runs_in(tmp_path / "budget")) == ["model.name", "steps", "optim.lr", "seed"]  # a preset's first
+    configured(tmp_path / "schedule", "0", "schedule=cosine")
+    configured(tmp_path / "schedule", "1", "schedule=step")
+    assert swept_hparams(runs_in(tmp_path / "schedule")) == ["schedule.name"]
+    configured(tmp_path / "unswept", "0", "model.emb=4", "steps=5")
+    configured(tmp_path / "unswept", "1", "model.emb=16", "steps=6")
+    for run_dir in (tmp_path / "unswept").iterdir():  # steps differ, but the sweep swept only model.emb
+        overrides = run_dir / ".hydra" / "overrides.yaml"
+        overrides.write_text("".join(line for line in overrides.read_text().splitlines(True) if "steps" not in line))
+    assert swept_hparams(runs_in(tmp_path / "unswept")) == ["model.emb"]
 
 
 def test_a_counting_run_differs_by_its_model_not_by_an_optimizer_it_never_used(tmp_path):
@@ -262,15 +312,19 @@ def sweep_config(sweep_dir, backends=("tensorboard",)):
 def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_path):
     configured(tmp_path, "0", "model.emb=4", steps=10)
     configured(tmp_path, "1", "model.emb=16", steps=30)
+    (tmp_path / "2" / ".hydra").mkdir(parents=True)  # a member that never finished: no metrics, no steps
+    (tmp_path / "2" / ".hydra" / "config.yaml").write_text("{}")
     LeaderboardCallback().on_multirun_end(sweep_config(tmp_path))
     assert (tmp_path / "leaderboard.md").exists()
+    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path))  # a continued sweep ends again: one target line
+    assert len(list((tmp_path / "target").iterdir())) == 1
     target = EventAccumulator(str(tmp_path / "target"))
     target.Reload()
     assert [(e.step, e.value) for e in target.Scalars("loss/dev")] == [(0, pytest.approx(2.2)), (30, pytest.approx(2.2))]
     assert list(tmp_path.glob("events.out.tfevents.*"))  # the HParams experiment at the sweep's root
 
 
-def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path):
+def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path, capsys):
     configured(tmp_path, "0", "model.emb=4")
     LeaderboardCallback().on_multirun_end(sweep_config(tmp_path, backends=()))
     assert (tmp_path / "leaderboard.md").exists() and not (tmp_path / "target").exists()
@@ -280,3 +334,5 @@ def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_ex
     with pytest.raises(SystemExit) as stop:
         LeaderboardCallback().on_multirun_end(sweep_config(failed))
     assert stop.value.code == 1
+    assert capsys.readouterr().err == (f"error: every member of the sweep failed; their reasons are in {failed}/"
+                                       "leaderboard.md\n")

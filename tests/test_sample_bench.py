@@ -1,5 +1,6 @@
 """Sampling from every model type's saved run, and the benchmark at tiny size."""
 
+import itertools
 import subprocess
 import sys
 
@@ -48,6 +49,10 @@ def test_sampling_options_behave():
     assert set(generate(model, vocab, 1, 50, top_k=1)) == {"ab"}
     shares = novelty(["ab", "b", "zz", "ab"], {"train": ["ab"], "dev": ["b"], "test": []})
     assert shares == {"train": 0.5, "dev_test": 0.25, "new": 0.25}
+    assert novelty(["ab", "ab", "ab", "b"], {"train": ["ab", "b"], "dev": ["b"], "test": ["c"]}) == {
+        "train": 1.0, "dev_test": 0.0, "new": 0.0}  # in train and dev: counted once, as train
+    assert novelty(["c"], {"train": [], "dev": [], "test": ["c"]}) == {"train": 0.0, "dev_test": 1.0, "new": 0.0}
+    assert novelty([], {"train": [], "dev": [], "test": []}) == {"train": 0.0, "dev_test": 0.0, "new": 0.0}
 
 
 def torch_counts():
@@ -143,7 +148,27 @@ def test_the_sample_command_prints_writes_and_tells_what_is_new(counted_run, tmp
     shares = novelty(samples, load_dataset(None, 1).words)
     assert told.strip() == (f"7 samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
                             f"{shares['dev_test']:.0%} in dev/test only")
-    assert sample_main([str(counted_run)]) == 0 and len(capsys.readouterr().out.splitlines()) == 20  # the default
+    assert sample_main([str(counted_run)]) == 0  # the defaults: 20 samples at temperature 1, every token, seed 0
+    assert capsys.readouterr().out.splitlines() == generate(model, vocab, 1, 20, temperature=1.0, top_k=None, seed=0)
+    assert sample_main([str(counted_run), "-n", "1", "-k", "2", "-s", "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == generate(model, vocab, 1, 1, top_k=2, seed=2)
+
+
+def test_the_sample_command_documents_itself(capsys):
+    with pytest.raises(SystemExit) as done:
+        sample_main(["--help"])
+    assert done.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: python -m makemore.sample [-h] [-n COUNT]")
+    assert "Sampling: generate items from a model" in usage  # the module's docstring
+    for described in ("a run directory holding model.pt", "also write the samples to this file"):
+        assert described in " ".join(usage.split())
+
+
+def test_a_write_that_fails_is_one_line(counted_run, capsys):
+    assert sample_main([str(counted_run), "-o", "/dev/full"]) == 1  # a device that is always full
+    printed, told = capsys.readouterr()
+    assert told == "error: cannot write /dev/full (No space left on device); -o <a file in an existing directory>\n"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -171,6 +196,11 @@ def test_shares_are_skipped_when_the_training_data_is_gone_or_changed(tmp_path):
     (tmp_path / "gone.txt").write_text("\n".join(["ab", "abc", "ba", "cab"] * 5))
     assert shares_line(["ab"], vocab, data) == "1 samples; new/in-train shares skipped: the data file has changed since training"
     assert shares_line(["ab", "zz"], Vocab((".", "a", "b", "c")), data) == "2 samples: 50% new, 50% in train, 0% in dev/test only"
+    items = ["".join(p) for p in itertools.product("ab", repeat=5)]  # 32 distinct items
+    (tmp_path / "gone.txt").write_text("\n".join(items))
+    seeded = {**data, "seed": 7}  # the split the run trained on, not the default seed's
+    train = load_dataset(seeded["path"], 1, ".", (0.8, 0.1, 0.1), 7).words["train"]
+    assert shares_line(train, Vocab((".", "a", "b")), seeded) == f"{len(train)} samples: 0% new, 100% in train, 0% in dev/test only"
 
 
 @pytest.mark.slow

@@ -217,6 +217,7 @@ def test_an_interrupted_grid_sweep_continues_to_the_leaderboard_of_an_uninterrup
     assert interrupted == uninterrupted and len(interrupted) == 4  # loss for loss
 
 
+@pytest.mark.slow
 def test_a_different_sweep_into_a_sweep_directory_is_refused(tmp_path):
     sweep_dir = tmp_path / "sweep"
     multirun(sweep_dir, "-m", "model=additive,trigram_count", "steps=5", "progress=false", "logger=none")

@@ -1,0 +1,185 @@
+"""The training loop in-process, against the lectures' loop written out by hand: batches, lr, logged losses,
+evaluations, early stopping, the target, divergence, and a signal's checkpoint that resumes bit-identically."""
+
+import copy
+import math
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import compose_config
+from makemore.checkpoint import load_checkpoint
+from makemore.data import build_vocab, make_dataset, read_items, resolve_path
+from makemore.loggers import Loggers
+from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, fit
+from makemore.models import MLP, loss_on
+from makemore.search import Pruned
+
+STEPS, BATCH, LOG, EVAL = 60, 8, 10, 20
+
+
+class Recorded:
+    """A logger backend that keeps what the loop sends it."""
+
+    def __init__(self):
+        self.scalars_logged = []
+
+    def scalars(self, step, values):
+        self.scalars_logged.append((step, dict(values)))
+
+
+@pytest.fixture(scope="module")
+def data():
+    items = read_items(resolve_path(None))[:400]
+    return make_dataset(items, build_vocab(items), 3)
+
+
+def config(*overrides):
+    return compose_config("optim=sgd", f"steps={STEPS}", f"batch_size={BATCH}", f"log_interval={LOG}",
+                          f"eval_interval={EVAL}", "checkpoint_interval=0", "progress=false", "target=null", *overrides)
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return MLP(27, 3, emb=4, hidden=16)
+
+
+def train(data, cfg, run_dir, model=None, resume=None, on_eval=None):
+    model = model or fresh_model()
+    recorded = Recorded()
+    extra = {"vocab": list(data.vocab.chars), "config": {}}
+    timing, history = fit(model, data.X, data.Y, cfg, Loggers([recorded]), run_dir, extra, resume, on_eval)
+    return model, timing, history, recorded.scalars_logged
+
+
+def lecture_loop(model, X, Y, steps, lr_at):
+    """Lecture 2's loop: a random minibatch (drawn as the loop documents: by seed and chunk), forward, backward,
+    p -= lr * grad. Returns each step's loss."""
+    losses = []
+    for step in range(steps):
+        generator = torch.Generator().manual_seed(42 * 1_000_003 + step // BATCH_CHUNK)
+        ix = torch.randint(len(Y), (BATCH_CHUNK, BATCH), generator=generator)[step % BATCH_CHUNK]
+        loss = F.cross_entropy(model(X[ix]), Y[ix])
+        for p in model.parameters():
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= lr_at(step) * p.grad
+        losses.append(loss.item())
+    return losses
+
+
+def test_the_loop_is_the_lectures_loop(data, tmp_path):
+    by_hand = fresh_model()
+    losses = lecture_loop(by_hand, data.X["train"], data.Y["train"], STEPS, lambda step: 0.1 if step < STEPS / 2 else 0.01)
+    model, timing, history, logged = train(data, config(), tmp_path)
+    for ours, theirs in zip(model.state_dict().values(), by_hand.state_dict().values()):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+    assert [row["step"] for row in history] == list(range(LOG, STEPS + 1, LOG))
+    for row in history:
+        window = losses[row["step"] - LOG : row["step"]]
+        assert row["loss/train"] == pytest.approx(sum(window) / LOG, rel=1e-5)
+        assert row["lr"] == pytest.approx(0.1 if row["step"] <= STEPS / 2 else 0.01)  # the window's last step's
+    evaluated = [row["step"] for row in history if "loss/dev" in row]
+    assert evaluated == [20, 40]  # not at the last step: the final losses come from every split after the loop
+    assert logged[-1] == (STEPS, {"lr": history[-1]["lr"]}) and logged[0] == (LOG, {"loss/train": history[0]["loss/train"], "lr": 0.1})
+    assert timing["steps"] == STEPS and timing["train_seconds"] > timing["eval_seconds"] > 0
+    assert "step_to_target" not in timing and "early_stopped_at" not in timing
+    dev_at_40 = next(row["loss/dev"] for row in history if row["step"] == 40)
+    assert timing["best"] == {"dev_loss": min(row["loss/dev"] for row in history if "loss/dev" in row),
+                              "step": 20 if timing["best"]["dev_loss"] < dev_at_40 else 40}
+
+
+def test_full_batch_steps_take_the_whole_split(data, tmp_path):
+    by_hand = fresh_model()
+    for _ in range(3):
+        loss = F.cross_entropy(by_hand(data.X["train"]), data.Y["train"])
+        by_hand.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in by_hand.parameters():
+                p -= 0.5 * p.grad
+    cfg = compose_config("optim=full_batch", "optim.lr=0.5", "steps=3", "log_interval=1", "checkpoint_interval=0",
+                         "progress=false", "target=null")
+    model, _, history, _ = train(data, cfg, tmp_path)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), by_hand.parameters()))
+    assert len(history) == 3
+
+
+def test_the_first_evaluation_under_the_target_is_recorded(data, tmp_path):
+    _, timing, history, _ = train(data, config("target=3.0", "eval_interval=10"), tmp_path)
+    first = min(row["step"] for row in history if "loss/dev" in row and row["loss/dev"] < 3.0)
+    assert timing["step_to_target"] == first and 0 < timing["seconds_to_target"] < timing["train_seconds"]
+    _, never, _, _ = train(data, config("target=0.5", "eval_interval=10"), tmp_path)
+    assert "step_to_target" not in never and "seconds_to_target" not in never
+
+
+def test_early_stopping_stops_after_its_patience_and_restores_the_best_weights(data, tmp_path):
+    rising = copy.copy(data)  # a dev split whose every next character is a rare 'q': its loss rises from ln 27
+    rising.X = {**data.X, "dev": data.X["dev"][:200]}
+    rising.Y = {**data.Y, "dev": torch.full((200,), data.vocab.chars.index("q"))}
+    kept_on = [0, 0]
+    model, timing, history, _ = train(rising, config("early_stopping=2", "eval_interval=10", "optim.lr=0.5",
+                                                     "schedule=constant"), tmp_path)
+    devs = [(row["step"], row["loss/dev"]) for row in history if "loss/dev" in row]
+    assert devs[1][1] > devs[0][1] and devs[2][1] > devs[0][1]
+    assert timing["early_stopped_at"] == 30 == history[-1]["step"]  # best at 10, no better at 20 and 30: stop
+    assert timing["weights"] == "best dev, step 10 (restored by early_stopping)"
+    assert loss_on(model, rising.X["dev"], rising.Y["dev"], 27) == devs[0][1]
+    at_best, _, _, _ = train(rising, config("optim.lr=0.5", "schedule=constant", "steps=10"), tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), at_best.parameters()))
+    assert kept_on == [0, 0]
+
+
+def test_divergence_stops_at_the_log_point_it_shows(data, tmp_path):
+    with pytest.raises(Diverged) as stopped:
+        train(data, config("optim.lr=1e5", "log_interval=5"), tmp_path)
+    message = str(stopped.value)
+    assert message.startswith("loss reached ") and ", above diverge_above=100, by step 5 (lr 100000); " in message
+    assert message.endswith("the learning rate is likely too high: lower optim.lr")
+    with pytest.raises(Diverged, match=r"^loss became nan by step 10 \(lr nan\)"):
+        train(data, config("optim.lr=nan", "diverge_above=null"), tmp_path)
+
+
+def test_a_signal_saves_a_checkpoint_that_resumes_bit_identically(data, tmp_path):
+    straight, _, straight_history, _ = train(data, config(), tmp_path / "straight")
+
+    def interrupt(step, dev_loss):
+        if step == 20:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C: the loop finishes the step, saves, and stops
+
+    run_dir = tmp_path / "interrupted"
+    run_dir.mkdir()
+    with pytest.raises(Interrupted) as stopped:
+        train(data, config(), run_dir, on_eval=interrupt)
+    assert str(stopped.value) == f"SIGINT at step 20: checkpoint saved; continue with python train.py resume={run_dir}"
+    assert stopped.value.signum == signal.SIGINT
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
+    assert checkpoint["state"]["step"] == 20 and len(checkpoint["window"]) == 0
+    resumed, timing, history, _ = train(data, config(), run_dir, resume=checkpoint)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+    assert history == straight_history and timing["steps"] == STEPS
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_periodic_checkpoints_hold_the_unlogged_window(data, tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    straight, _, straight_history, _ = train(data, config(), tmp_path / "a")
+
+    def prune(step, dev_loss):
+        raise Pruned(step, dev_loss)
+
+    run_dir = tmp_path / "b"
+    run_dir.mkdir()
+    with pytest.raises(Pruned) as pruned:
+        train(data, config("checkpoint_interval=25", "eval_interval=30"), run_dir, on_eval=prune)
+    assert pruned.value.step == 30 and pruned.value.train_seconds > 0
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
+    assert checkpoint["state"]["step"] == 25 and len(checkpoint["window"]) == 5  # steps 21-25 of the 21-30 window
+    resumed, _, history, _ = train(data, config("checkpoint_interval=25"), run_dir, resume=checkpoint)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+    assert [row["loss/train"] for row in history] == [row["loss/train"] for row in straight_history]
+    assert not math.isnan(history[-1]["loss/train"])
