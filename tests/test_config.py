@@ -46,6 +46,7 @@ def test_a_single_run_is_named_by_its_model_and_what_it_changes():
     assert run_name("mlp", []) == "mlp"
     assert run_name("mlp", ["data.path=a=b=c", "model.init=Xavier"]) == "mlp_data.path:a-b-c_model.init:Xavier"
     assert run_name("mlp", ["data.path=/x/"]) == "mlp_data.path:-x"  # no trailing dash
+    assert run_name("mlp", ["model.init=X"]) == "mlp_model.init:X"
     assert run_name("mlp", ["model.emb=10"] * 40) == ("mlp" + "_model.emb:10" * 40)[:120]
 
 

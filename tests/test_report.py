@@ -13,8 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config
 from makemore.report import (LeaderboardCallback, LrFinderCallback, dev_curve, differing_hparams, find_runs, label, main,
-                             markdown, mean_band, read_run, suggest_lr, swept_hparams, verdict, write_csv,
-                             write_lr_finder, write_report)
+                             markdown, mean_band, read_run, seed_groups, suggest_lr, swept_hparams, varying_overrides,
+                             verdict, write_csv, write_lr_finder, write_report)
 
 OK = dict(status="ok", train_loss=2.0, test_loss=2.2, params=100, steps=10, train_seconds=1.5, target=2.2)
 
@@ -40,33 +40,39 @@ def test_leaderboard_ranks_by_dev_loss_and_puts_failures_last(tmp_path, capsys):
     fake_run(tmp_path, "z_best", ["model.emb=16", "seed=1"], dev_loss=2.15, target_met=True, **OK)
     fake_run(tmp_path, "b_broken", ["model.emb=8", "seed=1"], status="diverged", error="loss became nan by step 10")
     fake_run(tmp_path, "c_middle", ["model.emb=8", "seed=1"], dev_loss=2.20001, target_met=False, **OK)
+    fake_run(tmp_path, "y_infinite", ["seed=1"], **{**OK, "dev_loss": None, "train_loss": None})  # JSON's null: inf
+    fake_run(tmp_path, "a_unknown", ["seed=1"])  # metrics.json without a status
     (tmp_path / "unreadable").mkdir()
     (tmp_path / "unreadable" / "metrics.json").write_text("{not json")
     with pytest.warns(UserWarning, match="skipping unreadable run"):
         rows = write_report(tmp_path)
     assert [(r["rank"], r["run"], r["dev"], r["train"], r["test"]) for r in rows] == [
         (1, "z_best", "2.1500", "2.0000", "2.2000"), (2, "c_middle", "2.2000", "2.0000", "2.2000"),
-        (3, "a_slow", "2.3100", "2.0000", "2.2000"), ("-", "b_broken", "", "", ""),
+        (3, "a_slow", "2.3100", "2.0000", "2.2000"), (4, "y_infinite", "inf", "inf", "2.2000"),
+        ("-", "a_unknown", "", "", ""), ("-", "b_broken", "", "", ""),
     ]
-    assert [r["dev<2.2"] for r in rows] == ["✓", "✗", "✗", "✗"]
-    assert rows[3]["status"] == "diverged: loss became nan by step 10" and rows[0]["status"] == "ok"
+    assert [r["dev<2.2"] for r in rows] == ["✓", "✗", "✗", "✗", "✗", "✗"]
+    assert rows[5]["status"] == "diverged: loss became nan by step 10" and rows[0]["status"] == "ok"
+    assert rows[4]["status"] == "?"
     assert "model.emb" in rows[0] and "seed" not in rows[0]  # only overrides that differ get a column
     assert rows[0]["model.emb"] == "16" and rows[0]["params"] == 100 and rows[0]["seconds"] == "1.5"
-    assert rows[0]["steps"] == 10 and rows[3]["seconds"] == ""
+    assert rows[3]["model.emb"] == "" and rows[5]["params"] == rows[5]["steps"] == ""  # absent, not None
+    assert rows[0]["steps"] == 10 and rows[5]["seconds"] == ""
     assert shlex.split(rows[0]["rerun"]) == ["python", "train.py", f"rerun={os.path.relpath(tmp_path / 'z_best')}"]
     out = capsys.readouterr().out
-    assert f"leaderboard of 4 runs in {tmp_path} (best dev 2.1500: target 2.2 met)" in out
+    assert f"leaderboard of 6 runs in {tmp_path} (best dev 2.1500: target 2.2 met)" in out
+    assert out.endswith(f"|\nwritten: {tmp_path}/leaderboard.{{md,csv,png}}\n")  # the table, then what was written
     assert (tmp_path / "leaderboard.md").read_text() == markdown(rows)
     with open(tmp_path / "leaderboard.csv", newline="") as f:
-        assert [row["run"] for row in csv.DictReader(f)] == ["z_best", "c_middle", "a_slow", "b_broken"]
+        assert [row["run"] for row in csv.DictReader(f)] == [r["run"] for r in rows]
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
     assert not (tmp_path / "leaderboard_groups.csv").exists()  # no seed varies: no groups
 
 
 def test_a_target_not_met_and_a_run_without_one_say_so(tmp_path, capsys):
-    fake_run(tmp_path, "one", ["seed=1"], dev_loss=2.3, target_met=False, **OK)
+    fake_run(tmp_path, "one", ["seed=1"], dev_loss=2.2, target_met=False, **OK)
     write_report(tmp_path)
-    assert "(best dev 2.3000: target 2.2 not met)" in capsys.readouterr().out
+    assert "(best dev 2.2000: target 2.2 not met)" in capsys.readouterr().out  # met means below it
     no_target = tmp_path / "other"
     fake_run(no_target, "one", ["seed=1"], dev_loss=2.3, **{**OK, "target": None})
     rows = write_report(no_target)
@@ -109,6 +115,7 @@ def test_markdown_is_a_table_with_escaped_pipes():
                               "| 1    | a\\|b      | 2.1000 |\n"
                               "| -    | long name |        |\n")
     assert markdown([]) == "no runs found\n"
+    assert markdown([{"a": 1, "b": 2}, {"a": 3}]).splitlines()[-1] == "| 3 |   |"  # a missing cell is blank
 
 
 def test_the_dev_curve_is_every_evaluation_then_the_final_loss(tmp_path):
@@ -151,6 +158,7 @@ def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, cap
     expected = ("model.emb=4 beats model.emb=16 by 0.2100 dev, more than their seed-to-seed spread "
                 "(0.0141 + 0.0283 = 0.0424): a real difference")
     assert expected in out and expected in (tmp_path / "leaderboard.md").read_text()
+    assert (tmp_path / "leaderboard.md").read_text().startswith("| rank | group        | n | seeds | dev mean |")
     assert "every run:" in (tmp_path / "leaderboard.md").read_text()
 
 
@@ -201,6 +209,22 @@ def test_an_empty_leaderboard_csv_still_has_a_header(tmp_path):
     assert (tmp_path / "empty.csv").read_text() == "run\n"
 
 
+def test_how_runs_are_watched_makes_no_column_and_no_group(tmp_path):
+    for name, seed, project in (("a", "1", "x"), ("b", "2", "y"), ("c", "1", "y"), ("d", "2", "x")):
+        fake_run(tmp_path, name, [f"seed={seed}", f"logger.wandb.project={project}", "model.emb=4"], dev_loss=2.0, **OK)
+    runs = runs_in(tmp_path)
+    assert varying_overrides(runs) == ["seed"]
+    assert [sorted(run["dir"].name for run in group) for group in seed_groups(runs)] == [["a", "b", "c", "d"]]
+
+
+def test_only_a_finished_run_counts_as_the_best(tmp_path, capsys):
+    fake_run(tmp_path, "finished", ["seed=1"], dev_loss=2.3, **OK)
+    fake_run(tmp_path, "pruned", ["seed=2"], **{**OK, "status": "pruned at step 5 (dev 2.0000)", "dev_loss": 2.0})
+    rows = write_report(tmp_path)
+    assert "(best dev 2.3000: target 2.2 not met)" in capsys.readouterr().out
+    assert [(r["run"], r["rank"]) for r in rows] == [("finished", 1), ("pruned", "-")]
+
+
 def test_a_verdict_needs_two_groups_and_a_spread():
     row = {"n": 1, "group": "a", "dev mean": "2.1000", "dev std": ""}
     assert verdict([row]) == "only one group finished: nothing to compare"
@@ -218,7 +242,7 @@ def test_a_band_is_the_mean_and_spread_at_the_steps_every_curve_has():
 def test_a_report_inside_a_run_directory_only_prints(tmp_path, capsys):
     run_dir = fake_run(tmp_path, "run", [], dev_loss=2.0, **OK)
     (run_dir / ".hydra" / "config.yaml").write_text("{}")
-    write_report(run_dir)
+    assert write_report(run_dir)[0]["run"] == "run"
     assert f"not written: {run_dir} is inside the run directory {run_dir}" in capsys.readouterr().out
     assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics.json"]
 
@@ -253,9 +277,9 @@ def test_hparams_columns_are_what_a_sweep_swept(tmp_path):
     configured(tmp_path / "budget", "0", "budget=mlp", "seed=1", "optim.lr=0.02")
     configured(tmp_path / "budget", "1", "budget=gru", "seed=2", "optim.lr=0.01")
     assert swept_hparams(runs_in(tmp_path / "budget")) == ["model.name", "steps", "optim.lr", "seed"]  # a preset's first
-    configured(tmp_path / "schedule", "0", "schedule=cosine")
-    configured(tmp_path / "schedule", "1", "schedule=step")
-    assert swept_hparams(runs_in(tmp_path / "schedule")) == ["schedule.name"]
+    configured(tmp_path / "schedule", "0", "schedule=cosine", "seed=1")
+    configured(tmp_path / "schedule", "1", "schedule=step", "seed=2")
+    assert swept_hparams(runs_in(tmp_path / "schedule")) == ["schedule.name", "seed"]  # a group by its option's name
     configured(tmp_path / "unswept", "0", "model.emb=4", "steps=5")
     configured(tmp_path / "unswept", "1", "model.emb=16", "steps=6")
     for run_dir in (tmp_path / "unswept").iterdir():  # steps differ, but the sweep swept only model.emb
@@ -292,6 +316,15 @@ def test_the_suggested_lr_is_where_the_smoothed_loss_bottoms_out():
     assert suggest_lr(lrs[:50], falling) == lrs[49]  # still falling at the end: the last lr
 
 
+@pytest.mark.parametrize("losses, index", [
+    ([9, 9, 9, 9, 0, 9, 9, 2, 2, 2], 8),  # 10 points: smoothed over +-1, the wide dip's middle beats the spike
+    ([0, 6, 6, 6, 6, 6, 6, 6, 6, 1], 0),  # the first point is smoothed with its one right neighbour only
+    ([9] * 10 + [0] + [9] * 18 + [3] * 5 + [9] * 6, 31),  # 40 points: +-2, the middle of the five-wide dip
+])
+def test_the_loss_is_smoothed_over_a_twentieth_of_the_points_either_side(losses, index):
+    assert suggest_lr(list(range(len(losses))), losses) == index
+
+
 def test_the_lr_finder_plots_and_suggests_from_the_history(tmp_path, capsys):
     lrs = [10 ** (-3 + 3 * i / 99) for i in range(100)]
     losses = [(i - 40) ** 2 / 1000 + 2.0 for i in range(100)]
@@ -299,7 +332,7 @@ def test_the_lr_finder_plots_and_suggests_from_the_history(tmp_path, capsys):
                                                       for i, (lr, loss) in enumerate(zip(lrs, losses))], **OK)
     assert write_lr_finder(run_dir, tmp_path) == suggest_lr(lrs, losses) == pytest.approx(lrs[40], rel=1e-9)
     assert (tmp_path / "lr_finder.png").stat().st_size > 10_000
-    assert f"suggested lr {lrs[40]:.3g}" in capsys.readouterr().out
+    assert f"suggested lr {lrs[40]:.3g} (the loss bottoms out there); plot: {tmp_path / 'lr_finder.png'}\n" in capsys.readouterr().out
     (tmp_path / "lr_finder.png").unlink()
     LrFinderCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert (tmp_path / "lr_finder.png").exists()

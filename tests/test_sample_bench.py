@@ -1,6 +1,7 @@
 """Sampling from every model type's saved run, and the benchmark at tiny size."""
 
 import itertools
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from conftest import FAST, ROOT, run_train
 from makemore.bench import main as bench_main
 from makemore.checkpoint import load_model
 from makemore.data import Vocab
-from makemore.models import NgramCounts
+from makemore.models import NgramCounts, NgramTable
 from makemore.data import load_dataset
 from makemore.errors import MakemoreError
 from makemore.sample import generate, novelty, shares_line
@@ -95,7 +96,7 @@ def chain(counts: list[list[float]]) -> tuple[NgramCounts, Vocab]:
 @pytest.mark.parametrize("options, message", [
     (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
     (dict(top_k=0), "top_k must be at least 1, got 0"),
-    (dict(prefix="az"), "prefix has characters not in the vocabulary: 'z'"),
+    (dict(prefix="azy"), "prefix has characters not in the vocabulary: 'yz'"),
     (dict(prefix="."), "prefix has characters not in the vocabulary: '.'"),  # the boundary is no character
 ])
 def test_sampling_refuses_options_it_cannot_honour(options, message):
@@ -114,6 +115,23 @@ def test_sampling_draws_from_the_model_at_its_temperature():
         assert firsts.count("a") / 4000 == pytest.approx(share_of_a, abs=0.025), temperature  # p^(1/T), renormalised
     assert generate(model, vocab, 1, 50, top_k=2, seed=5) == generate(model, vocab, 1, 50, seed=5)  # k >= choices
     assert set(generate(model, vocab, 1, 200, top_k=1, max_len=1)) == {"a"}
+
+
+def test_sampling_defaults_and_rows_that_end_at_their_own_length():
+    model, vocab = chain([[0.0, 1, 0], [1, 1, 0], [1, 0, 0]])  # . -> a, then a or the end: lengths vary
+    assert generate(model, vocab, 1, 50) == generate(model, vocab, 1, 50, temperature=1.0, top_k=None, seed=0)
+    lengths = [len(item) for item in generate(model, vocab, 1, 50)]
+    assert len(set(lengths)) > 3 and min(lengths) == 1  # each row stops at its own end, not at the first row's
+    endless, _ = chain([[0.0, 1, 0], [0, 1, 0], [1, 0, 0]])
+    assert generate(endless, vocab, 1, 1, temperature=0) == ["a" * 256]  # the default max_len
+
+
+def test_a_tiny_temperature_is_greedy_for_any_logits():
+    table = NgramTable(3, block_size=1)
+    with torch.no_grad():
+        table.W.copy_(torch.tensor([[50.0, 60.0, 55.0], [60.0, 50.0, 55.0], [50.0, 55.0, 60.0]]))  # large, positive
+    vocab = Vocab((".", "a", "b"))
+    assert generate(table, vocab, 1, 3, temperature=1e-300) == generate(table, vocab, 1, 3, temperature=0) == ["a"] * 3
 
 
 def test_sampling_stops_at_max_len_and_leaves_the_model_in_its_mode():
@@ -150,8 +168,9 @@ def test_the_sample_command_prints_writes_and_tells_what_is_new(counted_run, tmp
                             f"{shares['dev_test']:.0%} in dev/test only")
     assert sample_main([str(counted_run)]) == 0  # the defaults: 20 samples at temperature 1, every token, seed 0
     assert capsys.readouterr().out.splitlines() == generate(model, vocab, 1, 20, temperature=1.0, top_k=None, seed=0)
-    assert sample_main([str(counted_run), "-n", "1", "-k", "2", "-s", "2"]) == 0
-    assert capsys.readouterr().out.splitlines() == generate(model, vocab, 1, 1, top_k=2, seed=2)
+    assert sample_main([str(counted_run), "-n", "10", "-k", "1", "-s", "2"]) == 0  # top 1: the likeliest, always
+    greedy = capsys.readouterr().out.splitlines()
+    assert greedy == generate(model, vocab, 1, 10, temperature=0) and len(set(greedy)) == 1
 
 
 def test_the_sample_command_documents_itself(capsys):
@@ -162,7 +181,7 @@ def test_the_sample_command_documents_itself(capsys):
     assert usage.startswith("usage: python -m makemore.sample [-h] [-n COUNT]")
     assert "Sampling: generate items from a model" in usage  # the module's docstring
     for described in ("a run directory holding model.pt", "also write the samples to this file"):
-        assert described in " ".join(usage.split())
+        assert re.search(rf"\s{{2}}{described}\n", usage)  # the argument's help, as written
 
 
 def test_a_write_that_fails_is_one_line(counted_run, capsys):

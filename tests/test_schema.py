@@ -95,6 +95,8 @@ def test_each_schedule_gives_the_lr_it_promises():
     cosine = lrs("optim=sgd", "schedule=cosine")  # warmup 2 steps, then a half cosine to 0.05 x lr
     assert cosine[:2] == [0.05, 0.1]
     assert cosine[2 + 49] == pytest.approx(0.1 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 49 / 98))))
+    adamw = lrs()  # the default: adamw 0.01 with warmup and a half cosine to 0.05 x lr
+    assert adamw[:2] == [0.005, 0.01] and adamw[-1] == pytest.approx(0.01 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 97 / 98))))
     linear = lrs("schedule=linear")  # adamw 0.01: warmup 2 steps, then a straight line to 0
     assert linear[:2] == [0.005, 0.01] and linear[2 + 49] == pytest.approx(0.01 * (1 - 49 / 98))
     exponential = lrs("optim=sgd", "schedule=exponential", "optim.lr=0.001", "schedule.lr_end=1.0", steps=4)
