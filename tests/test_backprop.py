@@ -64,6 +64,7 @@ def test_the_fused_sgd_step_equals_autograd_then_sgd(options):
         assert relative_error(q.detach() - p.detach(), -0.5 * p.grad) < 1e-9, name  # the update, not just weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optim", ["optim=sgd", "optim=adamw"])
 def test_a_manual_run_ends_where_autograd_does_and_is_deterministic(tmp_path, optim):
     args = [optim, "model.norm=batch", "model.layers=2", "model.hidden=32", *FAST, "steps=300", "logger=none"]

@@ -13,7 +13,7 @@ from conftest import compose_config
 from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
-from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, fit
+from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, batch_indices, fit
 from makemore.models import MLP, loss_on
 from makemore.search import Pruned
 
@@ -91,6 +91,13 @@ def test_the_loop_is_the_lectures_loop(data, tmp_path):
     dev_at_40 = next(row["loss/dev"] for row in history if row["step"] == 40)
     assert timing["best"] == {"dev_loss": min(row["loss/dev"] for row in history if "loss/dev" in row),
                               "step": 20 if timing["best"]["dev_loss"] < dev_at_40 else 40}
+
+
+def test_each_chunk_of_batches_is_drawn_from_its_own_seed():
+    for chunk in (0, 1, 7):  # what lecture_loop above draws: seed * 1,000,003 + chunk, whatever step a run resumes at
+        generator = torch.Generator().manual_seed(42 * 1_000_003 + chunk)
+        expected = torch.randint(500, (BATCH_CHUNK, BATCH), generator=generator)
+        assert torch.equal(batch_indices(42, chunk, 500, BATCH, torch.device("cpu")), expected)
 
 
 def test_full_batch_steps_take_the_whole_split(data, tmp_path):

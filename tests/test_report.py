@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
+from makemore import plots
 from makemore.report import (LeaderboardCallback, LrFinderCallback, dev_curve, differing_hparams, find_runs, label, main,
                              markdown, mean_band, read_run, seed_groups, suggest_lr, swept_hparams, varying_overrides,
                              verdict, write_csv, write_lr_finder, write_report)
@@ -35,32 +36,50 @@ def fake_run(root, name, overrides, history=None, config=None, **metrics):
     return run_dir
 
 
-def test_leaderboard_ranks_by_dev_loss_and_puts_failures_last(tmp_path, capsys):
+def drawn(monkeypatch) -> list[dict]:
+    """What the report hands the leaderboard picture, recorded on its way to the real plotting code."""
+    calls = []
+    draw = plots.leaderboard_figure
+
+    def recording(curves, costs, target, bands=None):
+        calls.append({"curves": curves, "costs": costs, "target": target, "bands": bands})
+        return draw(curves, costs, target, bands)
+
+    monkeypatch.setattr(plots, "leaderboard_figure", recording)
+    return calls
+
+
+def test_leaderboard_ranks_by_dev_loss_and_puts_failures_last(tmp_path, capsys, monkeypatch):
     fake_run(tmp_path, "a_slow", ["model.emb=4", "seed=1"], dev_loss=2.31, target_met=False, **OK)
     fake_run(tmp_path, "z_best", ["model.emb=16", "seed=1"], dev_loss=2.15, target_met=True, **OK)
     fake_run(tmp_path, "b_broken", ["model.emb=8", "seed=1"], status="diverged", error="loss became nan by step 10")
     fake_run(tmp_path, "c_middle", ["model.emb=8", "seed=1"], dev_loss=2.20001, target_met=False, **OK)
     fake_run(tmp_path, "y_infinite", ["seed=1"], **{**OK, "dev_loss": None, "train_loss": None})  # JSON's null: inf
     fake_run(tmp_path, "a_unknown", ["seed=1"])  # metrics.json without a status
+    fake_run(tmp_path / "nested", "0", ["seed=1"], dev_loss=2.4, **OK)
+    pictures = drawn(monkeypatch)
     (tmp_path / "unreadable").mkdir()
     (tmp_path / "unreadable" / "metrics.json").write_text("{not json")
     with pytest.warns(UserWarning, match="skipping unreadable run"):
         rows = write_report(tmp_path)
     assert [(r["rank"], r["run"], r["dev"], r["train"], r["test"]) for r in rows] == [
         (1, "z_best", "2.1500", "2.0000", "2.2000"), (2, "c_middle", "2.2000", "2.0000", "2.2000"),
-        (3, "a_slow", "2.3100", "2.0000", "2.2000"), (4, "y_infinite", "inf", "inf", "2.2000"),
-        ("-", "a_unknown", "", "", ""), ("-", "b_broken", "", "", ""),
+        (3, "a_slow", "2.3100", "2.0000", "2.2000"), (4, "nested/0", "2.4000", "2.0000", "2.2000"),
+        (5, "y_infinite", "inf", "inf", "2.2000"), ("-", "a_unknown", "", "", ""), ("-", "b_broken", "", "", ""),
     ]
-    assert [r["dev<2.2"] for r in rows] == ["✓", "✗", "✗", "✗", "✗", "✗"]
-    assert rows[5]["status"] == "diverged: loss became nan by step 10" and rows[0]["status"] == "ok"
-    assert rows[4]["status"] == "?"
+    assert [r["dev<2.2"] for r in rows] == ["✓", "✗", "✗", "✗", "✗", "✗", "✗"]
+    assert rows[6]["status"] == "diverged: loss became nan by step 10" and rows[0]["status"] == "ok"
+    assert rows[5]["status"] == "?"
     assert "model.emb" in rows[0] and "seed" not in rows[0]  # only overrides that differ get a column
     assert rows[0]["model.emb"] == "16" and rows[0]["params"] == 100 and rows[0]["seconds"] == "1.5"
-    assert rows[3]["model.emb"] == "" and rows[5]["params"] == rows[5]["steps"] == ""  # absent, not None
-    assert rows[0]["steps"] == 10 and rows[5]["seconds"] == ""
+    assert rows[4]["model.emb"] == "" and rows[6]["params"] == rows[6]["steps"] == ""  # absent, not None
+    assert rows[0]["steps"] == 10 and rows[6]["seconds"] == ""
+    [picture] = pictures  # curves of the finished runs, named by what differs, else by their directory
+    assert list(picture["curves"]) == ["model.emb=16", "model.emb=8", "model.emb=4", "nested/0"]
+    assert picture["costs"]["model.emb=16"] == (1.5, 2.15) and picture["target"] == 2.2 and not picture["bands"]
     assert shlex.split(rows[0]["rerun"]) == ["python", "train.py", f"rerun={os.path.relpath(tmp_path / 'z_best')}"]
     out = capsys.readouterr().out
-    assert f"leaderboard of 6 runs in {tmp_path} (best dev 2.1500: target 2.2 met)" in out
+    assert f"leaderboard of 7 runs in {tmp_path} (best dev 2.1500: target 2.2 met)" in out
     assert out.endswith(f"|\nwritten: {tmp_path}/leaderboard.{{md,csv,png}}\n")  # the table, then what was written
     assert (tmp_path / "leaderboard.md").read_text() == markdown(rows)
     with open(tmp_path / "leaderboard.csv", newline="") as f:
@@ -160,6 +179,17 @@ def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, cap
     assert expected in out and expected in (tmp_path / "leaderboard.md").read_text()
     assert (tmp_path / "leaderboard.md").read_text().startswith("| rank | group        | n | seeds | dev mean |")
     assert "every run:" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_the_picture_shows_the_six_best_seed_groups_as_bands(tmp_path, monkeypatch):
+    seeded(tmp_path, {str(emb): [2.0 + emb / 100, 2.01 + emb / 100] for emb in range(1, 8)} | {"9": [None, None]})
+    pictures = drawn(monkeypatch)
+    write_report(tmp_path)
+    [picture] = pictures
+    assert list(picture["bands"]) == [f"model.emb={emb}" for emb in range(1, 7)] and picture["curves"] == {}
+    steps, means, _ = picture["bands"]["model.emb=1"]
+    assert steps == [0, 5, 10] and means == pytest.approx([3.015, 2.515, 2.015])  # the seeds' mean at each step
+    assert picture["costs"]["model.emb=7"] == (2.1, 2.075) and len(picture["costs"]) == 7 and picture["target"] == 2.2
 
 
 def test_seed_groups_within_their_spread_are_no_difference(tmp_path, capsys):

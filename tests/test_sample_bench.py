@@ -118,8 +118,9 @@ def test_sampling_draws_from_the_model_at_its_temperature():
 
 
 def test_sampling_defaults_and_rows_that_end_at_their_own_length():
-    model, vocab = chain([[0.0, 1, 0], [1, 1, 0], [1, 0, 0]])  # . -> a, then a or the end: lengths vary
+    model, vocab = chain([[0.0, 1, 0], [1, 3, 0], [1, 0, 0]])  # . -> a, then a (3/4) or the end: lengths vary
     assert generate(model, vocab, 1, 50) == generate(model, vocab, 1, 50, temperature=1.0, top_k=None, seed=0)
+    assert generate(model, vocab, 1, 50) != generate(model, vocab, 1, 50, temperature=2.0)
     lengths = [len(item) for item in generate(model, vocab, 1, 50)]
     assert len(set(lengths)) > 3 and min(lengths) == 1  # each row stops at its own end, not at the first row's
     endless, _ = chain([[0.0, 1, 0], [0, 1, 0], [1, 0, 0]])
@@ -131,7 +132,7 @@ def test_a_tiny_temperature_is_greedy_for_any_logits():
     with torch.no_grad():
         table.W.copy_(torch.tensor([[50.0, 60.0, 55.0], [60.0, 50.0, 55.0], [50.0, 55.0, 60.0]]))  # large, positive
     vocab = Vocab((".", "a", "b"))
-    assert generate(table, vocab, 1, 3, temperature=1e-300) == generate(table, vocab, 1, 3, temperature=0) == ["a"] * 3
+    assert generate(table, vocab, 1, 3, temperature=1e-307) == generate(table, vocab, 1, 3, temperature=0) == ["a"] * 3
 
 
 def test_sampling_stops_at_max_len_and_leaves_the_model_in_its_mode():
@@ -168,6 +169,7 @@ def test_the_sample_command_prints_writes_and_tells_what_is_new(counted_run, tmp
                             f"{shares['dev_test']:.0%} in dev/test only")
     assert sample_main([str(counted_run)]) == 0  # the defaults: 20 samples at temperature 1, every token, seed 0
     assert capsys.readouterr().out.splitlines() == generate(model, vocab, 1, 20, temperature=1.0, top_k=None, seed=0)
+    assert sample_main([str(counted_run), "-n", "1"]) == 0 and len(capsys.readouterr().out.splitlines()) == 1
     assert sample_main([str(counted_run), "-n", "10", "-k", "1", "-s", "2"]) == 0  # top 1: the likeliest, always
     greedy = capsys.readouterr().out.splitlines()
     assert greedy == generate(model, vocab, 1, 10, temperature=0) and len(set(greedy)) == 1

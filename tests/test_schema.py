@@ -201,6 +201,7 @@ def test_full_batch_is_200_steps_of_lr_50_on_the_whole_split():
     assert (cfg.batch_size, cfg.steps, cfg.optim.lr, cfg.schedule.name) == (None, 200, 50.0, "constant")
 
 
+@pytest.mark.slow
 def test_history_and_time_to_target_are_recorded(tmp_path):
     metrics = run(compose_config("steps=2000", "eval_interval=500", "log_interval=250", "progress=false",
                                  "logger=none"), tmp_path)

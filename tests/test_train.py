@@ -48,6 +48,7 @@ def test_same_config_and_seed_give_identical_losses(tmp_path, model):
     assert [first[f"{s}_loss"] for s in ("train", "dev", "test")] == [second[f"{s}_loss"] for s in ("train", "dev", "test")]
 
 
+@pytest.mark.slow
 def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_characters(tmp_path):
     from makemore.data import load_dataset
     from makemore.models import loss_on
