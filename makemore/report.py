@@ -156,7 +156,7 @@ def write_report(root: Path) -> list[dict]:
     varying = varying_overrides(runs)
 
     def name(run: dict) -> str:  # the plot's label: what differs, not the directory's job number and constants
-        return label(run, varying) or (str(run["dir"].relative_to(root)) if run["dir"] != root else run["dir"].name)
+        return label(run, varying) or str(run["dir"].relative_to(root))  # root is no run: that returned above
 
     curves = {name(r): dev_curve(r) for r in finished}
     costs = {name(r): (r["metrics"]["train_seconds"], dev_loss(r)) for r in runs if dev_loss(r) < math.inf}

@@ -13,8 +13,10 @@ from conftest import compose_config
 from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
-from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, batch_indices, fit
+from makemore.backprop import ManualBackward
+from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, batch_indices, fit, step_function
 from makemore.models import MLP, loss_on
+from makemore.optim import is_plain_sgd, plain_step
 from makemore.search import Pruned
 
 STEPS, BATCH, LOG, EVAL = 60, 8, 10, 20
@@ -190,3 +192,65 @@ def test_periodic_checkpoints_hold_the_unlogged_window(data, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
     assert [row["loss/train"] for row in history] == [row["loss/train"] for row in straight_history]
     assert not math.isnan(history[-1]["loss/train"])
+
+
+@pytest.mark.parametrize("momentum, weight_decay, maximize, plain", [
+    (0.0, 0.0, False, True), (0.9, 0.0, False, False), (0.0, 0.1, False, False), (0.0, 0.0, True, False)])
+def test_only_plain_gradient_descent_takes_the_fused_update(momentum, weight_decay, maximize, plain):
+    model = fresh_model()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
+    assert is_plain_sgd(sgd) == plain and (plain_step(sgd) == sgd.step) != plain
+    assert not is_plain_sgd(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True))
+    assert not is_plain_sgd(torch.optim.AdamW(model.parameters()))
+
+
+def test_the_fused_update_is_sgds(data):
+    fused, stepped = fresh_model(), fresh_model()
+    for model in (fused, stepped):
+        sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+        F.cross_entropy(model(data.X["train"][:64]), data.Y["train"][:64]).backward()
+        (plain_step(sgd) if model is fused else sgd.step)()
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(fused.parameters(), stepped.parameters()))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_manual_backward_model_trains_through_the_hand_derived_pass(data, monkeypatch, optimizer):
+    calls = []
+    for method in ("gradients", "sgd_step"):
+        real = getattr(ManualBackward, method)
+        monkeypatch.setattr(ManualBackward, method,
+                            lambda self, *args, real=real, method=method: (calls.append(method), real(self, *args))[1])
+    torch.manual_seed(0)
+    model = MLP(27, 3, emb=4, hidden=16, backward="manual")
+    optim = (torch.optim.SGD(model.parameters(), lr=0.1) if optimizer == "sgd"
+             else torch.optim.AdamW(model.parameters(), lr=0.01))
+    step = step_function(model, optim, 32, 0.1)
+    xb, yb = data.X["train"][:32], data.Y["train"][:32]
+    expected = F.cross_entropy(model(xb), yb, label_smoothing=0.1).item()
+    assert step(xb, yb, 0.1).item() == pytest.approx(expected, rel=1e-5)  # with its label smoothing
+    assert calls[0] == ("sgd_step" if optimizer == "sgd" else "gradients")  # plain SGD: fused into the update
+
+
+def test_the_autograd_step_applies_label_smoothing(data):
+    model = fresh_model()
+    step = step_function(model, torch.optim.SGD(model.parameters(), lr=0.1), 32, 0.2)
+    xb, yb = data.X["train"][:32], data.Y["train"][:32]
+    expected = F.cross_entropy(model(xb), yb, label_smoothing=0.2).item()
+    assert step(xb, yb, 0.1).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_full_batch_with_the_hand_derived_backward_is_the_lecture_loop(data, tmp_path):
+    by_hand = fresh_model()
+    for _ in range(2):
+        loss = F.cross_entropy(by_hand(data.X["train"]), data.Y["train"])
+        by_hand.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in by_hand.parameters():
+                p -= 0.5 * p.grad
+    torch.manual_seed(0)
+    manual = MLP(27, 3, emb=4, hidden=16, backward="manual")
+    cfg = compose_config("optim=full_batch", "optim.lr=0.5", "steps=2", "log_interval=1", "checkpoint_interval=0",
+                         "progress=false", "target=null")
+    model, _, _, _ = train(data, cfg, tmp_path, model=manual)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(model.parameters(), by_hand.parameters()))

@@ -157,6 +157,17 @@ def test_scaled_init_starts_at_ln_v():
     assert abs(scaled - math.log(27)) < 0.05 and lecture > 10
 
 
+def test_a_split_longer_than_a_chunk_is_evaluated_whole():
+    torch.manual_seed(0)
+    names = load_dataset(None, 3)
+    train = names.X["train"], names.Y["train"]
+    assert len(train[1]) > 2 * 65536  # three chunks
+    model = MLP(27, 3, emb=4, hidden=16)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(train[0]).double(), train[1]).item()
+    assert loss_on(model, *train, 27) == pytest.approx(expected, rel=1e-6)
+
+
 def test_wavenet_at_the_lecture_sizes_has_the_lecture_count():
     assert WAVENET == 76_579  # lecture 5's printed parameter count
 
