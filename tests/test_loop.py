@@ -102,17 +102,27 @@ def test_each_chunk_of_batches_is_drawn_from_its_own_seed():
         assert torch.equal(batch_indices(42, chunk, 500, BATCH, torch.device("cpu")), expected)
 
 
-def test_full_batch_steps_take_the_whole_split(data, tmp_path):
+def full_batch_by_hand(data, steps):
+    """The seed's loop: gradient descent at lr 0.5 on the whole train split."""
     by_hand = fresh_model()
-    for _ in range(3):
+    for _ in range(steps):
         loss = F.cross_entropy(by_hand(data.X["train"]), data.Y["train"])
         by_hand.zero_grad()
         loss.backward()
         with torch.no_grad():
             for p in by_hand.parameters():
                 p -= 0.5 * p.grad
-    cfg = compose_config("optim=full_batch", "optim.lr=0.5", "steps=3", "log_interval=1", "checkpoint_interval=0",
-                         "progress=false", "target=null")
+    return by_hand
+
+
+def full_batch_config(steps):
+    return compose_config("optim=full_batch", "optim.lr=0.5", f"steps={steps}", "log_interval=1",
+                          "checkpoint_interval=0", "progress=false", "target=null")
+
+
+def test_full_batch_steps_take_the_whole_split(data, tmp_path):
+    by_hand = full_batch_by_hand(data, steps=3)
+    cfg = full_batch_config(steps=3)
     model, _, history, _ = train(data, cfg, tmp_path)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), by_hand.parameters()))
     assert len(history) == 3
@@ -240,17 +250,9 @@ def test_the_autograd_step_applies_label_smoothing(data):
 
 
 def test_full_batch_with_the_hand_derived_backward_is_the_lecture_loop(data, tmp_path):
-    by_hand = fresh_model()
-    for _ in range(2):
-        loss = F.cross_entropy(by_hand(data.X["train"]), data.Y["train"])
-        by_hand.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            for p in by_hand.parameters():
-                p -= 0.5 * p.grad
+    by_hand = full_batch_by_hand(data, steps=2)
     torch.manual_seed(0)
     manual = MLP(27, 3, emb=4, hidden=16, backward="manual")
-    cfg = compose_config("optim=full_batch", "optim.lr=0.5", "steps=2", "log_interval=1", "checkpoint_interval=0",
-                         "progress=false", "target=null")
+    cfg = full_batch_config(steps=2)
     model, _, _, _ = train(data, cfg, tmp_path, model=manual)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(model.parameters(), by_hand.parameters()))
