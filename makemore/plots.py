@@ -19,6 +19,12 @@ from makemore.models import Additive, NgramCounts, NgramTable
 TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
 
 
+def save(figure: plt.Figure, path) -> None:
+    """Write a report's figure to a PNG and close it: pyplot keeps every open figure until it is closed."""
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
 def token_embedding(model: nn.Module, vocab_size: int) -> nn.Embedding | None:
     """The model's character embedding: its first nn.Embedding with one row per token (not the positions')."""
     return next((m for m in model.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == vocab_size), None)

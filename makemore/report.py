@@ -169,8 +169,7 @@ def write_report(root: Path) -> list[dict]:
                 bands[row["group"]] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
         curves = {}
         costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
-    figure = plots.leaderboard_figure(curves, costs, target, bands)
-    figure.savefig(root / "leaderboard.png", dpi=110, bbox_inches="tight")
+    plots.save(plots.leaderboard_figure(curves, costs, target, bands), root / "leaderboard.png")
     print(f"written: {root}/leaderboard.{{md,csv,png}}")
     return rows
 
@@ -250,7 +249,7 @@ def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
         rows = list(csv.DictReader(f))
     lrs, losses = [float(r["lr"]) for r in rows], [float(r["loss/train"]) for r in rows]
     suggested = suggest_lr(lrs, losses)
-    plots.lr_finder(lrs, losses, suggested).savefig(out_dir / "lr_finder.png", dpi=110, bbox_inches="tight")
+    plots.save(plots.lr_finder(lrs, losses, suggested), out_dir / "lr_finder.png")
     print(f"lr finder: suggested lr {suggested:.3g} (the loss bottoms out there); plot: {out_dir / 'lr_finder.png'}")
     return suggested
 

@@ -76,8 +76,8 @@ def test_a_manual_run_ends_where_autograd_does_and_is_deterministic(tmp_path, op
 
 
 def test_a_resumed_manual_run_ends_bit_identical(tmp_path):
-    cfg = compose_config("optim=sgd", "model.backward=manual", "steps=400", "checkpoint_interval=200",
-                         "eval_interval=100", "log_interval=50", "progress=false", "logger=none")
+    cfg = compose_config("optim=sgd", "model.backward=manual", "steps=60", "checkpoint_interval=30",
+                         "eval_interval=20", "log_interval=10", "progress=false", "logger=none")
     whole = run(cfg, tmp_path / "whole")
     resumed = run(cfg, tmp_path / "resumed", load_checkpoint(tmp_path / "whole" / "checkpoint.pt", {"state"}))
     assert [whole[f"{s}_loss"] for s in ("train", "dev", "test")] == [resumed[f"{s}_loss"] for s in ("train", "dev", "test")]

@@ -3,13 +3,14 @@
 import json
 import os
 import re
+import warnings
 
 import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT
 from makemore import config
-from makemore.config import (ended_metrics, flatten, job_log, member_name, record_dir, register_resolvers, run_name,
+from makemore.config import (compose_train_config, ended_metrics, flatten, job_log, member_name, record_dir, register_resolvers, run_name,
                              safe_dirname, upgrade)
 
 
@@ -102,3 +103,9 @@ def test_an_old_config_is_upgraded_and_a_current_one_left_alone():
     assert OmegaConf.to_container(upgrade(OmegaConf.create({}))) == {}
     both = {"optim": {"schedule": "odd"}, "schedule": {"name": "step"}}  # already moved: the new key wins, nothing moves
     assert OmegaConf.to_container(upgrade(OmegaConf.create(both))) == both
+
+
+def test_the_config_is_composed_as_hydra_1_3_composes_it_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # without version_base, Hydra warns and falls back to its 1.1 behaviour
+        assert compose_train_config("model=mlp").model.name == "mlp"

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, read_items, split_items
+from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, make_dataset, read_items, split_items, utf16
 from makemore.errors import MakemoreError
 
 
@@ -53,26 +53,69 @@ def test_boundary_clash_is_refused_with_a_fix():
     assert build_vocab(["a.b"], boundary="|").chars == ("|", ".", "a", "b")
 
 
+@pytest.mark.parametrize("boundary", ["", "||", "\n", "\r"])
+def test_a_boundary_must_be_one_character_other_than_a_line_end(boundary):
+    with pytest.raises(MakemoreError) as refused:
+        build_vocab(["ab"], boundary=boundary)
+    assert str(refused.value) == f"data.boundary must be one character other than a line end, got {boundary!r}"
+    assert build_vocab(["ab"], boundary="X").chars == ("X", "a", "b")  # any other one character will do
+
+
+FIX = "pass data.path=<a UTF-8 text file with one item per line>"
+
+
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "not found"), (b"", "no items"), (b"\n \n\r\n", "no items"), (b"ab\xff\xfe", "not valid UTF-8"),
-     (b"\x00\x01\x02", "binary")],
+    [(None, "data file not found: {path}; " + FIX), (b"", "data file {path} has no items (it is empty or blank); " + FIX),
+     (b"\n \n\r\n", "data file {path} has no items (it is empty or blank); " + FIX),
+     (b"ab\xff\xfe", "data file {path} is not valid UTF-8 (bad byte at offset 2); re-save it as UTF-8"),
+     (b"\x00\x01\x02", "data file {path} looks binary (it contains NUL bytes); " + FIX)],
 )
-def test_unreadable_files_are_refused(tmp_path, content, message):
+def test_unreadable_files_are_refused_with_the_problem_and_the_fix(tmp_path, content, message):
     path = tmp_path / "data.txt"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(MakemoreError, match=message):
+    with pytest.raises(MakemoreError) as refused:
         read_items(path)
+    assert str(refused.value) == message.format(path=path)
+    with pytest.raises(MakemoreError) as refused:
+        read_items(tmp_path)
+    assert str(refused.value) == f"data path is not a file: {tmp_path}; {FIX}"
+
+
+def test_a_context_longer_than_all_the_data_is_padded_with_boundaries():
+    vocab = build_vocab(["ab"])
+    X, Y = build_examples(["ab"], vocab, 5)
+    assert X.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 1, 2]] and Y.tolist() == [1, 2, 0]
+
+
+def test_make_dataset_splits_as_the_lectures_by_default_and_refuses_a_context_of_no_characters():
+    items = ["a" * i + "b" for i in range(1, 31)]
+    assert make_dataset(items, build_vocab(items), 1).words == split_items(items, (0.8, 0.1, 0.1), 42)
+    with pytest.raises(MakemoreError) as refused:
+        make_dataset(items, build_vocab(items), 0)
+    assert str(refused.value) == "model.block_size must be at least 1, got 0"
+
+
+def test_a_file_that_cannot_be_read_is_refused_with_the_problem_and_the_fix(tmp_path, monkeypatch):
+    path = tmp_path / "names.txt"
+    path.write_text("emma\n")
+    monkeypatch.setattr(type(path), "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(MakemoreError) as refused:  # as root, chmod cannot make a file unreadable: the read fails here
+        read_items(path)
+    assert str(refused.value) == f"cannot read data file {path} (Permission denied); check its permissions, or {FIX}"
 
 
 def test_split_is_configurable_and_checked(tiny_corpus):
-    ds = load_dataset(str(tiny_corpus), 2, fractions=(0.5, 0.25, 0.25), seed=1)
-    assert [len(ds.words[s]) for s in ("train", "dev", "test")] == [30, 15, 15]
-    with pytest.raises(MakemoreError, match="fractions"):
-        load_dataset(str(tiny_corpus), 2, fractions=(0.5, 0.5, 0.5))
-    with pytest.raises(MakemoreError, match="too few"):
+    ds = load_dataset(str(tiny_corpus), 2, fractions=(0.5, 0.3, 0.2), seed=1)
+    assert [len(ds.words[s]) for s in ("train", "dev", "test")] == [30, 18, 12]  # of 60 items
+    for fractions in [(0.5, 0.5, 0.5), (0.5, 0.5), (0.9, 0.1, 0.0), (1.1, -0.05, -0.05)]:
+        with pytest.raises(MakemoreError, match=r"^data.fractions must be three positive numbers summing to 1, got "):
+            load_dataset(str(tiny_corpus), 2, fractions=fractions)
+    with pytest.raises(MakemoreError) as few:
         load_dataset(str(tiny_corpus), 2, fractions=(0.99, 0.005, 0.005))
+    assert str(few.value) == ("60 items are too few to split [0.99, 0.005, 0.005] "
+                              "(got {'train': 59, 'dev': 0, 'test': 1}); add data")
 
 
 def test_builtin_data_is_the_lecture_file():
@@ -109,3 +152,16 @@ def test_load_dataset_passes_on_its_boundary_and_seed(tiny_corpus):
     dataset = load_dataset(str(tiny_corpus), 2, boundary="|", seed=7)
     assert dataset.vocab.chars == ("|", "a", "b", "c") and dataset.block_size == 2
     assert dataset.words == split_items(items, (0.8, 0.1, 0.1), 7) != split_items(items, (0.8, 0.1, 0.1), 42)
+
+
+@pytest.mark.parametrize("raw, is_utf16", [
+    (b"\xfe\xff" + "Ā\n".encode("utf-16-be"), True),  # the big-endian mark; U+0100's 01 00 defeats the NUL rule
+    (b"\xff\xfe" + "Ā\n".encode("utf-16-le"), True),  # the little-endian mark
+    ("a\n".encode("utf-16-le"), True),  # four bytes, every other one NUL: the shortest unmarked UTF-16 it tells
+    ("a\n".encode("utf-16-be"), True),
+    (b"a\x00\n", False),  # three bytes: too short to tell
+    (b"\x00" * 8, False),  # NULs only: binary, not text
+    (b"anna\nbob\n", False),
+])
+def test_utf16_is_told_by_its_mark_or_by_every_other_byte_being_nul(raw, is_utf16):
+    assert utf16(raw) == is_utf16

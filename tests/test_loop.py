@@ -3,7 +3,10 @@ evaluations, early stopping, the target, divergence, and a signal's checkpoint t
 
 import copy
 import math
+import re
 import signal
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,9 +17,11 @@ from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
 from makemore.backprop import ManualBackward
+from makemore import loop
 from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, batch_indices, fit, step_function
 from makemore.models import MLP, loss_on
-from makemore.optim import is_plain_sgd, plain_step
+from makemore.optim import build_optimizer, is_plain_sgd, plain_step
+from makemore.sequence_models import RNN
 from makemore.search import Pruned
 
 STEPS, BATCH, LOG, EVAL = 60, 8, 10, 20
@@ -93,6 +98,19 @@ def test_the_loop_is_the_lectures_loop(data, tmp_path):
     dev_at_40 = next(row["loss/dev"] for row in history if row["step"] == 40)
     assert timing["best"] == {"dev_loss": min(row["loss/dev"] for row in history if "loss/dev" in row),
                               "step": 20 if timing["best"]["dev_loss"] < dev_at_40 else 40}
+
+
+def test_a_run_past_one_chunk_of_batches_draws_the_next_chunk(data, tmp_path, monkeypatch):
+    drawn = []
+
+    def recording_step(model, optimizer, batch_size, smoothing):
+        return lambda xb, yb, lr: (drawn.append(xb), torch.tensor(3.0))[1]
+
+    monkeypatch.setattr(loop, "step_function", recording_step)
+    train(data, config(f"steps={BATCH_CHUNK + 20}", "eval_interval=1000"), tmp_path)
+    X, n = data.X["train"], len(data.Y["train"])
+    expected = [X[ix] for chunk in (0, 1) for ix in batch_indices(42, chunk, n, BATCH, torch.device("cpu"))]
+    assert len(drawn) == BATCH_CHUNK + 20 and all(torch.equal(a, b) for a, b in zip(drawn, expected))
 
 
 def test_each_chunk_of_batches_is_drawn_from_its_own_seed():
@@ -256,3 +274,120 @@ def test_full_batch_with_the_hand_derived_backward_is_the_lecture_loop(data, tmp
     cfg = full_batch_config(steps=2)
     model, _, _, _ = train(data, cfg, tmp_path, model=manual)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(model.parameters(), by_hand.parameters()))
+
+
+class Clock:
+    """A perf_counter that moves one second per reading, so the loop's timings are exact sums of readings."""
+
+    def __init__(self):
+        self.readings = []
+
+    def perf_counter(self):
+        self.readings.append(float(len(self.readings) + 1))
+        return self.readings[-1]
+
+
+def test_the_times_reported_are_training_and_evaluation_time_across_a_resume(data, tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter, time=time.time))
+    _, timing, history, _ = train(data, config(), tmp_path)
+    evaluations = sum("loss/dev" in row for row in history)
+    assert evaluations == 2 and timing["eval_seconds"] == 2.0  # one reading apart, each of the two evaluations
+    assert timing["train_seconds"] == clock.readings[-1] - clock.readings[0]  # from the first step to the last
+
+    clock.readings.clear()
+    with pytest.raises(Pruned) as pruned:
+        train(data, config("checkpoint_interval=25", "eval_interval=30"), tmp_path,
+              on_eval=lambda step, dev_loss: (_ for _ in ()).throw(Pruned(step, dev_loss)))
+    start, saved, at_prune = clock.readings[0], clock.readings[1], clock.readings[-1]
+    assert pruned.value.train_seconds == at_prune - start
+    first_part = load_checkpoint(tmp_path / CHECKPOINT, {"state"})["state"]["train_seconds"]
+    assert first_part == saved - start
+
+    clock.readings.clear()
+    checkpoint = load_checkpoint(tmp_path / CHECKPOINT, {"state"})
+    _, resumed, _, _ = train(data, config("checkpoint_interval=25"), tmp_path, resume=checkpoint)
+    assert resumed["train_seconds"] == first_part + clock.readings[-1] - clock.readings[0]
+
+
+def scripted_dev_losses(monkeypatch, losses):
+    """Every dev evaluation of the loop returns the next of `losses`: early stopping and the target, step by step."""
+    script = iter(losses)
+    monkeypatch.setattr(loop, "loss_on", lambda model, X, Y, vocab_size: next(script))
+
+
+def test_early_stopping_counts_a_tie_as_no_better_and_a_new_best_renews_its_patience(data, tmp_path, monkeypatch):
+    scripted_dev_losses(monkeypatch, [3.0, 3.1, 2.9, 3.2, 2.9, 2.9, 2.9, 2.9, 2.9])
+    _, timing, history, _ = train(data, config("early_stopping=2", "eval_interval=10", "steps=100"), tmp_path)
+    # best at 30; 40 is worse and 50 only ties it: two evaluations without a better loss, so it stops at 50
+    assert timing["early_stopped_at"] == 50 == history[-1]["step"] and timing["best"] == {"dev_loss": 2.9, "step": 30}
+    assert timing["weights"] == "best dev, step 30 (restored by early_stopping)"
+
+
+def test_the_target_counts_only_a_dev_loss_below_it(data, tmp_path, monkeypatch):
+    scripted_dev_losses(monkeypatch, [2.3, 2.2, 2.1, 2.0, 1.9])
+    _, timing, _, _ = train(data, config("target=2.2", "eval_interval=10"), tmp_path)
+    assert timing["step_to_target"] == 30  # 2.2 at step 20 is the target, not under it
+    assert timing["target_reached_at"] == pytest.approx(time.time(), abs=60)  # the wall clock, for the dashboard
+
+
+def test_a_resumed_early_stopping_run_keeps_the_best_weights_it_had(data, tmp_path, monkeypatch):
+    scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1, 3.2])
+    straight, timing, _, _ = train(data, config("early_stopping=2", "eval_interval=10", "steps=100"), tmp_path / "a")
+    assert timing["early_stopped_at"] == 40
+    run_dir = tmp_path / "b"
+    run_dir.mkdir()
+    scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1])
+    with pytest.raises(Pruned):  # stopped after the best (step 20) and before early stopping ends the run
+        train(data, config("early_stopping=2", "eval_interval=10", "steps=100", "checkpoint_interval=25"), run_dir,
+              on_eval=lambda step, dev_loss: step == 30 and (_ for _ in ()).throw(Pruned(step, dev_loss)))
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
+    assert checkpoint["state"]["step"] == 25 and set(checkpoint["best_model"]) == set(straight.state_dict())
+    scripted_dev_losses(monkeypatch, [3.1, 3.2])  # the evaluations after step 25: 30 and 40
+    resumed, timing, _, _ = train(data, config("early_stopping=2", "eval_interval=10", "steps=100",
+                                               "checkpoint_interval=25"), run_dir, resume=checkpoint)
+    assert timing["early_stopped_at"] == 40 and timing["best"] == {"dev_loss": 2.9, "step": 20}
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
+
+
+def test_periodic_checkpoints_stop_before_the_end_and_hold_no_best_weights_without_early_stopping(data, tmp_path):
+    train(data, config("checkpoint_interval=30"), tmp_path)
+    checkpoint = load_checkpoint(tmp_path / CHECKPOINT, {"state"})
+    assert checkpoint["state"]["step"] == 30  # not 60: the finished run's weights are model.pt's
+    assert "best_model" not in checkpoint
+
+
+def test_the_progress_bar_counts_steps_and_shows_the_last_losses(data, tmp_path, capsys):
+    _, _, history, _ = train(data, config("progress=true"), tmp_path)
+    bar = capsys.readouterr().err.rstrip().split("\r")[-1]
+    train_loss, dev_loss = history[-1]["loss/train"], [row["loss/dev"] for row in history if "loss/dev" in row][-1]
+    assert re.search(rf"\b{STEPS}/{STEPS} \[.*(step/s|s/step), dev={dev_loss:.4f}, train={train_loss:.4f}\]$", bar), bar
+    train(data, config(), tmp_path)
+    assert capsys.readouterr().err == ""  # progress=false: nothing
+
+
+def test_optimizers_take_their_hyperparameters_from_the_config():
+    adamw = compose_config("optim=adamw", "optim.betas=[0.5,0.6]").optim
+    sgd = compose_config("optim=sgd", "optim.momentum=0.7").optim
+    schedule = compose_config().schedule
+    [group] = build_optimizer(fresh_model(), adamw, schedule, 10)[0].param_groups[:1]
+    assert group["betas"] == (0.5, 0.6) and group["lr"] == adamw.lr
+    [group] = build_optimizer(fresh_model(), sgd, schedule, 10)[0].param_groups[:1]
+    assert group["momentum"] == 0.7 and group["lr"] == sgd.lr
+
+
+def test_the_autograd_step_leaves_out_padded_targets():
+    torch.manual_seed(0)
+    model = RNN(5, block_size=4, n_embd=3, n_embd2=6, cell="gru")
+    xb = torch.tensor([[0, 1, 2, 3], [0, 4, 2, 0]])
+    yb = torch.tensor([[1, 2, 3, 0], [4, 2, 0, -1]])  # -1: past the second item's end
+    logits = model.forward_items(xb)
+    expected = F.cross_entropy(logits[yb >= 0], yb[yb >= 0], label_smoothing=0.1).item()
+    step = step_function(model, torch.optim.SGD(model.parameters(), lr=0.0), 2, 0.1)
+    assert step(xb, yb, 0.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_zero_steps_leave_the_initial_weights(data, tmp_path):
+    model, timing, history, _ = train(data, config("steps=0"), tmp_path)
+    assert timing["steps"] == 0 and history == []
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh_model().parameters()))

@@ -10,7 +10,9 @@ from torch import nn
 from conftest import ROOT, compose_config
 from makemore.data import build_items, build_vocab, load_dataset, make_dataset
 from makemore.errors import MakemoreError
+from makemore import models
 from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, loss_on
+from makemore.sequence_models import RNN
 
 
 def linear(fan_in: int, fan_out: int, bias: bool = True) -> int:
@@ -207,3 +209,55 @@ def test_every_model_has_a_picture(model):
     expected = {"bigram_count": "next_token", "trigram_count": "next_token", "trigram_table": "next_token",
                 "additive": "weights"}.get(model, "embeddings")
     assert tag == expected
+
+
+def test_evaluation_runs_in_chunks_of_eval_rows_next_tokens_and_skips_padding(monkeypatch):
+    chunks = []
+    predict = models.predict
+    monkeypatch.setattr(models, "predict", lambda model, X, Y: (chunks.append(len(X)), predict(model, X, Y))[1])
+    torch.manual_seed(0)
+    windows, Y = torch.randint(27, (70_000, 3)), torch.randint(27, (70_000,))
+    mlp = MLP(27, 3, emb=2, hidden=4)
+    assert loss_on(mlp, windows, Y, 27) == pytest.approx(F.cross_entropy(mlp(windows), Y).item(), rel=1e-6)
+    assert chunks == [65536, 70_000 - 65536]  # 65,536 rows of 27 logits: eval_rows(27)
+    chunks.clear()
+    items, targets = torch.randint(5, (40_000, 4)), torch.randint(5, (40_000, 4))
+    targets[::3, -1] = -1  # padding past an item's end: not a next token
+    rnn = RNN(5, block_size=4, n_embd=3, n_embd2=6, cell="gru")
+    expected = F.cross_entropy(rnn.forward_items(items)[targets >= 0], targets[targets >= 0]).item()
+    assert loss_on(rnn, items, targets, 5) == pytest.approx(expected, rel=1e-6)
+    assert chunks == [16384, 16384, 40_000 - 32768]  # items of 4 next tokens: 65,536 / 4 items a chunk
+
+
+class Layers(nn.Module):
+    """A user's model whose config holds a list: it is handed a plain list, as the model's own code expects."""
+
+    def __init__(self, vocab_size: int, sizes: list):
+        super().__init__()
+        self.sizes = sizes
+
+
+class Refuses(nn.Module):
+    """A user's model whose constructor raises: the run says why in one line."""
+
+    def __init__(self, vocab_size: int, why: str):
+        super().__init__()
+        raise (MakemoreError if why == "makemore" else ValueError)(f"{why} is not allowed\nsecond line")
+
+
+def test_a_users_model_is_built_from_its_config_or_refused_in_one_line():
+    from omegaconf import OmegaConf
+
+    model = build_model(OmegaConf.create({"name": "mine", "_target_": "test_models.Layers", "sizes": [4, 5]}), 27)
+    assert type(model.sizes) is list and model.sizes == [4, 5]
+    fix = "its module must be importable (put its directory on PYTHONPATH)"
+    for target, options, reason in [
+        ("no_such_module.Model", {}, "ModuleNotFoundError: No module named 'no_such_module'"),
+        ("test_models.Refuses", {"why": "size 0"}, "ValueError: size 0 is not allowed"),
+    ]:
+        with pytest.raises(MakemoreError) as refused:
+            build_model(OmegaConf.create({"name": "mine", "_target_": target, **options}), 27)
+        assert str(refused.value) == f"cannot build model mine from {target} ({reason}); {fix}"
+    with pytest.raises(MakemoreError) as refused:  # the package's own refusals pass through as they are
+        build_model(OmegaConf.create({"name": "mine", "_target_": "test_models.Refuses", "why": "makemore"}), 27)
+    assert str(refused.value) == "makemore is not allowed\nsecond line"

@@ -7,6 +7,7 @@ import os
 import shlex
 import statistics
 
+import matplotlib.pyplot as plt
 import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -366,6 +367,14 @@ def test_the_lr_finder_plots_and_suggests_from_the_history(tmp_path, capsys):
     (tmp_path / "lr_finder.png").unlink()
     LrFinderCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert (tmp_path / "lr_finder.png").exists()
+
+
+def test_the_reports_figures_are_closed_once_written(tmp_path):
+    fake_run(tmp_path, "run", ["seed=1"], history=[{"step": 1, "lr": 0.1, "loss/train": 3.0}], dev_loss=2.3, **OK)
+    open_before = plt.get_fignums()
+    write_report(tmp_path)
+    write_lr_finder(tmp_path / "run", tmp_path)
+    assert plt.get_fignums() == open_before  # pyplot would keep every figure of a long-lived process otherwise
 
 
 def sweep_config(sweep_dir, backends=("tensorboard",)):

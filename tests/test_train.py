@@ -42,8 +42,8 @@ def test_train_subprocess_writes_a_run_that_tensorboard_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["mlp", "trigram_table", "additive", "trigram_count"])
-def test_same_config_and_seed_give_identical_losses(tmp_path, model):
-    cfg = compose_config(f"model={model}", *FAST, "logger=none")
+def test_same_config_and_seed_give_identical_losses(tmp_path, model, few_names):
+    cfg = compose_config(f"model={model}", *FAST, "logger=none", few_names)
     first, second = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")
     assert [first[f"{s}_loss"] for s in ("train", "dev", "test")] == [second[f"{s}_loss"] for s in ("train", "dev", "test")]
 
@@ -65,9 +65,9 @@ def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_
     assert "items_per_batch" not in windows  # the longest name's last window would be cut: windows, not items
 
 
-def test_other_seed_gives_other_losses(tmp_path):
-    first = run(compose_config(*FAST, "logger=none"), tmp_path / "a")
-    second = run(compose_config(*FAST, "logger=none", "seed=7"), tmp_path / "b")
+def test_other_seed_gives_other_losses(tmp_path, few_names):
+    first = run(compose_config(*FAST, "logger=none", few_names), tmp_path / "a")
+    second = run(compose_config(*FAST, "logger=none", few_names, "seed=7"), tmp_path / "b")
     assert first["dev_loss"] != second["dev_loss"]
 
 
