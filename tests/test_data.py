@@ -100,7 +100,11 @@ def test_make_dataset_splits_as_the_lectures_by_default_and_refuses_a_context_of
 def test_a_file_that_cannot_be_read_is_refused_with_the_problem_and_the_fix(tmp_path, monkeypatch):
     path = tmp_path / "names.txt"
     path.write_text("emma\n")
-    monkeypatch.setattr(type(path), "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(path), "read_bytes", unreadable)
     with pytest.raises(MakemoreError) as refused:  # as root, chmod cannot make a file unreadable: the read fails here
         read_items(path)
     assert str(refused.value) == f"cannot read data file {path} (Permission denied); check its permissions, or {FIX}"

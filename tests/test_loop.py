@@ -61,6 +61,14 @@ def train(data, cfg, run_dir, model=None, resume=None, on_eval=None):
     return model, timing, history, recorded.scalars_logged
 
 
+def prune_at(pruned_step):
+    """An on_eval that stops the run at one evaluation, as Optuna's pruner stops a losing trial."""
+    def on_eval(step, dev_loss):
+        if step == pruned_step:
+            raise Pruned(step, dev_loss)
+    return on_eval
+
+
 def lecture_loop(model, X, Y, steps, lr_at):
     """Lecture 2's loop: a random minibatch (drawn as the loop documents: by seed and chunk), forward, backward,
     p -= lr * grad. Returns each step's loss."""
@@ -206,13 +214,10 @@ def test_periodic_checkpoints_hold_the_unlogged_window(data, tmp_path):
     tmp_path.mkdir(exist_ok=True)
     straight, _, straight_history, _ = train(data, config(), tmp_path / "a")
 
-    def prune(step, dev_loss):
-        raise Pruned(step, dev_loss)
-
     run_dir = tmp_path / "b"
     run_dir.mkdir()
     with pytest.raises(Pruned) as pruned:
-        train(data, config("checkpoint_interval=25", "eval_interval=30"), run_dir, on_eval=prune)
+        train(data, config("checkpoint_interval=25", "eval_interval=30"), run_dir, on_eval=prune_at(30))
     assert pruned.value.step == 30 and pruned.value.train_seconds > 0
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
     assert checkpoint["state"]["step"] == 25 and len(checkpoint["window"]) == 5  # steps 21-25 of the 21-30 window
@@ -297,8 +302,7 @@ def test_the_times_reported_are_training_and_evaluation_time_across_a_resume(dat
 
     clock.readings.clear()
     with pytest.raises(Pruned) as pruned:
-        train(data, config("checkpoint_interval=25", "eval_interval=30"), tmp_path,
-              on_eval=lambda step, dev_loss: (_ for _ in ()).throw(Pruned(step, dev_loss)))
+        train(data, config("checkpoint_interval=25", "eval_interval=30"), tmp_path, on_eval=prune_at(30))
     start, saved, at_prune = clock.readings[0], clock.readings[1], clock.readings[-1]
     assert pruned.value.train_seconds == at_prune - start
     first_part = load_checkpoint(tmp_path / CHECKPOINT, {"state"})["state"]["train_seconds"]
@@ -340,7 +344,7 @@ def test_a_resumed_early_stopping_run_keeps_the_best_weights_it_had(data, tmp_pa
     scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1])
     with pytest.raises(Pruned):  # stopped after the best (step 20) and before early stopping ends the run
         train(data, config("early_stopping=2", "eval_interval=10", "steps=100", "checkpoint_interval=25"), run_dir,
-              on_eval=lambda step, dev_loss: step == 30 and (_ for _ in ()).throw(Pruned(step, dev_loss)))
+              on_eval=prune_at(30))
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
     assert checkpoint["state"]["step"] == 25 and set(checkpoint["best_model"]) == set(straight.state_dict())
     scripted_dev_losses(monkeypatch, [3.1, 3.2])  # the evaluations after step 25: 30 and 40
