@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -19,7 +20,7 @@ from makemore.models import Additive, NgramCounts, NgramTable
 TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
 
 
-def save(figure: plt.Figure, path) -> None:
+def save(figure: plt.Figure, path: Path) -> None:
     """Write a report's figure to a PNG and close it: pyplot keeps every open figure until it is closed."""
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)

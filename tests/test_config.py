@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from makemore import config
-from makemore.config import (compose_train_config, ended_metrics, flatten, job_log, member_name, record_dir, register_resolvers, run_name,
-                             safe_dirname, upgrade)
+from makemore.config import (compose_train_config, ended_metrics, flatten, job_log, member_name, record_dir,
+                             register_resolvers, run_name, safe_dirname, upgrade)
 
 
 def test_every_resolver_conf_uses_is_registered():

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from makemore.data import BUILTIN_NAMES, build_examples, build_vocab, load_dataset, make_dataset, read_items, split_items, utf16
+from makemore.data import (BUILTIN_NAMES, build_examples, build_vocab, load_dataset, make_dataset, read_items,
+                           split_items, utf16)
 from makemore.errors import MakemoreError
 
 
@@ -78,9 +79,6 @@ def test_unreadable_files_are_refused_with_the_problem_and_the_fix(tmp_path, con
     with pytest.raises(MakemoreError) as refused:
         read_items(path)
     assert str(refused.value) == message.format(path=path)
-    with pytest.raises(MakemoreError) as refused:
-        read_items(tmp_path)
-    assert str(refused.value) == f"data path is not a file: {tmp_path}; {FIX}"
 
 
 def test_a_context_longer_than_all_the_data_is_padded_with_boundaries():
@@ -97,7 +95,7 @@ def test_make_dataset_splits_as_the_lectures_by_default_and_refuses_a_context_of
     assert str(refused.value) == "model.block_size must be at least 1, got 0"
 
 
-def test_a_file_that_cannot_be_read_is_refused_with_the_problem_and_the_fix(tmp_path, monkeypatch):
+def test_a_path_that_cannot_be_read_is_refused_with_the_problem_and_the_fix(tmp_path, monkeypatch):
     path = tmp_path / "names.txt"
     path.write_text("emma\n")
 
@@ -108,6 +106,9 @@ def test_a_file_that_cannot_be_read_is_refused_with_the_problem_and_the_fix(tmp_
     with pytest.raises(MakemoreError) as refused:  # as root, chmod cannot make a file unreadable: the read fails here
         read_items(path)
     assert str(refused.value) == f"cannot read data file {path} (Permission denied); check its permissions, or {FIX}"
+    with pytest.raises(MakemoreError) as refused:
+        read_items(tmp_path)
+    assert str(refused.value) == f"data path is not a file: {tmp_path}; {FIX}"
 
 
 def test_split_is_configurable_and_checked(tiny_corpus):

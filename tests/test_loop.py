@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from conftest import compose_config
+from makemore import loop
+from makemore.backprop import ManualBackward
 from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
-from makemore.backprop import ManualBackward
-from makemore import loop
 from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, batch_indices, fit, step_function
 from makemore.models import MLP, loss_on
-from makemore.optim import build_optimizer, is_plain_sgd, plain_step
-from makemore.sequence_models import RNN
+from makemore.optim import is_plain_sgd, plain_step
 from makemore.search import Pruned
+from makemore.sequence_models import RNN
 
 STEPS, BATCH, LOG, EVAL = 60, 8, 10, 20
 
@@ -305,11 +305,11 @@ def test_the_times_reported_are_training_and_evaluation_time_across_a_resume(dat
         train(data, config("checkpoint_interval=25", "eval_interval=30"), tmp_path, on_eval=prune_at(30))
     start, saved, at_prune = clock.readings[0], clock.readings[1], clock.readings[-1]
     assert pruned.value.train_seconds == at_prune - start
-    first_part = load_checkpoint(tmp_path / CHECKPOINT, {"state"})["state"]["train_seconds"]
+    checkpoint = load_checkpoint(tmp_path / CHECKPOINT, {"state"})
+    first_part = checkpoint["state"]["train_seconds"]
     assert first_part == saved - start
 
     clock.readings.clear()
-    checkpoint = load_checkpoint(tmp_path / CHECKPOINT, {"state"})
     _, resumed, _, _ = train(data, config("checkpoint_interval=25"), tmp_path, resume=checkpoint)
     assert resumed["train_seconds"] == first_part + clock.readings[-1] - clock.readings[0]
 
@@ -336,20 +336,19 @@ def test_the_target_counts_only_a_dev_loss_below_it(data, tmp_path, monkeypatch)
 
 
 def test_a_resumed_early_stopping_run_keeps_the_best_weights_it_had(data, tmp_path, monkeypatch):
+    stopping = ("early_stopping=2", "eval_interval=10", "steps=100")
     scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1, 3.2])
-    straight, timing, _, _ = train(data, config("early_stopping=2", "eval_interval=10", "steps=100"), tmp_path / "a")
+    straight, timing, _, _ = train(data, config(*stopping), tmp_path / "a")
     assert timing["early_stopped_at"] == 40
     run_dir = tmp_path / "b"
     run_dir.mkdir()
     scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1])
     with pytest.raises(Pruned):  # stopped after the best (step 20) and before early stopping ends the run
-        train(data, config("early_stopping=2", "eval_interval=10", "steps=100", "checkpoint_interval=25"), run_dir,
-              on_eval=prune_at(30))
+        train(data, config(*stopping, "checkpoint_interval=25"), run_dir, on_eval=prune_at(30))
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
     assert checkpoint["state"]["step"] == 25 and set(checkpoint["best_model"]) == set(straight.state_dict())
     scripted_dev_losses(monkeypatch, [3.1, 3.2])  # the evaluations after step 25: 30 and 40
-    resumed, timing, _, _ = train(data, config("early_stopping=2", "eval_interval=10", "steps=100",
-                                               "checkpoint_interval=25"), run_dir, resume=checkpoint)
+    resumed, timing, _, _ = train(data, config(*stopping, "checkpoint_interval=25"), run_dir, resume=checkpoint)
     assert timing["early_stopped_at"] == 40 and timing["best"] == {"dev_loss": 2.9, "step": 20}
     assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
 
@@ -368,16 +367,6 @@ def test_the_progress_bar_counts_steps_and_shows_the_last_losses(data, tmp_path,
     assert re.search(rf"\b{STEPS}/{STEPS} \[.*(step/s|s/step), dev={dev_loss:.4f}, train={train_loss:.4f}\]$", bar), bar
     train(data, config(), tmp_path)
     assert capsys.readouterr().err == ""  # progress=false: nothing
-
-
-def test_optimizers_take_their_hyperparameters_from_the_config():
-    adamw = compose_config("optim=adamw", "optim.betas=[0.5,0.6]").optim
-    sgd = compose_config("optim=sgd", "optim.momentum=0.7").optim
-    schedule = compose_config().schedule
-    [group] = build_optimizer(fresh_model(), adamw, schedule, 10)[0].param_groups[:1]
-    assert group["betas"] == (0.5, 0.6) and group["lr"] == adamw.lr
-    [group] = build_optimizer(fresh_model(), sgd, schedule, 10)[0].param_groups[:1]
-    assert group["momentum"] == 0.7 and group["lr"] == sgd.lr
 
 
 def test_the_autograd_step_leaves_out_padded_targets():

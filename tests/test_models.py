@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import ROOT, compose_config
+from makemore import models
 from makemore.data import build_items, build_vocab, load_dataset, make_dataset
 from makemore.errors import MakemoreError
-from makemore import models
 from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, loss_on
 from makemore.sequence_models import RNN
 

@@ -16,7 +16,7 @@ from makemore.cli import hydra_value, override, train_command
 from makemore.data import load_dataset, read_items
 from makemore.errors import MakemoreError
 from makemore.loop import Diverged
-from makemore.models import EVAL_BYTES, MLP, eval_rows, loss_on
+from makemore.models import MLP, eval_rows, loss_on
 from makemore.optim import build_optimizer
 from makemore.config import upgrade
 from makemore.schema import validate
@@ -201,8 +201,18 @@ def test_weight_decay_falls_on_weights_and_embeddings_only():
     schedule = compose_config().schedule
     decaying = build_optimizer(model, compose_config("optim.weight_decay=0.1").optim, schedule, 10)[0]
     assert [g["weight_decay"] for g in decaying.param_groups] == [0.1, 0.0]
-    none = build_optimizer(model, compose_config("optim.weight_decay=0").optim, schedule, 10)[0]
-    assert [g["weight_decay"] for g in none.param_groups] == [0.0]  # not AdamW's own default of 0.01
+    undecayed = build_optimizer(model, compose_config("optim.weight_decay=0").optim, schedule, 10)[0]
+    assert [g["weight_decay"] for g in undecayed.param_groups] == [0.0]  # not AdamW's own default of 0.01
+
+
+def test_optimizers_take_their_hyperparameters_from_the_config():
+    adamw = compose_config("optim=adamw", "optim.betas=[0.5,0.6]").optim
+    sgd = compose_config("optim=sgd", "optim.momentum=0.7").optim
+    schedule = compose_config().schedule
+    group = build_optimizer(MLP(27, 3), adamw, schedule, 10)[0].param_groups[0]
+    assert group["betas"] == (0.5, 0.6) and group["lr"] == adamw.lr
+    group = build_optimizer(MLP(27, 3), sgd, schedule, 10)[0].param_groups[0]
+    assert group["momentum"] == 0.7 and group["lr"] == sgd.lr
 
 
 def test_full_batch_is_200_steps_of_lr_50_on_the_whole_split():
