@@ -41,9 +41,13 @@ def load_checkpoint(path: Path, required: set[str] = frozenset()) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MakemoreError(f"{path} is not a readable checkpoint ({reason[:120]}); rerun training to recreate it") from None
+        raise MakemoreError(
+            f"{path} is not a readable checkpoint ({reason[:120]}); rerun training to recreate it"
+        ) from None
     if not isinstance(checkpoint, dict) or not {"model", "vocab", "config", *required} <= checkpoint.keys():
-        raise MakemoreError(f"{path} is not a makemore checkpoint of this kind; point at a run directory made by train.py")
+        raise MakemoreError(
+            f"{path} is not a makemore checkpoint of this kind; point at a run directory made by train.py"
+        )
     return checkpoint
 
 

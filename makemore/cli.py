@@ -1,24 +1,22 @@
-"""The command line: every refusal as one `error:` line, and printed commands that paste into bash as shown."""
+"""The command line and how a run ends: every refusal as one `error:` line, the exit-code and status policy,
+`seeds=N`, and the command that continues an interrupted sweep."""
 
 from __future__ import annotations
 
-import functools
+import math
 import os
-import re
-import shlex
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from pathlib import Path
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from makemore.errors import MakemoreError
-
-SHELL_PLAIN = re.compile(r"[A-Za-z0-9_./=:,@%+-]+")  # bash passes these through unchanged, unquoted
-# The directory of the sweep this process runs, once its check passed (makemore.record): Ctrl-C prints the
-# command that continues it.
-sweep_dir: list[str] = []
+from makemore.errors import MakemoreError, SweepInterrupted, refuse
+from makemore.loop import Diverged, Interrupted
+from makemore.rundir import METRICS, write_json
+from makemore.search import Pruned
+from makemore.shell import override, shell_word, train_command
 
 
 def run_app(main: Callable[[], object]) -> int:
@@ -36,11 +34,9 @@ def run_app(main: Callable[[], object]) -> int:
         if wants_traceback:
             raise
         refuse(e)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM stopped a sweep (a single run exits on its own)
-        if not sweep_dir:
-            raise
-        print(f"sweep interrupted; continue it with: {continue_command(sweep_dir[-1])}", file=sys.stderr)
-        return 130  # 128 + SIGINT, as a shell reports it
+    except SweepInterrupted as e:  # Ctrl-C or SIGTERM stopped a sweep (a single run exits on its own)
+        print(f"sweep interrupted; continue it with: {continue_command(str(e.sweep_dir))}", file=sys.stderr)
+        return 128 + e.signum  # as a shell reports a process its signal stopped
     return 0
 
 
@@ -52,8 +48,10 @@ def expand_seeds(args: list[str]) -> list[str]:
         return args
     seeds = [a.split("=", 1)[1] for a in args if a.startswith("seed=")]
     if not counts[-1].isdigit() or int(counts[-1]) < 1 or (seeds and not seeds[-1].isdigit()):
-        raise MakemoreError(f"seeds={counts[-1]} is not allowed: seeds must be a positive integer, with seed= "
-                            "(the first seed) a single integer, e.g. seeds=3 seed=42")
+        raise MakemoreError(
+            f"seeds={counts[-1]} is not allowed: seeds must be a positive integer, with seed= "
+            "(the first seed) a single integer, e.g. seeds=3 seed=42"
+        )
     first, count = int(seeds[-1]) if seeds else 42, int(counts[-1])
     others = [a for a in args if not a.startswith(("seeds=", "seed="))]
     if count == 1:
@@ -70,49 +68,38 @@ def continue_command(directory: str) -> str:
     return " ".join(["python", os.path.basename(sys.argv[0]), *words])
 
 
-def refuse(error: Exception) -> NoReturn:
-    """Print `error: <one line>` and exit 1. A SystemExit: Hydra's callbacks turn any Exception into a warning."""
-    print(f"error: {one_line(error)}", file=sys.stderr)
-    raise SystemExit(1)
+def ended(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
+    """The exit-code and status policy for a run that `error` stopped; a sweep member's result for its sweeper.
 
-
-def one_line(error: BaseException) -> str:
-    """An exception and the OmegaConf error behind it, as one line (Hydra's are several)."""
-    parts = [error] + ([error.__cause__] if isinstance(error.__cause__, OmegaConfBaseException) else [])
-    lines = [line.strip() for part in parts for line in str(part).splitlines()]
-    return "; ".join(line.rstrip(".:") for line in lines if line and not line.startswith(("object_type", "reference_type")))
-
-
-@functools.lru_cache(maxsize=1)
-def _override_parser():
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
-
-
-def hydra_value(text: str) -> str:
-    """`text` written so that Hydra's override parser reads it back as that exact string."""
-    try:
-        if _override_parser().parse_override(f"key={text}").value() == text:
-            return text
-    except HydraException:
-        pass
-    # Inside double quotes Hydra takes every character literally but for quotes, backslashes before a quote,
-    # and `${` (an interpolation).
-    escaped = re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), text)
-    return '"' + escaped.replace("${", "\\${") + '"'
-
-
-def shell_word(text: str) -> str:
-    """`text` as one bash word: unquoted when bash would leave it alone, else single-quoted."""
-    return text if SHELL_PLAIN.fullmatch(text) else shlex.quote(text)
-
-
-def override(key: str, value: object) -> str:
-    """`key=value` as one bash word that Hydra reads back as exactly that value."""
-    return shell_word(f"{key}={hydra_value(str(value))}")
-
-
-def train_command(key: str, value: object) -> str:
-    """`python train.py key=value`, quoted so that it works when pasted into bash as printed."""
-    return f"python train.py {override(key, value)}"
+    Pruned: a result, not a failure. A bug in a single run keeps its traceback; anything else is one `error:`
+    line, a status in metrics.json (never over a finished run's) and exit 1, or 128 + the signal for an
+    interrupted run. In a sweep a failed member is recorded and the sweep goes on; an interrupt stops it.
+    """
+    if isinstance(error, Pruned):
+        write_json(
+            run_dir / METRICS,
+            {
+                "status": f"pruned at step {error.step}",
+                "pruned_at_step": error.step,
+                "dev_loss_at_prune": error.dev_loss,
+                "train_seconds": error.train_seconds,
+            },
+        )
+        print(f"trial {error.trial} {error}")
+        return math.inf
+    status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(error), "failed")
+    reason = str(error) if isinstance(error, MakemoreError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, Interrupted):
+        reason += f"; continue with {train_command('resume', run_dir)}"
+    if run_dir.is_dir() and (not (run_dir / METRICS).exists() or status != "failed"):  # a finished run's result stays
+        write_json(run_dir / METRICS, {"status": status, "error": reason})
+    if not (isinstance(error, MakemoreError) or sweep_dir):
+        raise error  # a bug in a single run deserves its traceback (its run is marked failed all the same)
+    print(f"error: {reason}", file=sys.stderr)
+    if isinstance(error, Interrupted):
+        if sweep_dir:
+            raise SweepInterrupted(sweep_dir, error.signum) from None  # stops the whole sweep, not just this member
+        sys.exit(128 + error.signum)
+    if sweep_dir:
+        return math.inf  # the sweep records this member as failed and goes on
+    sys.exit(1)

@@ -3,7 +3,6 @@ of configs saved by earlier versions."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -11,11 +10,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from makemore import models
+from makemore.rundir import CONFIG, RECORD, SWEEP_RECORD, ended_metrics, is_watch_key
 
-# Overrides that change how a run is watched or named, not what it computes: left out of run names.
-WATCH_KEYS = {"progress", "logger", "device", "threads", "sweep", "samples", "eval_interval", "log_interval",
-              "checkpoint_interval", "trial", "rerun", "resume"}
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BUILTIN_PATHS = (None, "", "builtin")  # data.path values that mean the packaged names.txt
 # One id per process: Hydra may resolve the run dir more than once, and every resolution must agree.
 PROCESS_ID = secrets.token_hex(3)
@@ -42,10 +40,12 @@ def names_target(path: str | None, target: float) -> float | None:
 
 
 def register_resolvers() -> None:
-    """Every `${name:...}` resolver conf/ uses (besides Hydra's own)."""
+    """Every `${name:...}` resolver conf/ uses (besides Hydra's own). `uid` is cached in the config, as Hydra's
+    `now` is: a sweep's jobs get a copy of that cache, so a launcher's worker processes resolve the parent's
+    sweep directory, not one of their own."""
     for name, resolver in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "uid")
 
 
 def _key(override: str) -> str:
@@ -55,14 +55,16 @@ def _key(override: str) -> str:
 def run_name(model: str, overrides: list[str]) -> str:
     """A single run's name, what tells it apart first: its model and overrides (`mlp_model.emb:10`), in
     characters Hydra and bash take unquoted, so `rerun=<its path>` can be typed as it is."""
-    kept = [f"{_key(o)}:{o.split('=', 1)[1]}" for o in overrides if _key(o) not in WATCH_KEYS | {"model"} and "=" in o]
+    kept = [
+        f"{_key(o)}:{o.split('=', 1)[1]}" for o in overrides if not is_watch_key(o) and _key(o) != "model" and "=" in o
+    ]
     return re.sub(r"[^A-Za-z0-9.:+_-]+", "-", "_".join([model, *kept])).strip("-")[:120]
 
 
 def member_name(sweep_dir: str, overrides: list[str], number: int) -> str:
     """A sweep member's name: the overrides that vary across the sweep (read from its multirun.yaml), then the
     job number (`model.emb=8,model.hidden=100_3`); constants like a shared `steps=1500` are left out."""
-    saved = Path(sweep_dir) / "multirun.yaml"
+    saved = Path(sweep_dir) / SWEEP_RECORD
     swept: set[str] = set()
     if saved.is_file():
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -71,23 +73,14 @@ def member_name(sweep_dir: str, overrides: list[str], number: int) -> str:
         parsed = OverridesParser.create().parse_overrides(list(sweep.overrides.task))
         swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
         swept |= {str(k) for k in (sweep.sweeper.get("params") or {})}
-    kept = [o for o in overrides if _key(o) not in WATCH_KEYS and (not swept or _key(o) in swept)]
+    kept = [o for o in overrides if not is_watch_key(o) and (not swept or _key(o) in swept)]
     return f"{safe_dirname(','.join(kept))}_{number}"
 
 
 def record_dir(resume: str | None, output_dir: str) -> str | None:
     """Where Hydra writes a run's record: nowhere for resume=, or for a member of a continued sweep whose
     directory already holds its record (no command rewrites a run's files); else .hydra."""
-    return None if resume or (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
-
-
-def ended_metrics(run_dir: Path) -> dict | None:
-    """The metrics of a run that ended (ok, failed, diverged or pruned); None if it never ended or was interrupted."""
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
-        return None
-    metrics = json.loads(metrics_file.read_text())
-    return None if metrics.get("status") == "interrupted" else metrics
+    return None if resume or (Path(output_dir) / CONFIG).is_file() else RECORD
 
 
 def job_log(output_dir: str, job_name: str) -> str:
@@ -116,15 +109,14 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 # Configs saved before models were named by `_target_` said `kind`.
-KINDS = {"counts": "makemore.models.NgramCounts", "table": "makemore.models.NgramTable",
-         "additive": "makemore.models.Additive", "mlp": "makemore.models.MLP"}
+KINDS = {"counts": models.NgramCounts, "table": models.NgramTable, "additive": models.Additive, "mlp": models.MLP}
 
 
 def upgrade(config: DictConfig) -> DictConfig:
     """A config saved by an earlier version: `kind` becomes `_target_`, schedule keys move out of `optim`."""
     if "kind" in config.get("model", {}):
         with open_dict(config):
-            config.model._target_ = KINDS[config.model.pop("kind")]
+            config.model._target_ = models.target_of(KINDS[config.model.pop("kind")])
     if "schedule" not in config and "schedule" in config.get("optim", {}):
         keys = [key for key in ("decay_at", "gamma", "warmup", "min_factor", "lr_end") if key in config.optim]
         with open_dict(config):
@@ -134,6 +126,13 @@ def upgrade(config: DictConfig) -> DictConfig:
     return config
 
 
-RESOLVERS = {"uid": process_id, "run_dir": run_dir, "record_dir": record_dir, "job_log": job_log,
-             "run_name": run_name, "member_name": member_name, "names_target": names_target}
+RESOLVERS = {
+    "uid": process_id,
+    "run_dir": run_dir,
+    "record_dir": record_dir,
+    "job_log": job_log,
+    "run_name": run_name,
+    "member_name": member_name,
+    "names_target": names_target,
+}
 register_resolvers()

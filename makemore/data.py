@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from makemore.cli import override
 from makemore.config import BUILTIN_PATHS
 from makemore.errors import MakemoreError
+from makemore.shell import override
 
 BUILTIN_NAMES = Path(__file__).parent / "data" / "names.txt"
 SPLITS = ("train", "dev", "test")
@@ -104,7 +104,8 @@ def build_vocab(items: list[str], boundary: str = ".") -> Vocab:
     if boundary in chars:
         free = next(c for c in BOUNDARY_CHOICES if c not in chars)
         raise MakemoreError(
-            f"the boundary token {boundary!r} also occurs in the data; choose another, e.g. {override('data.boundary', free)}"
+            f"the boundary token {boundary!r} also occurs in the data; "
+            f"choose another, e.g. {override('data.boundary', free)}"
         )
     return Vocab((boundary, *chars))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from makemore.config import flatten
 from makemore.errors import MakemoreError
+from makemore.rundir import is_watch_key
 
 
 class TensorBoardLogger:
@@ -41,24 +42,30 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-# Keys that say how a run was watched or run, not what it computed: never HParams columns.
-INFRASTRUCTURE = ("logger.", "rerun", "resume", "progress", "trial", "device", "threads", "samples", "log_interval",
-                  "eval_interval", "checkpoint_interval", "diverge_above", "overfit_batch")
-
-
 def experiment_hparams(config: dict, counted: bool) -> dict:
     """The keys that define what a run computed, flattened; a counting run took no steps and used no optimizer."""
-    hparams = {k: v for k, v in flatten(config).items() if not k.startswith(INFRASTRUCTURE)}
+    hparams = {k: v for k, v in flatten(config).items() if not is_watch_key(k)}
     if counted:
-        hparams = {k: v for k, v in hparams.items()
-                   if not k.startswith(("optim.", "schedule.", "batch_size", "label_smoothing", "early_stopping"))}
+        hparams = {
+            k: v
+            for k, v in hparams.items()
+            if not k.startswith(("optim.", "schedule.", "batch_size", "label_smoothing", "early_stopping"))
+        }
         hparams.update({"steps": 0, "optim.name": "none (counted)"})
     return hparams
 
 
 # The metrics every run logs beside its HParams, in the order a user ranks by.
-HPARAMS_METRICS = ("loss/dev", "loss/train", "loss/test", "run/best_dev_loss", "run/params", "run/train_seconds",
-                   "run/target_met", "run/step_to_target")
+HPARAMS_METRICS = (
+    "loss/dev",
+    "loss/train",
+    "loss/test",
+    "run/best_dev_loss",
+    "run/params",
+    "run/train_seconds",
+    "run/target_met",
+    "run/step_to_target",
+)
 
 
 def write_target_line(directory: Path, target: float, last_step: int) -> None:
@@ -77,8 +84,9 @@ def write_hparams_experiment(sweep_dir: Path, keys: list[str]) -> None:
     from tensorboard.plugins.hparams import summary_v2
     from torch.utils.tensorboard import SummaryWriter
 
-    experiment = summary_v2.hparams_config_pb([summary_v2.HParam(k) for k in keys],
-                                              [summary_v2.Metric(m) for m in HPARAMS_METRICS])
+    experiment = summary_v2.hparams_config_pb(
+        [summary_v2.HParam(k) for k in keys], [summary_v2.Metric(m) for m in HPARAMS_METRICS]
+    )
     with SummaryWriter(str(sweep_dir)) as writer:
         writer.file_writer.add_summary(experiment)
 

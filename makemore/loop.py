@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,15 +20,13 @@ from tqdm import tqdm
 
 from makemore.backprop import ManualBackward
 from makemore.checkpoint import save_atomic
-from makemore.cli import train_command
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers
 from makemore.models import loss_on, predict
 from makemore.optim import build_optimizer, is_plain_sgd, plain_step
-from makemore.search import Pruned
+from makemore.rundir import CHECKPOINT
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
-CHECKPOINT = "checkpoint.pt"
 
 
 class Diverged(MakemoreError):
@@ -36,9 +36,39 @@ class Diverged(MakemoreError):
 class Interrupted(MakemoreError):
     """SIGINT or SIGTERM arrived; a checkpoint was written first."""
 
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved")
+        self.signum, self.step = signum, step
+
+
+@dataclass
+class Best:
+    """The best dev loss of the evaluations so far, its step, and the evaluations since without a better one."""
+
+    dev_loss: float = math.inf
+    step: int = 0
+    stale: int = 0
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint (as plain dicts), so a resumed run continues exactly."""
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)  # a row per log or evaluation point
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    dev_loss: float = math.nan  # the last evaluation's
+    reached: dict = field(default_factory=dict)  # step_to_target, seconds_to_target, target_reached_at
+    best: Best = field(default_factory=Best)
+    early_stopped: bool = False
+
+    @classmethod
+    def restored(cls, saved: dict) -> TrainState:
+        return cls(**{**saved, "best": Best(**saved["best"])})
+
+    def saved(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @contextmanager
@@ -48,7 +78,9 @@ def stop_requests():
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
-    previous = {s: signal.signal(s, lambda signum, frame: requested.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        s: signal.signal(s, lambda signum, frame: requested.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield requested
     finally:
@@ -93,53 +125,106 @@ def step_function(
     return autograd_step
 
 
-def fit(
-    model: nn.Module, X: dict, Y: dict, cfg: DictConfig, loggers: Loggers, run_dir: Path, extra: dict, resume: dict | None,
-    on_eval: Callable[[int, float], None] | None = None, rows_per_batch: int | None = None,
-) -> tuple[dict, list[dict]]:
-    """Train for cfg.steps, continuing from `resume` (a checkpoint) if given; return timing figures and history.
+def evaluate(
+    model: nn.Module,
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    vocab_size: int,
+    state: TrainState,
+    target: float | None,
+    elapsed: float,
+) -> bool:
+    """The dev loss at state.step, kept as the last, the best and the first below the target; True if it is a new best.
+    `elapsed`: training seconds up to this evaluation."""
+    start = time.perf_counter()
+    state.dev_loss = loss_on(model, X, Y, vocab_size)
+    state.eval_seconds += time.perf_counter() - start
+    if target is not None and state.dev_loss < target and not state.reached:
+        state.reached = {"step_to_target": state.step, "seconds_to_target": elapsed, "target_reached_at": time.time()}
+    if state.dev_loss < state.best.dev_loss:
+        state.best = Best(state.dev_loss, state.step, 0)
+        return True
+    state.best.stale += 1
+    return False
 
-    The host reads the loss only at log points, never per step: a per-step .item() would stall every step.
-    `extra` is stored in every checkpoint (vocabulary, config, logger ids). `on_eval(step, dev_loss)` is called
-    at every dev evaluation (an Optuna trial's report; it raises Pruned to stop the run). `rows_per_batch` replaces
-    cfg.batch_size as the rows of X drawn per step (whole items, for cfg.batch_size next characters).
+
+def diverged(train_loss: float, ceiling: float | None, step: int, lr: float) -> Diverged | None:
+    """The error that stops a run whose log window's mean loss is NaN, infinite or above `ceiling`; else None."""
+    if math.isfinite(train_loss) and (ceiling is None or train_loss <= ceiling):
+        return None
+    what = (
+        f"became {train_loss}"
+        if not math.isfinite(train_loss)
+        else f"reached {train_loss:.4g}, above diverge_above={ceiling:g},"
+    )
+    return Diverged(f"loss {what} by step {step} (lr {lr:g}); the learning rate is likely too high: lower optim.lr")
+
+
+def fit(
+    model: nn.Module,
+    X: dict,
+    Y: dict,
+    cfg: DictConfig,
+    loggers: Loggers,
+    run_dir: Path,
+    extra: dict,
+    resume: dict | None,
+    on_eval: Callable[[int, float, float], None] | None = None,
+    rows_per_batch: int | None = None,
+) -> TrainState:
+    """Train for cfg.steps, continuing from `resume` (a checkpoint) if given; return where training ended.
+
+    The train loss is logged every log_interval steps and dev is evaluated every eval_interval steps (the last
+    step is left to the caller, which evaluates every split). The host reads the loss only at log points, never
+    per step: a per-step .item() would stall every step. `extra` is stored in every checkpoint (vocabulary,
+    config, logger ids). `on_eval(step, dev_loss, train_seconds)` is called at every dev evaluation; it may raise
+    to stop the run (an Optuna trial's pruning). `rows_per_batch` replaces cfg.batch_size as the rows of X drawn
+    per step (whole items, for cfg.batch_size next characters).
     """
-    steps, seed, target, smoothing = cfg.steps, cfg.seed, cfg.target, cfg.label_smoothing
+    steps, seed = cfg.steps, cfg.seed
     batch_size = rows_per_batch or cfg.batch_size
-    ceiling = cfg.diverge_above  # a finite loss this high is divergence too (lecture 2's randn start is ~27 nats)
     log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
     optimizer, lr_at = build_optimizer(model, cfg.optim, cfg.schedule, steps)
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
-    train_step = step_function(model, optimizer, n_train if batch_size is None else batch_size, smoothing)
+    train_step = step_function(model, optimizer, n_train if batch_size is None else batch_size, cfg.label_smoothing)
     vocab_size = len(extra["vocab"])
     step_losses = torch.zeros(steps, device=device)
     patience = cfg.early_stopping  # evaluations without a better dev loss before stopping; 0: never stop early
-    state = {"step": 0, "history": [], "train_seconds": 0.0, "eval_seconds": 0.0, "dev_loss": math.nan, "reached": {},
-             "best": {"dev_loss": math.inf, "step": 0, "stale": 0}}
-    best_weights = None  # with early stopping: a copy of the weights at the best dev loss, restored at the stop
+    state, best_weights = TrainState(), None  # best_weights: with early stopping, the weights at the best dev loss
     if resume:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         torch.set_rng_state(resume["rng"])
-        state = {**state, **resume["state"]}
+        state = TrainState.restored(resume["state"])
         best_weights = resume.get("best_model")
-        step_losses[state["step"] - len(resume["window"]) : state["step"]] = resume["window"].to(device)
+        step_losses[state.step - len(resume["window"]) : state.step] = resume["window"].to(device)
     groups = optimizer.param_groups  # only now: load_state_dict replaces the group dicts
+    first, start = state.step, time.perf_counter()
+    earlier_seconds = state.train_seconds  # of the sessions before a resume
 
-    def save_checkpoint(done: int) -> None:
-        window = step_losses[done - (done % log_every) : done].cpu()  # the current, unfinished log window
-        save_atomic({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(), "window": window,
-            "state": {**state, "step": done, "train_seconds": state["train_seconds"] + time.perf_counter() - start},
-            **({"best_model": best_weights} if best_weights is not None else {}), **extra,
-        }, run_dir / CHECKPOINT)
+    def elapsed() -> float:
+        return earlier_seconds + time.perf_counter() - start
 
-    first = state["step"]
+    def save_checkpoint() -> None:
+        window = step_losses[state.step - (state.step % log_every) : state.step].cpu()  # the unfinished log window
+        saved = dataclasses.replace(state, train_seconds=elapsed()).saved()
+        save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "window": window,
+                "state": saved,
+                **({"best_model": best_weights} if best_weights is not None else {}),
+                **extra,
+            },
+            run_dir / CHECKPOINT,
+        )
+
     bar = tqdm(total=steps, initial=first, disable=not cfg.progress, unit="step", dynamic_ncols=True, mininterval=0.5)
     model.train()
-    start = time.perf_counter()
-    with stop_requests() as stop:
+    train_loss = math.nan  # the last log window's, for the progress bar
+    with stop_requests() as stop, bar:
         for step in range(first, steps):
             if batch_size is None:
                 xb, yb = X_train, Y_train
@@ -152,61 +237,33 @@ def fit(
             for group in groups:
                 group["lr"] = lr
             step_losses[step] = train_step(xb, yb, lr)
-            done = step + 1
+            state.step = done = step + 1
+            row = {}
             if done % log_every == 0 or done == steps:
                 train_loss = step_losses[done - 1 - (done - 1) % log_every : done].mean().item()
-                if not math.isfinite(train_loss) or (ceiling is not None and train_loss > ceiling):
-                    bar.close()
-                    what = (f"became {train_loss}" if not math.isfinite(train_loss)
-                            else f"reached {train_loss:.4g}, above diverge_above={ceiling:g},")
-                    raise Diverged(f"loss {what} by step {done} (lr {lr:g}); "
-                                   "the learning rate is likely too high: lower optim.lr")
-                values = {"loss/train": train_loss, "lr": lr}
-                if done % eval_every == 0 and done < steps:  # the last step is evaluated on every split after
-                    eval_start = time.perf_counter()
-                    state["dev_loss"] = values["loss/dev"] = loss_on(model, X["dev"], Y["dev"], vocab_size)
-                    state["eval_seconds"] += time.perf_counter() - eval_start
-                    best = state["best"]
-                    if state["dev_loss"] < best["dev_loss"]:
-                        best.update(dev_loss=state["dev_loss"], step=done, stale=0)
-                        if patience:
-                            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        best["stale"] += 1
-                    if target is not None and state["dev_loss"] < target and not state["reached"]:
-                        state["reached"] = {
-                            "step_to_target": done,
-                            "seconds_to_target": state["train_seconds"] + time.perf_counter() - start,
-                            "target_reached_at": time.time(),
-                        }
-                    if on_eval:
-                        try:
-                            on_eval(done, state["dev_loss"])
-                        except Pruned as e:
-                            bar.close()
-                            e.train_seconds = state["train_seconds"] + time.perf_counter() - start
-                            raise
-                loggers.scalars(done, values if done < steps else {"lr": lr})  # the full splits give the last losses
-                state["history"].append({"step": done, **values})
-                bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state['dev_loss']:.4f}", refresh=False)
+                error = diverged(train_loss, cfg.diverge_above, done, lr)
+                if error:
+                    raise error
+                row = {"loss/train": train_loss, "lr": lr}
+            if done % eval_every == 0 and done < steps:  # the last step is evaluated on every split after
+                if evaluate(model, X["dev"], Y["dev"], vocab_size, state, cfg.target, elapsed()) and patience:
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                row = {**row, "loss/dev": state.dev_loss, "lr": lr}
+                if on_eval:
+                    on_eval(done, state.dev_loss, elapsed())
+            if row:
+                loggers.scalars(done, row if done < steps else {"lr": lr})  # the full splits give the last losses
+                state.history.append({"step": done, **row})
+                bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state.dev_loss:.4f}", refresh=False)
                 bar.update(done - bar.n)
             if save_every and done % save_every == 0 and done < steps:  # any step: it saves the unlogged window too
-                save_checkpoint(done)
+                save_checkpoint()
             if stop:
-                save_checkpoint(done)
-                bar.close()
-                name = signal.Signals(stop[0]).name
-                raise Interrupted(f"{name} at step {done}: checkpoint saved; continue with "
-                                  f"{train_command('resume', run_dir)}", stop[0])
-            if patience and state["best"]["stale"] >= patience:
+                save_checkpoint()
+                raise Interrupted(stop[0], done)
+            if patience and state.best.stale >= patience:
+                state.early_stopped = True
+                model.load_state_dict(best_weights)
                 break
-    bar.close()
-    state["train_seconds"] += time.perf_counter() - start
-    timing = {"steps": state["history"][-1]["step"] if state["history"] else first, "train_seconds": state["train_seconds"],
-              "eval_seconds": state["eval_seconds"], **state["reached"],
-              "best": {k: state["best"][k] for k in ("dev_loss", "step")}}
-    if patience and state["best"]["stale"] >= patience:
-        model.load_state_dict(best_weights)
-        timing["early_stopped_at"] = timing["steps"]
-        timing["weights"] = f"best dev, step {state['best']['step']} (restored by early_stopping)"
-    return timing, state["history"]
+    state.train_seconds = elapsed()
+    return state

@@ -26,9 +26,14 @@ def _check_table_size(name: str, vocab_size: int, block_size: int) -> None:
     digits = (block_size + 1) * math.log10(vocab_size)
     if digits > math.log10(MAX_TABLE_ENTRIES):  # compared in logs: V^(n+1) can have thousands of digits
         entries = f"{vocab_size ** (block_size + 1):,}" if digits < 16 else f"{vocab_size}^{block_size + 1}"
-        memory = f"about {vocab_size ** (block_size + 1) * 16 / 2**30:,.1f} GiB" if digits < 16 else "more memory than exists"
+        memory = (
+            f"about {vocab_size ** (block_size + 1) * 16 / 2**30:,.1f} GiB"
+            if digits < 16
+            else "more memory than exists"
+        )
         raise MakemoreError(  # weights, gradient and two optimizer moments: 16 bytes an entry
-            f"{name} with block_size {block_size} over {vocab_size} tokens needs {entries} entries ({memory} to train), "
+            f"{name} with block_size {block_size} over {vocab_size} tokens needs {entries} entries "
+            f"({memory} to train), "
             f"above the cap of {MAX_TABLE_ENTRIES:,}; use a smaller block_size"
         )
 
@@ -123,7 +128,9 @@ class MLP(nn.Module):
             if init == "randn":  # lecture 2: every parameter ~ N(0, 1); the initial loss is far above ln V
                 for p in self.parameters():
                     p.normal_()
-            elif init == "scaled":  # lecture 3: Kaiming gain 5/3 for tanh and a near-zero output, so loss starts at ln V
+            elif (
+                init == "scaled"
+            ):  # lecture 3: Kaiming gain 5/3 for tanh and a near-zero output, so loss starts at ln V
                 for layer in linears:
                     nn.init.normal_(layer.weight, std=(5 / 3) / math.sqrt(layer.in_features))
                     if layer.bias is not None:
@@ -136,6 +143,11 @@ class MLP(nn.Module):
         x = self.embedding(context).flatten(1)
         logits = self.output(self.hidden(x))
         return logits if self.direct is None else logits + self.direct(x)
+
+
+def target_of(model_class: type) -> str:
+    """The `_target_` that names a model class in a config: its import path."""
+    return f"{model_class.__module__}.{model_class.__qualname__}"
 
 
 def build_model(cfg, vocab_size: int) -> nn.Module:
@@ -156,9 +168,24 @@ def build_model(cfg, vocab_size: int) -> nn.Module:
         root = e
         while root.__cause__ is not None:  # Hydra wraps the import or constructor error: tell the original
             root = root.__cause__
-        reason = f"{type(root).__name__}: {root}".strip().splitlines()[0]
-        raise MakemoreError(f"cannot build model {cfg.name} from {cfg._target_} ({reason}); "
-                            "its module must be importable (put its directory on PYTHONPATH)") from None
+        raise MakemoreError(
+            f"cannot build model {cfg.name} from {cfg._target_}: {why_not_built(cfg._target_, root)}"
+        ) from None
+
+
+def why_not_built(target: str, error: BaseException) -> str:
+    """What stopped a model's class from being found or built, and the fix for that cause."""
+    import importlib
+
+    reason = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    module, _, name = target.rpartition(".")
+    try:
+        found = importlib.import_module(module) if module else None
+    except ImportError as e:
+        return f"{type(e).__name__}: {e}; its module must be importable (put its directory on PYTHONPATH)"
+    if found is None or not hasattr(found, name):
+        return f"module {module or '?'} has no {name!r}; check the spelling of model._target_ (module.Class)"
+    return f"its constructor failed ({reason}); check the model's config keys against its __init__ parameters"
 
 
 def eval_rows(vocab_size: int) -> int:

@@ -9,13 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
-from matplotlib import ticker
 import torch
+from matplotlib import ticker
 from torch import nn
 
 from makemore.data import Vocab
 from makemore.models import Additive, NgramCounts, NgramTable
-
 
 TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
 
@@ -62,7 +61,11 @@ def next_token_heatmap(model: nn.Module, vocab: Vocab):
     axes.set_yticks(range(vocab.size), [vocab.boundary * (block_size - 1) + c for c in vocab.chars], fontsize=TICK_SIZE)
     axes.set_xlabel("next")
     axes.set_ylabel("context")
-    shown = "every context" if block_size == 1 else f"the {vocab.size} contexts '{vocab.boundary * (block_size - 1)}x' that start an item"
+    shown = (
+        "every context"
+        if block_size == 1
+        else f"the {vocab.size} contexts '{vocab.boundary * (block_size - 1)}x' that start an item"
+    )
     axes.set_title(f"P(next | context), {shown}", fontsize=10)
     return figure
 
@@ -91,20 +94,27 @@ def model_figures(model: nn.Module, vocab: Vocab) -> dict:
         return {"next_token": next_token_heatmap(model, vocab)}
     if isinstance(model, Additive):
         return {"weights": additive_weights(model, vocab)}
-    embedding = token_embedding(model, vocab.size)  # the MLP, WaveNet, RNN, GRU, transformer, and a user's model that has one
+    embedding = token_embedding(
+        model, vocab.size
+    )  # the MLP, WaveNet, RNN, GRU, transformer, and a user's model that has one
     return {"embeddings": embedding_scatter(embedding, vocab)} if embedding is not None else {}
 
 
-def leaderboard_figure(curves: dict[str, list[tuple[int, float]]], costs: dict[str, tuple[float, float]],
-                       target: float | None, bands: dict[str, tuple[list, list, list]] | None = None):
+def leaderboard_figure(
+    curves: dict[str, list[tuple[int, float]]],
+    costs: dict[str, tuple[float, float]],
+    target: float | None,
+    bands: dict[str, tuple[list, list, list]] | None = None,
+):
     """Left: dev loss against step for the best runs (a run with no steps is a level line), or for seed groups
     their mean curve in a band of one standard deviation. Right: every finished run's (or group's mean) final
     dev loss against its training seconds, the price of each result."""
     figure, (axes, cost_axes) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     for i, (name, (steps, mean, std)) in enumerate((bands or {}).items()):
         axes.plot(steps, mean, marker=".", label=f"{name} (mean of seeds)", color=f"C{i % 10}")
-        axes.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                          color=f"C{i % 10}", alpha=0.2)
+        axes.fill_between(
+            steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=f"C{i % 10}", alpha=0.2
+        )
     for i, (name, points) in enumerate(curves.items()):
         if len(points) > 1:
             axes.plot(*zip(*points), marker=".", label=name, color=f"C{i % 10}")

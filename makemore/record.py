@@ -7,24 +7,21 @@ directory that already holds something, all before Hydra creates or writes anyth
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from makemore.checkpoint import load_checkpoint
-from makemore import cli
-from makemore.cli import refuse, train_command
 from makemore.config import upgrade
-from makemore.errors import MakemoreError
-from makemore.loop import CHECKPOINT
-from makemore.train import prepare
+from makemore.errors import MakemoreError, refuse, stop_sweep_on_signals
+from makemore.preflight import prepare
+from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch_key, read_overrides
+from makemore.shell import train_command
 
-# Overrides that change how a run is watched, never what it computes: allowed beside rerun= and resume=.
-WATCH_ONLY = ("progress=",)
+# Watch keys that name or start a run: never changed beside rerun= and resume=, which take one saved run as it is.
+RUN_SELECTORS = ("rerun", "resume", "trial", "sweep")
 
 
 class RunRecord(Callback):
@@ -62,7 +59,8 @@ def check_run(config: DictConfig) -> None:
             ran, config.hydra.overrides.task = saved_run(Path(config.rerun))
             ran.rerun = config.rerun  # lineage only: the config above is complete without the source run
             ran.trial = None  # a rerun of an Optuna trial's run is a run of its own, not part of the study
-        ran.progress = config.progress
+        for key in watched_overrides(overrides):  # how the run is watched may change; what it computes may not
+            ran[key] = config[key]
         checked, _, _ = prepare(ran)
         for key in [key for key in config if key != "hydra"]:
             del config[key]
@@ -81,19 +79,21 @@ def check_sweep(config: DictConfig) -> None:
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
     if not continues_a_sweep(config, Path(sweep_dir)):
         refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
-    cli.sweep_dir.append(sweep_dir)
+    stop_sweep_on_signals(Path(sweep_dir))
 
 
 def continues_a_sweep(config: DictConfig, sweep_dir: Path) -> bool:
     """The same sweep command pointed at its own sweep directory continues it: its finished members are kept,
     interrupted ones resume, an Optuna study goes on (a resume, or a second process). Another sweep is refused."""
-    saved = sweep_dir / "multirun.yaml"
+    saved = sweep_dir / SWEEP_RECORD
     if not saved.is_file():
         return False
     earlier = OmegaConf.load(saved)
     if list(earlier.hydra.overrides.task) != list(config.hydra.overrides.task):
-        raise MakemoreError(f"hydra.sweep.dir={sweep_dir} holds another sweep (its overrides were "
-                            f"{' '.join(earlier.hydra.overrides.task) or 'none'}); continue it with those, or pick a new directory")
+        raise MakemoreError(
+            f"hydra.sweep.dir={sweep_dir} holds another sweep (its overrides were "
+            f"{' '.join(earlier.hydra.overrides.task) or 'none'}); continue it with those, or pick a new directory"
+        )
     return True
 
 
@@ -105,44 +105,45 @@ def job_config(config: DictConfig) -> DictConfig:
 def refuse_occupied(directory: Path, key: str) -> None:
     """A run starts only in a new or empty directory: it never mixes its files with another run's."""
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise MakemoreError(f"{key}={directory} already exists and is not empty: a run never writes into another's "
-                            f"files; leave {key} to its default or pick a new directory")
+        raise MakemoreError(
+            f"{key}={directory} already exists and is not empty: a run never writes into another's "
+            f"files; leave {key} to its default or pick a new directory"
+        )
+
+
+def watched_overrides(overrides: list[str]) -> list[str]:
+    """The top-level watch keys that `overrides` set (logger, progress, samples, ...), but those that pick a run."""
+    keys = [o.split("=", 1)[0].lstrip("+~").split(".")[0] for o in overrides]
+    return [key for key in dict.fromkeys(keys) if is_watch_key(key) and key not in RUN_SELECTORS]
 
 
 def refuse_other_overrides(what: str, overrides: list[str]) -> None:
-    """rerun= and resume= take a run's saved config as it is (but for `progress`): others would change it."""
-    others = [o for o in overrides if not o.startswith((f"{what}=", *WATCH_ONLY))]
+    """rerun= and resume= take a run's saved config as it is, but for how it is watched: others would change it."""
+    others = [o for o in overrides if not o.startswith(f"{what}=") and not watched_overrides([o])]
     if others:
         raise MakemoreError(f"{what}= takes the saved config as it is; drop the other overrides {' '.join(others)}")
 
 
 def saved_run(run_dir: Path) -> tuple[DictConfig, list[str]]:
     """The config a run saved in `.hydra/` and the overrides it was composed with."""
-    config_file = run_dir / ".hydra" / "config.yaml"
+    config_file = run_dir / CONFIG
     if not config_file.is_file():
         raise MakemoreError(f"no saved config at {config_file}; rerun=<a run directory under outputs/>")
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
-    return upgrade(OmegaConf.load(config_file)), [str(o) for o in overrides or []]
+    return upgrade(OmegaConf.load(config_file)), read_overrides(run_dir)
 
 
 def resumable(run_dir: Path) -> DictConfig:
     """The config of an interrupted run that can continue; anything else is refused before a byte is written."""
-    if not (run_dir / ".hydra" / "config.yaml").is_file() and not (run_dir / CHECKPOINT).is_file():
-        raise MakemoreError(f"resume={run_dir}: not a run directory (no .hydra/config.yaml, no {CHECKPOINT}); "
-                            "resume=<the directory of an interrupted run>")
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file() and json.loads(metrics.read_text()).get("status") == "ok":
+    if not (run_dir / CONFIG).is_file() and not (run_dir / CHECKPOINT).is_file():
+        raise MakemoreError(
+            f"resume={run_dir}: not a run directory (no {CONFIG}, no {CHECKPOINT}); "
+            "resume=<the directory of an interrupted run>"
+        )
+    if finished(run_dir):
         raise MakemoreError(f"{run_dir} already finished; run it again with {train_command('rerun', run_dir)}")
     if not (run_dir / CHECKPOINT).is_file():
-        raise MakemoreError(f"{run_dir} has no {CHECKPOINT} to resume from (one is written every checkpoint_interval "
-                            f"steps and on Ctrl-C); start it again with {train_command('rerun', run_dir)}")
+        raise MakemoreError(
+            f"{run_dir} has no {CHECKPOINT} to resume from (one is written every checkpoint_interval "
+            f"steps and on Ctrl-C); start it again with {train_command('rerun', run_dir)}"
+        )
     return upgrade(OmegaConf.create(load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})["config"]))
-
-
-def run_directory_of(path: Path) -> Path | None:
-    """The run directory that holds `path` (or is it), if any: a run's files are never changed by another command."""
-    for directory in (path, *path.parents):
-        if (directory / ".hydra").is_dir() or (directory / "metrics.json").is_file():
-            return directory
-    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import statistics
@@ -16,36 +15,24 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from makemore import plots
-from makemore.cli import refuse, train_command
-from makemore.errors import MakemoreError
+from makemore.errors import MakemoreError, refuse
 from makemore.loggers import experiment_hparams, write_hparams_experiment, write_target_line
-from makemore.record import run_directory_of
+from makemore.rundir import CONFIG, HISTORY, find_runs, is_watch_key, read_metrics, read_overrides, run_directory_of
+from makemore.shell import train_command
 
 CURVES_SHOWN = 6
-# Overrides that change how a run is watched, not what it computes: never a leaderboard column.
-NOT_RESULTS = {"progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval",
-               "checkpoint_interval", "sweep", "trial"}
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Every run directory under root: one that holds a metrics.json or Hydra's .hydra/ record."""
-    found = {p.parent for p in root.rglob("metrics.json")} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")}
-    return sorted(d for d in found if "wandb" not in d.relative_to(root).parts)
 
 
 def read_run(run_dir: Path) -> dict | None:
     """One run's metrics and overrides; an unreadable run gives a warning and None."""
     try:
-        metrics_file = run_dir / "metrics.json"
-        if metrics_file.exists():
-            metrics = json.loads(metrics_file.read_text())
-        else:  # started, never finished: killed, or still running
+        metrics = read_metrics(run_dir)
+        if metrics is None:  # started, never finished: killed, or still running
             metrics = {"status": "incomplete", "error": "no metrics.json: still running, or killed"}
-        overrides_file = run_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        if not isinstance(metrics, dict) or not isinstance(overrides, list):
+        overrides = read_overrides(run_dir)
+        if not isinstance(metrics, dict):
             raise ValueError("unexpected contents")
-    except (OSError, ValueError, yaml.YAMLError) as e:
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
         warnings.warn(f"skipping unreadable run {run_dir}: {e}", stacklevel=2)
         return None
     pairs = (str(o).lstrip("+~").split("=", 1) for o in overrides)
@@ -59,7 +46,7 @@ def dev_loss(run: dict) -> float:
 
 def varying_overrides(runs: list[dict]) -> list[str]:
     """Override keys whose values differ between runs (but those that only change how a run is watched)."""
-    keys = sorted({k for run in runs for k in run["overrides"] if k.split(".")[0] not in NOT_RESULTS})
+    keys = sorted({k for run in runs for k in run["overrides"] if not is_watch_key(k)})
     return [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
 
 
@@ -74,20 +61,22 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
         m, ok = run["metrics"], run["metrics"].get("status") == "ok"
         name = str(run["dir"].relative_to(root)) if run["dir"] != root else run["dir"].name
         rerun_dir = os.path.relpath(run["dir"])
-        rows.append({
-            "rank": rank if ok else "-",
-            "run": name,
-            **{k: run["overrides"].get(k, "") for k in varying},
-            "params": m.get("params", ""),
-            "steps": m.get("steps", ""),
-            "train": _loss(m.get("train_loss")) if ok else "",
-            "dev": _loss(m.get("dev_loss")) if ok else "",
-            "test": _loss(m.get("test_loss")) if ok else "",
-            "seconds": f"{m['train_seconds']:.1f}" if ok else "",
-            target_column: "" if m.get("target") is None and ok else "✓" if m.get("target_met") else "✗",
-            "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
-            "rerun": train_command("rerun", rerun_dir),
-        })
+        rows.append(
+            {
+                "rank": rank if ok else "-",
+                "run": name,
+                **{k: run["overrides"].get(k, "") for k in varying},
+                "params": m.get("params", ""),
+                "steps": m.get("steps", ""),
+                "train": _loss(m.get("train_loss")) if ok else "",
+                "dev": _loss(m.get("dev_loss")) if ok else "",
+                "test": _loss(m.get("test_loss")) if ok else "",
+                "seconds": f"{m['train_seconds']:.1f}" if ok else "",
+                target_column: "" if m.get("target") is None and ok else "✓" if m.get("target_met") else "✗",
+                "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
+                "rerun": train_command("rerun", rerun_dir),
+            }
+        )
     return rows
 
 
@@ -117,7 +106,7 @@ def markdown(rows: list[dict]) -> str:
 def dev_curve(run: dict) -> list[tuple[int, float]]:
     """(step, dev loss) at every evaluation, ending with the final full-split dev loss."""
     points = []
-    history = run["dir"] / "history.csv"
+    history = run["dir"] / HISTORY
     if history.exists():
         with open(history, newline="") as f:
             points = [(int(r["step"]), float(r["loss/dev"])) for r in csv.DictReader(f) if r.get("loss/dev")]
@@ -143,7 +132,7 @@ def write_report(root: Path) -> list[dict]:
     groups = seed_groups(runs)
     if groups:  # the same configs over several seeds: rank the configs by their mean, against their spread
         grouped = group_rows(groups)
-        table = (f"{markdown(grouped)}\n{verdict(grouped)}\n\nevery run:\n\n{table}")
+        table = f"{markdown(grouped)}\n{verdict(grouped)}\n\nevery run:\n\n{table}"
     print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}", end="")
     inside = run_directory_of(root)
     if inside:
@@ -180,7 +169,7 @@ def seed_groups(runs: list[dict]) -> list[list[dict]]:
         return []
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
-        key = tuple(sorted((k, v) for k, v in run["overrides"].items() if k != "seed" and k.split(".")[0] not in NOT_RESULTS))
+        key = tuple(sorted((k, v) for k, v in run["overrides"].items() if k != "seed" and not is_watch_key(k)))
         groups.setdefault(key, []).append(run)
     return list(groups.values())
 
@@ -191,8 +180,11 @@ def group_rows(groups: list[list[dict]]) -> list[dict]:
     rows = []
     for group in groups:
         done = [run for run in group if dev_loss(run) < math.inf]
-        row = {"group": label(group[0], varying) or "all", "n": len(done), "seeds": " ".join(sorted(
-            (run["overrides"].get("seed", "") for run in group), key=lambda s: (len(s), s)))}
+        row = {
+            "group": label(group[0], varying) or "all",
+            "n": len(done),
+            "seeds": " ".join(sorted((run["overrides"].get("seed", "") for run in group), key=lambda s: (len(s), s))),
+        }
         for split in ("dev", "train", "test"):
             values = [run["metrics"][f"{split}_loss"] for run in done]
             row[f"{split} mean"] = f"{statistics.fmean(values):.4f}" if values else ""
@@ -219,12 +211,17 @@ def verdict(rows: list[dict]) -> str:
     best, second = ranked[:2]
     gap = float(second["dev mean"]) - float(best["dev mean"])
     if not (best["dev std"] and second["dev std"]):
-        return f"{best['group']} leads {second['group']} by {gap:.4f} dev, but with one seed there is no spread to judge it by"
+        return (
+            f"{best['group']} leads {second['group']} by {gap:.4f} dev, "
+            "but with one seed there is no spread to judge it by"
+        )
     spread = float(best["dev std"]) + float(second["dev std"])
     beats = "more than" if gap > spread else "within"
     meaning = "a real difference" if gap > spread else "not a difference these seeds can tell apart"
-    return (f"{best['group']} beats {second['group']} by {gap:.4f} dev, {beats} their seed-to-seed spread "
-            f"({best['dev std']} + {second['dev std']} = {spread:.4f}): {meaning}")
+    return (
+        f"{best['group']} beats {second['group']} by {gap:.4f} dev, {beats} their seed-to-seed spread "
+        f"({best['dev std']} + {second['dev std']} = {spread:.4f}): {meaning}"
+    )
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -245,7 +242,7 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float:
 
 def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
     """Plot a finder run's train loss against log10(lr) into out_dir/lr_finder.png; return the suggested lr."""
-    with open(run_dir / "history.csv", newline="") as f:
+    with open(run_dir / HISTORY, newline="") as f:
         rows = list(csv.DictReader(f))
     lrs, losses = [float(r["lr"]) for r in rows], [float(r["loss/train"]) for r in rows]
     suggested = suggest_lr(lrs, losses)
@@ -274,7 +271,7 @@ def differing_hparams(runs: list[dict]) -> set[str]:
 
     logged = []
     for run in runs:
-        saved = run["dir"] / ".hydra" / "config.yaml"
+        saved = run["dir"] / CONFIG
         if saved.is_file():
             config = OmegaConf.to_container(OmegaConf.load(saved))
             logged.append(experiment_hparams(config, counted=run["metrics"].get("steps") == 0))
@@ -301,7 +298,11 @@ class LeaderboardCallback(Callback):
                 write_target_line(sweep_dir, targets.pop(), max(run["metrics"].get("steps", 0) for run in runs))
         rows = write_report(sweep_dir)
         if rows and not any(row["status"] == "ok" for row in rows):
-            refuse(MakemoreError(f"every member of the sweep failed; their reasons are in {config.hydra.sweep.dir}/leaderboard.md"))
+            refuse(
+                MakemoreError(
+                    f"every member of the sweep failed; their reasons are in {config.hydra.sweep.dir}/leaderboard.md"
+                )
+            )
 
 
 class LrFinderCallback(Callback):
@@ -310,7 +311,7 @@ class LrFinderCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         for run_dir in find_runs(sweep_dir):
-            if (run_dir / "history.csv").exists():
+            if (run_dir / HISTORY).exists():
                 write_lr_finder(run_dir, sweep_dir)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from makemore.data import Vocab, load_dataset
 from makemore.errors import MakemoreError
+from makemore.rundir import MODEL, run_directory_of, written_by_a_run
 
 
 def generate(
@@ -26,8 +28,8 @@ def generate(
     max_len: int = 256,
 ) -> list[str]:
     """`count` items, all drawn in parallel; temperature 0 is greedy, top_k keeps the k likeliest tokens."""
-    if temperature < 0:
-        raise MakemoreError(f"temperature must be >= 0, got {temperature}")
+    if not temperature >= 0 or math.isinf(temperature):  # NaN fails the comparison
+        raise MakemoreError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
     if top_k is not None and top_k < 1:
         raise MakemoreError(f"top_k must be at least 1, got {top_k}")
     if count < 1:
@@ -93,10 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             raise MakemoreError(f"--count must be at least 1, got {args.count}")
         if args.out:
             check_writable(args.out)
-        model, vocab, config = load_model(args.run_dir / "model.pt")
+        model, vocab, config = load_model(args.run_dir / MODEL)
         samples = generate(
-            model, vocab, config["model"]["block_size"], args.count,
-            temperature=args.temperature, top_k=args.top_k, prefix=args.prefix, seed=args.seed,
+            model,
+            vocab,
+            config["model"]["block_size"],
+            args.count,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            prefix=args.prefix,
+            seed=args.seed,
         )
         if args.out:
             args.out.write_text("\n".join(samples) + "\n", encoding="utf-8")
@@ -113,15 +121,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def check_writable(out: Path) -> None:
     """-o names a new or ordinary file in an existing directory outside every run directory."""
-    from makemore.record import run_directory_of
-
     if out.is_dir():
         raise MakemoreError(f"-o {out} is a directory; -o <a file path>")
     if not out.parent.is_dir():
         raise MakemoreError(f"-o {out}: no directory {out.parent}; create it first, or write elsewhere")
-    inside = run_directory_of(out.parent.resolve())
+    inside = written_by_a_run(out.resolve())
     if inside:
-        raise MakemoreError(f"-o {out} is inside the run directory {inside}, whose files no command changes; write elsewhere")
+        if run_directory_of(inside) == inside:
+            raise MakemoreError(
+                f"-o {out} is inside the run directory {inside}, whose files no command changes; write elsewhere"
+            )
+        raise MakemoreError(
+            f"-o {out} would overwrite what a sweep or report wrote in {inside}, which no command "
+            "changes; write elsewhere"
+        )
 
 
 def shares_line(samples: list[str], vocab: Vocab, data: dict) -> str:
@@ -133,8 +146,10 @@ def shares_line(samples: list[str], vocab: Vocab, data: dict) -> str:
     if dataset.vocab != vocab:
         return f"{len(samples)} samples; new/in-train shares skipped: the data file has changed since training"
     shares = novelty(samples, dataset.words)
-    return (f"{len(samples)} samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
-            f"{shares['dev_test']:.0%} in dev/test only")
+    return (
+        f"{len(samples)} samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
+        f"{shares['dev_test']:.0%} in dev/test only"
+    )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from makemore import models, sequence_models
 from makemore.errors import MakemoreError
+from makemore.models import target_of
 
 SECTIONS = ("data", "model", "optim", "schedule", "logger")
 
@@ -28,7 +30,7 @@ class Settings:
     seed: int = 42
     steps: int = 3000
     batch_size: Optional[int] = 256
-    eval_interval: int = 500
+    eval_interval: int = 150
     log_interval: int = 100
     threads: int = 1
     device: str = "cpu"
@@ -64,8 +66,9 @@ class UserModel:
 
 @dataclass
 class Counts(UserModel):
-    block_size: int = 2
-    alpha: float = 1.0
+    """bigram_count and trigram_count: their block_size and alpha differ, so each YAML gives its own."""
+
+    alpha: float
 
 
 @dataclass
@@ -100,10 +103,12 @@ class WaveNet(UserModel):
 
 @dataclass
 class RNN(UserModel):
+    """rnn and gru: each YAML names its own cell."""
+
     block_size: int = 16
     n_embd: int = 64
     n_embd2: int = 64
-    cell: str = "rnn"
+    cell: str = MISSING
 
 
 @dataclass
@@ -117,8 +122,10 @@ class Transformer(UserModel):
 
 @dataclass
 class SGD:
+    """sgd and full_batch: their lr differs, so each YAML gives its own."""
+
     name: str
-    lr: float = 0.1
+    lr: float
     momentum: float = 0.0
     weight_decay: float = 0.0
 
@@ -148,8 +155,8 @@ class Warmup:
     """cosine and linear: a linear warmup over a fraction of the steps, then down to min_factor * lr."""
 
     name: str
+    min_factor: float  # cosine's and linear's differ: each YAML gives its own
     warmup: float = 0.02
-    min_factor: float = 0.05
 
 
 @dataclass
@@ -169,19 +176,32 @@ class Wandb:
 
 @dataclass
 class Logger:
-    backends: List[str] = field(default_factory=lambda: ["tensorboard"])
+    backends: List[str]  # each option of the logger group lists its own
     wandb: Optional[Wandb] = None
 
 
 # Each group's options, by the key that names the option.
 OPTIONS = {
-    "model": ("_target_", {"makemore.models.NgramCounts": Counts, "makemore.models.NgramTable": Table,
-                           "makemore.models.Additive": Additive, "makemore.models.MLP": MLP,
-                           "makemore.sequence_models.WaveNet": WaveNet, "makemore.sequence_models.RNN": RNN,
-                           "makemore.sequence_models.Transformer": Transformer}),
+    "model": (
+        "_target_",
+        {
+            target_of(model): schema
+            for model, schema in (
+                (models.NgramCounts, Counts),
+                (models.NgramTable, Table),
+                (models.Additive, Additive),
+                (models.MLP, MLP),
+                (sequence_models.WaveNet, WaveNet),
+                (sequence_models.RNN, RNN),
+                (sequence_models.Transformer, Transformer),
+            )
+        },
+    ),
     "optim": ("name", {"sgd": SGD, "full_batch": SGD, "adamw": AdamW}),
-    "schedule": ("name", {"constant": Constant, "step": Step, "cosine": Warmup, "linear": Warmup,
-                          "exponential": Exponential}),
+    "schedule": (
+        "name",
+        {"constant": Constant, "step": Step, "cosine": Warmup, "linear": Warmup, "exponential": Exponential},
+    ),
 }
 
 
@@ -215,10 +235,14 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "overfit_batch": (lambda v: v >= 0, "an integer >= 0 (0: off; debug=overfit sets 32)"),
     "diverge_above": (_positive, "a positive number of nats, or null to stop only on NaN"),
     "data.path": (lambda v: v != "", "a file path, or builtin"),
-    "data.boundary": (lambda v: isinstance(v, str) and len(v) == 1 and v not in "\r\n",
-                      "one character other than a line end, as a string (quote a digit: data.boundary=\"'0'\")"),
-    "data.fractions": (lambda v: len(v) == 3 and min(v) > 0 and abs(sum(v) - 1) < 1e-6,
-                       "three positive numbers summing to 1, e.g. [0.8,0.1,0.1]"),
+    "data.boundary": (
+        lambda v: isinstance(v, str) and len(v) == 1 and v not in "\r\n",
+        "one character other than a line end, as a string (quote a digit: data.boundary=\"'0'\")",
+    ),
+    "data.fractions": (
+        lambda v: len(v) == 3 and min(v) > 0 and abs(sum(v) - 1) < 1e-6,
+        "three positive numbers summing to 1, e.g. [0.8,0.1,0.1]",
+    ),
     "data.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
     "model.block_size": (lambda v: v >= 1, "a positive integer"),
     "model.alpha": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0"),
@@ -256,22 +280,32 @@ AS_TYPED = {"data.boundary"}
 def _cross_checks(cfg: dict) -> None:
     """Rules that span keys."""
     if cfg["model"].get("norm") == "batch" and cfg["batch_size"] is not None and cfg["batch_size"] < 2:
-        raise MakemoreError(f"batch_size={cfg['batch_size']} is not allowed with model.norm=batch: BatchNorm needs "
-                            "batches of at least 2; raise batch_size or use model.norm=none")
+        raise MakemoreError(
+            f"batch_size={cfg['batch_size']} is not allowed with model.norm=batch: BatchNorm needs "
+            "batches of at least 2; raise batch_size or use model.norm=none"
+        )
     if cfg["overfit_batch"] and cfg["batch_size"] is not None:
-        raise MakemoreError(f"batch_size={cfg['batch_size']} is not allowed with overfit_batch={cfg['overfit_batch']}: "
-                            "every step trains on that one batch; use batch_size=null (debug=overfit does)")
+        raise MakemoreError(
+            f"batch_size={cfg['batch_size']} is not allowed with overfit_batch={cfg['overfit_batch']}: "
+            "every step trains on that one batch; use batch_size=null (debug=overfit does)"
+        )
     model = cfg["model"]
     if model["_target_"].endswith(".WaveNet") and model["block_size"] & (model["block_size"] - 1):
-        raise MakemoreError(f"model.block_size={model['block_size']} is not allowed for wavenet: it merges pairs of "
-                            "positions level by level, so block_size must be a power of two (2, 4, 8, 16...)")
+        raise MakemoreError(
+            f"model.block_size={model['block_size']} is not allowed for wavenet: it merges pairs of "
+            "positions level by level, so block_size must be a power of two (2, 4, 8, 16...)"
+        )
     if model["_target_"].endswith(".Transformer") and model["n_embd"] % model["n_head"]:
-        raise MakemoreError(f"model.n_embd={model['n_embd']} is not allowed with model.n_head={model['n_head']}: "
-                            "the heads split the embedding, so n_embd must be a multiple of n_head")
+        raise MakemoreError(
+            f"model.n_embd={model['n_embd']} is not allowed with model.n_head={model['n_head']}: "
+            "the heads split the embedding, so n_embd must be a multiple of n_head"
+        )
     if model.get("backward") == "manual" and (model["dropout"] or model["norm"] == "layer"):
         option = f"model.dropout={model['dropout']}" if model["dropout"] else "model.norm=layer"
-        raise MakemoreError(f"model.backward=manual does not cover {option} (lecture 4 derives tanh layers, "
-                            "BatchNorm and the embedding); use model.backward=autograd")
+        raise MakemoreError(
+            f"model.backward=manual does not cover {option} (lecture 4 derives tanh layers, "
+            "BatchNorm and the embedding); use model.backward=autograd"
+        )
     if "wandb" in cfg["logger"]["backends"] and cfg["logger"]["wandb"] is None:
         raise MakemoreError("logger.backends lists wandb but logger.wandb is missing; use logger=wandb")
 
@@ -305,7 +339,9 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
     names = [f.name for f in dataclasses.fields(schema)]
     unknown = [key for key in node if key not in names]
     if unknown:
-        raise MakemoreError(f"unknown key {prefix}{unknown[0]}; the keys here are {', '.join(prefix + n for n in names)}")
+        raise MakemoreError(
+            f"unknown key {prefix}{unknown[0]}; the keys here are {', '.join(prefix + n for n in names)}"
+        )
     typed = OmegaConf.structured(schema)
     for name in names:
         if name not in node:
@@ -318,7 +354,9 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
         try:
             typed[name] = value  # OmegaConf checks the type on assignment
         except OmegaConfBaseException:
-            raise MakemoreError(f"{key}={shown(value)} is not allowed: {key} must be {_type_words(hints[name])}") from None
+            raise MakemoreError(
+                f"{key}={shown(value)} is not allowed: {key} must be {_type_words(hints[name])}"
+            ) from None
     try:
         result = OmegaConf.to_container(typed, throw_on_missing=True)
     except OmegaConfBaseException as e:
@@ -344,7 +382,9 @@ def _option(group: str, node: Any) -> type:
     if group == "model" and isinstance(choice, str) and choice not in schemas:
         return UserModel
     if choice not in schemas:
-        raise MakemoreError(f"{group}.{key}={shown(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}")
+        raise MakemoreError(
+            f"{group}.{key}={shown(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}"
+        )
     return schemas[choice]
 
 
@@ -358,7 +398,8 @@ def _model(node: Any) -> dict:
 
 
 def validate(cfg: DictConfig | dict) -> DictConfig:
-    """The config checked against the schema, with schema defaults filled in; a MakemoreError names the first problem."""
+    """The config checked against the schema, with schema defaults filled in; a MakemoreError names the first
+    problem."""
     if isinstance(cfg, DictConfig):  # without Hydra's own node, which resolves only inside a running job
         cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     try:

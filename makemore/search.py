@@ -21,10 +21,10 @@ SWEEPER = "hydra_plugins.makemore_optuna.optuna_sweeper.OptunaSweeper"
 class Pruned(MakemoreError):
     """The study's pruner stopped this trial at an evaluation."""
 
-    def __init__(self, step: int, dev_loss: float):
+    def __init__(self, trial: int, step: int, dev_loss: float, train_seconds: float):
         super().__init__(f"pruned at step {step} (dev {dev_loss:.4f})")
-        self.step, self.dev_loss = step, dev_loss
-        self.train_seconds = 0.0  # the training loop fills it in: the time the trial cost before it stopped
+        self.trial, self.step, self.dev_loss = trial, step, dev_loss
+        self.train_seconds = train_seconds  # what the trial cost before it stopped
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:
@@ -51,9 +51,10 @@ def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:
     return sweeper.get("study_name") or sweep_dir.name
 
 
-def trial_reporter(trial_number: int | None) -> Callable[[int, float], None] | None:
-    """For a member of an Optuna sweep: a function that reports (step, dev loss) to its trial and raises
-    Pruned when the study's pruner stops it. None for any other run (a rerun or resume of a member included)."""
+def trial_reporter(trial_number: int | None) -> Callable[[int, float, float], None] | None:
+    """For a member of an Optuna sweep: a function that reports (step, dev loss, training seconds) to its trial
+    and raises Pruned when the study's pruner stops it. None for any other run (a rerun or resume of a member
+    included)."""
     if trial_number is None:
         return None
     from hydra.core.hydra_config import HydraConfig
@@ -72,10 +73,10 @@ def trial_reporter(trial_number: int | None) -> Callable[[int, float], None] | N
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), trial_number)
     trial = optuna.trial.Trial(study, trial_id)
 
-    def report(step: int, dev_loss: float) -> None:
+    def report(step: int, dev_loss: float, train_seconds: float) -> None:
         trial.report(dev_loss, step)
         if trial.should_prune():
             trial.set_user_attr("pruned_at_step", step)  # the sweeper reads it back and tells Optuna PRUNED
-            raise Pruned(step, dev_loss)
+            raise Pruned(trial_number, step, dev_loss, train_seconds)
 
     return report

@@ -48,8 +48,12 @@ class WaveNet(nn.Module):
         layers: list[nn.Module] = []
         width = n_embd
         for _ in range(levels):
-            layers += [FlattenConsecutive(2), nn.Linear(width * 2, n_hidden, bias=False),
-                       BatchNormOverPositions(n_hidden), nn.Tanh()]
+            layers += [
+                FlattenConsecutive(2),
+                nn.Linear(width * 2, n_hidden, bias=False),
+                BatchNormOverPositions(n_hidden),
+                nn.Tanh(),
+            ]
             width = n_hidden
         self.levels = nn.Sequential(*layers)
         self.output = nn.Linear(width, vocab_size)
@@ -139,8 +143,12 @@ class Block(nn.Module):
         self.n_head = n_head
         self.ln_1, self.ln_2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
         self.c_attn, self.c_proj = nn.Linear(n_embd, 3 * n_embd), nn.Linear(n_embd, n_embd)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(approximate="tanh"),
-                                 nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(4 * n_embd, n_embd),
+            nn.Dropout(dropout),
+        )
         self.dropout = dropout
         self.attention_dropout = nn.Dropout(dropout)
 
@@ -148,8 +156,9 @@ class Block(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                  dropout_p=self.dropout if self.training else 0.0)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
         x = x + self.attention_dropout(self.c_proj(attended.transpose(1, 2).reshape(B, T, C)))
         return x + self.mlp(self.ln_2(x))
 
@@ -158,8 +167,15 @@ class Transformer(CausalOverItems):
     """makemore.py's decoder-only transformer (after GPT-2): token and learned position embeddings, n_layer
     blocks of causal self-attention, a final LayerNorm, a linear head at every position."""
 
-    def __init__(self, vocab_size: int, block_size: int = 16, n_layer: int = 4, n_head: int = 4, n_embd: int = 64,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int = 16,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 64,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab_size, n_embd), nn.Embedding(block_size, n_embd)
         self.embedding_dropout = nn.Dropout(dropout)

@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import FAST, compose_config
 from makemore.backprop import ManualBackward
 from makemore.checkpoint import load_checkpoint
 from makemore.errors import MakemoreError
 from makemore.models import MLP
 from makemore.schema import validate
 from makemore.train import run
+
+from helpers import FAST, compose_config
 
 # Random small MLPs: with and without BatchNorm, several block sizes and layer counts, direct connections.
 CONFIGS = [
@@ -72,15 +73,27 @@ def test_a_manual_run_ends_where_autograd_does_and_is_deterministic(tmp_path, op
     manual = run(compose_config(*args, "model.backward=manual"), tmp_path / "manual")
     again = run(compose_config(*args, "model.backward=manual"), tmp_path / "again")
     assert manual["dev_loss"] == pytest.approx(autograd["dev_loss"], abs=2e-3)
-    assert [manual[f"{s}_loss"] for s in ("train", "dev", "test")] == [again[f"{s}_loss"] for s in ("train", "dev", "test")]
+    assert [manual[f"{s}_loss"] for s in ("train", "dev", "test")] == [
+        again[f"{s}_loss"] for s in ("train", "dev", "test")
+    ]
 
 
 def test_a_resumed_manual_run_ends_bit_identical(tmp_path):
-    cfg = compose_config("optim=sgd", "model.backward=manual", "steps=60", "checkpoint_interval=30",
-                         "eval_interval=20", "log_interval=10", "progress=false", "logger=none")
+    cfg = compose_config(
+        "optim=sgd",
+        "model.backward=manual",
+        "steps=60",
+        "checkpoint_interval=30",
+        "eval_interval=20",
+        "log_interval=10",
+        "progress=false",
+        "logger=none",
+    )
     whole = run(cfg, tmp_path / "whole")
     resumed = run(cfg, tmp_path / "resumed", load_checkpoint(tmp_path / "whole" / "checkpoint.pt", {"state"}))
-    assert [whole[f"{s}_loss"] for s in ("train", "dev", "test")] == [resumed[f"{s}_loss"] for s in ("train", "dev", "test")]
+    assert [whole[f"{s}_loss"] for s in ("train", "dev", "test")] == [
+        resumed[f"{s}_loss"] for s in ("train", "dev", "test")
+    ]
 
 
 @pytest.mark.parametrize("option", ["model.dropout=0.1", "model.norm=layer"])

@@ -8,10 +8,21 @@ import warnings
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT
 from makemore import config
-from makemore.config import (compose_train_config, ended_metrics, flatten, job_log, member_name, record_dir,
-                             register_resolvers, run_name, safe_dirname, upgrade)
+from makemore.config import (
+    compose_train_config,
+    flatten,
+    job_log,
+    member_name,
+    record_dir,
+    register_resolvers,
+    run_name,
+    safe_dirname,
+    upgrade,
+)
+from makemore.rundir import ended_metrics
+
+from helpers import ROOT
 
 
 def test_every_resolver_conf_uses_is_registered():
@@ -21,22 +32,32 @@ def test_every_resolver_conf_uses_is_registered():
     for name in ours:
         OmegaConf.clear_resolver(name)
     register_resolvers()
-    resolved = OmegaConf.create({"a": "${uid:}", "c": "${run_dir:null,fresh}", "d": "${run_dir:old,fresh}",
-                                 "e": "${names_target:builtin,2.2}", "f": "${names_target:my.txt,2.2}"})
+    resolved = OmegaConf.create(
+        {
+            "a": "${uid:}",
+            "c": "${run_dir:null,fresh}",
+            "d": "${run_dir:old,fresh}",
+            "e": "${names_target:builtin,2.2}",
+            "f": "${names_target:my.txt,2.2}",
+        }
+    )
     assert re.fullmatch(r"[0-9a-f]{6}", resolved.a) and resolved.a == OmegaConf.create({"a": "${uid:}"}).a
     assert (resolved.c, resolved.d, resolved.e, resolved.f) == ("fresh", "old", 2.2, None)
     assert all(OmegaConf.has_resolver(name) for name in ours)
     register_resolvers()  # again: a no-op, not a clash
 
 
-@pytest.mark.parametrize("text, name", [
-    ("model=mlp,optim.lr=0.1", "model=mlp,optim.lr=0.1"),
-    ("data.path=/my data/x.txt", "data.path=-my-data-x.txt"),
-    ("  ", "defaults"),
-    ("/lead", "lead"),
-    ("a" * 130, "a" * 120),
-    ("Xavier=MLP", "Xavier=MLP"),  # capitals kept
-])
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("model=mlp,optim.lr=0.1", "model=mlp,optim.lr=0.1"),
+        ("data.path=/my data/x.txt", "data.path=-my-data-x.txt"),
+        ("  ", "defaults"),
+        ("/lead", "lead"),
+        ("a" * 130, "a" * 120),
+        ("Xavier=MLP", "Xavier=MLP"),  # capitals kept
+    ],
+)
 def test_safe_dirname_keeps_what_a_directory_name_can_hold(text, name):
     assert safe_dirname(text) == name
 
@@ -54,12 +75,17 @@ def test_a_single_run_is_named_by_its_model_and_what_it_changes():
 def test_a_sweep_member_is_named_by_what_its_sweep_varies(tmp_path):
     overrides = ["model.emb=4", "steps=10", "model.hidden=20", "progress=false"]
     assert member_name(str(tmp_path), overrides, 3) == "model.emb=4,steps=10,model.hidden=20_3"  # no multirun.yaml
-    multirun = {"hydra": {"overrides": {"task": ["model.emb=4,8", "steps=10"]},
-                          "sweeper": {"params": {"model.hidden": "10,20"}}}}
+    multirun = {
+        "hydra": {
+            "overrides": {"task": ["model.emb=4,8", "steps=10"]},
+            "sweeper": {"params": {"model.hidden": "10,20"}},
+        }
+    }
     (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(multirun))
     assert member_name(str(tmp_path), overrides, 3) == "model.emb=4,model.hidden=20_3"
-    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["seed=1,2"]},
-                                                                           "sweeper": {}}}))
+    (tmp_path / "multirun.yaml").write_text(
+        OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["seed=1,2"]}, "sweeper": {}}})
+    )
     assert member_name(str(tmp_path), ["seed=2", "+steps=5"], 0) == "seed=2_0"
 
 
@@ -72,8 +98,10 @@ def test_a_run_that_already_has_a_record_is_not_recorded_again(tmp_path):
     assert record_dir(None, str(tmp_path)) is None
 
 
-@pytest.mark.parametrize("status, ended", [("ok", True), ("diverged", True), ("pruned at step 5", True),
-                                           ("interrupted", False), (None, False)])
+@pytest.mark.parametrize(
+    "status, ended",
+    [("ok", True), ("diverged", True), ("pruned at step 5", True), ("interrupted", False), (None, False)],
+)
 def test_only_an_ended_member_keeps_its_log_untouched(tmp_path, status, ended):
     if status:
         (tmp_path / "metrics.json").write_text(json.dumps({"status": status, "dev_loss": 2.0}))
@@ -83,25 +111,58 @@ def test_only_an_ended_member_keeps_its_log_untouched(tmp_path, status, ended):
 
 
 def test_flatten_gives_hparams_scalars_under_dotted_keys():
-    nested = {"model": {"emb": 10, "dropout": 0.1, "name": "mlp", "bias": True, "fractions": [0.8, 0.2],
-                        "init": {"gain": None}}, "seed": 3}
-    assert flatten(nested) == {"model.emb": 10, "model.dropout": 0.1, "model.name": "mlp", "model.bias": True,
-                               "model.fractions": "[0.8, 0.2]", "model.init.gain": "None", "seed": 3}
+    nested = {
+        "model": {
+            "emb": 10,
+            "dropout": 0.1,
+            "name": "mlp",
+            "bias": True,
+            "fractions": [0.8, 0.2],
+            "init": {"gain": None},
+        },
+        "seed": 3,
+    }
+    assert flatten(nested) == {
+        "model.emb": 10,
+        "model.dropout": 0.1,
+        "model.name": "mlp",
+        "model.bias": True,
+        "model.fractions": "[0.8, 0.2]",
+        "model.init.gain": "None",
+        "seed": 3,
+    }
     assert flatten({}) == {} and flatten({"a": 1}, "p.") == {"p.a": 1}
 
 
 def test_an_old_config_is_upgraded_and_a_current_one_left_alone():
-    old = OmegaConf.create({"model": {"kind": "mlp", "emb": 10},
-                            "optim": {"name": "sgd", "lr": 0.1, "schedule": "step", "decay_at": 0.5, "gamma": 0.1,
-                                      "warmup": 0, "min_factor": 0.0, "lr_end": 1.0}})
+    old = OmegaConf.create(
+        {
+            "model": {"kind": "mlp", "emb": 10},
+            "optim": {
+                "name": "sgd",
+                "lr": 0.1,
+                "schedule": "step",
+                "decay_at": 0.5,
+                "gamma": 0.1,
+                "warmup": 0,
+                "min_factor": 0.0,
+                "lr_end": 1.0,
+            },
+        }
+    )
     upgraded = OmegaConf.to_container(upgrade(old))
-    assert upgraded == {"model": {"_target_": "makemore.models.MLP", "emb": 10}, "optim": {"name": "sgd", "lr": 0.1},
-                        "schedule": {"name": "step", "decay_at": 0.5, "gamma": 0.1, "warmup": 0, "min_factor": 0.0,
-                                     "lr_end": 1.0}}
+    assert upgraded == {
+        "model": {"_target_": "makemore.models.MLP", "emb": 10},
+        "optim": {"name": "sgd", "lr": 0.1},
+        "schedule": {"name": "step", "decay_at": 0.5, "gamma": 0.1, "warmup": 0, "min_factor": 0.0, "lr_end": 1.0},
+    }
     current = {"model": {"_target_": "makemore.models.MLP"}, "optim": {"name": "sgd"}, "schedule": {"name": "step"}}
     assert OmegaConf.to_container(upgrade(OmegaConf.create(current))) == current
     assert OmegaConf.to_container(upgrade(OmegaConf.create({}))) == {}
-    both = {"optim": {"schedule": "odd"}, "schedule": {"name": "step"}}  # already moved: the new key wins, nothing moves
+    both = {
+        "optim": {"schedule": "odd"},
+        "schedule": {"name": "step"},
+    }  # already moved: the new key wins, nothing moves
     assert OmegaConf.to_container(upgrade(OmegaConf.create(both))) == both
 
 
@@ -109,3 +170,24 @@ def test_the_config_is_composed_as_hydra_1_3_composes_it_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # without version_base, Hydra warns and falls back to its 1.1 behaviour
         assert compose_train_config("model=mlp").model.name == "mlp"
+
+
+def test_a_config_saved_by_an_earlier_version_is_upgraded():
+    old = OmegaConf.create(
+        {
+            "model": {"name": "mlp", "kind": "mlp", "block_size": 3},
+            "optim": {
+                "name": "sgd",
+                "lr": 0.1,
+                "momentum": 0.0,
+                "weight_decay": 0.0,
+                "schedule": "step",
+                "decay_at": 0.5,
+                "gamma": 0.1,
+            },
+        }
+    )
+    new = upgrade(old)
+    assert dict(new.model) == {"name": "mlp", "block_size": 3, "_target_": "makemore.models.MLP"}
+    assert new.schedule == {"name": "step", "decay_at": 0.5, "gamma": 0.1}
+    assert dict(new.optim) == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}

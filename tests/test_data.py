@@ -5,8 +5,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from makemore.data import (BUILTIN_NAMES, build_examples, build_vocab, load_dataset, make_dataset, read_items,
-                           split_items, utf16)
+from makemore.data import (
+    BUILTIN_NAMES,
+    build_examples,
+    build_vocab,
+    load_dataset,
+    make_dataset,
+    read_items,
+    split_items,
+    utf16,
+)
 from makemore.errors import MakemoreError
 
 
@@ -67,10 +75,13 @@ FIX = "pass data.path=<a UTF-8 text file with one item per line>"
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "data file not found: {path}; " + FIX), (b"", "data file {path} has no items (it is empty or blank); " + FIX),
-     (b"\n \n\r\n", "data file {path} has no items (it is empty or blank); " + FIX),
-     (b"ab\xff\xfe", "data file {path} is not valid UTF-8 (bad byte at offset 2); re-save it as UTF-8"),
-     (b"\x00\x01\x02", "data file {path} looks binary (it contains NUL bytes); " + FIX)],
+    [
+        (None, "data file not found: {path}; " + FIX),
+        (b"", "data file {path} has no items (it is empty or blank); " + FIX),
+        (b"\n \n\r\n", "data file {path} has no items (it is empty or blank); " + FIX),
+        (b"ab\xff\xfe", "data file {path} is not valid UTF-8 (bad byte at offset 2); re-save it as UTF-8"),
+        (b"\x00\x01\x02", "data file {path} looks binary (it contains NUL bytes); " + FIX),
+    ],
 )
 def test_unreadable_files_are_refused_with_the_problem_and_the_fix(tmp_path, content, message):
     path = tmp_path / "data.txt"
@@ -119,8 +130,9 @@ def test_split_is_configurable_and_checked(tiny_corpus):
             load_dataset(str(tiny_corpus), 2, fractions=fractions)
     with pytest.raises(MakemoreError) as few:
         load_dataset(str(tiny_corpus), 2, fractions=(0.99, 0.005, 0.005))
-    assert str(few.value) == ("60 items are too few to split [0.99, 0.005, 0.005] "
-                              "(got {'train': 59, 'dev': 0, 'test': 1}); add data")
+    assert str(few.value) == (
+        "60 items are too few to split [0.99, 0.005, 0.005] (got {'train': 59, 'dev': 0, 'test': 1}); add data"
+    )
 
 
 def test_builtin_data_is_the_lecture_file():
@@ -159,14 +171,31 @@ def test_load_dataset_passes_on_its_boundary_and_seed(tiny_corpus):
     assert dataset.words == split_items(items, (0.8, 0.1, 0.1), 7) != split_items(items, (0.8, 0.1, 0.1), 42)
 
 
-@pytest.mark.parametrize("raw, is_utf16", [
-    (b"\xfe\xff" + "Ā\n".encode("utf-16-be"), True),  # the big-endian mark; U+0100's 01 00 defeats the NUL rule
-    (b"\xff\xfe" + "Ā\n".encode("utf-16-le"), True),  # the little-endian mark
-    ("a\n".encode("utf-16-le"), True),  # four bytes, every other one NUL: the shortest unmarked UTF-16 it tells
-    ("a\n".encode("utf-16-be"), True),
-    (b"a\x00\n", False),  # three bytes: too short to tell
-    (b"\x00" * 8, False),  # NULs only: binary, not text
-    (b"anna\nbob\n", False),
-])
+@pytest.mark.parametrize(
+    "raw, is_utf16",
+    [
+        (b"\xfe\xff" + "Ā\n".encode("utf-16-be"), True),  # the big-endian mark; U+0100's 01 00 defeats the NUL rule
+        (b"\xff\xfe" + "Ā\n".encode("utf-16-le"), True),  # the little-endian mark
+        ("a\n".encode("utf-16-le"), True),  # four bytes, every other one NUL: the shortest unmarked UTF-16 it tells
+        ("a\n".encode("utf-16-be"), True),
+        (b"a\x00\n", False),  # three bytes: too short to tell
+        (b"\x00" * 8, False),  # NULs only: binary, not text
+        (b"anna\nbob\n", False),
+    ],
+)
 def test_utf16_is_told_by_its_mark_or_by_every_other_byte_being_nul(raw, is_utf16):
     assert utf16(raw) == is_utf16
+
+
+def test_cr_only_line_ends_split_items(tmp_path):
+    path = tmp_path / "mac.txt"
+    path.write_bytes(b"anna\rbob\r\rcarl\r\ndave\n")
+    assert read_items(path) == ["anna", "bob", "carl", "dave"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_files_are_named_as_such(tmp_path, encoding):
+    path = tmp_path / "names.txt"
+    path.write_bytes("emma\nolivia\nava\n".encode(encoding))
+    with pytest.raises(MakemoreError, match="is UTF-16; re-save it as UTF-8"):
+        load_dataset(str(path), 3)

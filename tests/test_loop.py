@@ -12,17 +12,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_config
 from makemore import loop
 from makemore.backprop import ManualBackward
 from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
-from makemore.loop import BATCH_CHUNK, CHECKPOINT, Diverged, Interrupted, batch_indices, fit, step_function
+from makemore.loop import BATCH_CHUNK, Best, Diverged, Interrupted, batch_indices, fit, step_function
 from makemore.models import MLP, loss_on
 from makemore.optim import is_plain_sgd, plain_step
+from makemore.rundir import CHECKPOINT
 from makemore.search import Pruned
 from makemore.sequence_models import RNN
+
+from helpers import compose_config
 
 STEPS, BATCH, LOG, EVAL = 60, 8, 10, 20
 
@@ -44,8 +46,17 @@ def data():
 
 
 def config(*overrides):
-    return compose_config("optim=sgd", f"steps={STEPS}", f"batch_size={BATCH}", f"log_interval={LOG}",
-                          f"eval_interval={EVAL}", "checkpoint_interval=0", "progress=false", "target=null", *overrides)
+    return compose_config(
+        "optim=sgd",
+        f"steps={STEPS}",
+        f"batch_size={BATCH}",
+        f"log_interval={LOG}",
+        f"eval_interval={EVAL}",
+        "checkpoint_interval=0",
+        "progress=false",
+        "target=null",
+        *overrides,
+    )
 
 
 def fresh_model():
@@ -57,15 +68,17 @@ def train(data, cfg, run_dir, model=None, resume=None, on_eval=None):
     model = model or fresh_model()
     recorded = Recorded()
     extra = {"vocab": list(data.vocab.chars), "config": {}}
-    timing, history = fit(model, data.X, data.Y, cfg, Loggers([recorded]), run_dir, extra, resume, on_eval)
-    return model, timing, history, recorded.scalars_logged
+    state = fit(model, data.X, data.Y, cfg, Loggers([recorded]), run_dir, extra, resume, on_eval)
+    return model, state, state.history, recorded.scalars_logged
 
 
 def prune_at(pruned_step):
     """An on_eval that stops the run at one evaluation, as Optuna's pruner stops a losing trial."""
-    def on_eval(step, dev_loss):
+
+    def on_eval(step, dev_loss, train_seconds):
         if step == pruned_step:
-            raise Pruned(step, dev_loss)
+            raise Pruned(0, step, dev_loss, train_seconds)
+
     return on_eval
 
 
@@ -89,7 +102,9 @@ def lecture_loop(model, X, Y, steps, lr_at):
 
 def test_the_loop_is_the_lectures_loop(data, tmp_path):
     by_hand = fresh_model()
-    losses = lecture_loop(by_hand, data.X["train"], data.Y["train"], STEPS, lambda step: 0.1 if step < STEPS / 2 else 0.01)
+    losses = lecture_loop(
+        by_hand, data.X["train"], data.Y["train"], STEPS, lambda step: 0.1 if step < STEPS / 2 else 0.01
+    )
     model, timing, history, logged = train(data, config(), tmp_path)
     for ours, theirs in zip(model.state_dict().values(), by_hand.state_dict().values()):
         assert torch.allclose(ours, theirs, atol=1e-6)
@@ -100,12 +115,29 @@ def test_the_loop_is_the_lectures_loop(data, tmp_path):
         assert row["lr"] == pytest.approx(0.1 if row["step"] <= STEPS / 2 else 0.01)  # the window's last step's
     evaluated = [row["step"] for row in history if "loss/dev" in row]
     assert evaluated == [20, 40]  # not at the last step: the final losses come from every split after the loop
-    assert logged[-1] == (STEPS, {"lr": history[-1]["lr"]}) and logged[0] == (LOG, {"loss/train": history[0]["loss/train"], "lr": 0.1})
-    assert timing["steps"] == STEPS and timing["train_seconds"] > timing["eval_seconds"] > 0
-    assert "step_to_target" not in timing and "early_stopped_at" not in timing
+    assert logged[-1] == (STEPS, {"lr": history[-1]["lr"]}) and logged[0] == (
+        LOG,
+        {"loss/train": history[0]["loss/train"], "lr": 0.1},
+    )
+    assert timing.step == STEPS and timing.train_seconds > timing.eval_seconds > 0
+    assert timing.reached == {} and not timing.early_stopped
     dev_at_40 = next(row["loss/dev"] for row in history if row["step"] == 40)
-    assert timing["best"] == {"dev_loss": min(row["loss/dev"] for row in history if "loss/dev" in row),
-                              "step": 20 if timing["best"]["dev_loss"] < dev_at_40 else 40}
+    assert timing.best == Best(
+        min(row["loss/dev"] for row in history if "loss/dev" in row),
+        20 if timing.best.dev_loss < dev_at_40 else 40,
+        0 if timing.best.step == 40 else 1,
+    )
+
+
+def test_dev_is_evaluated_at_every_multiple_of_eval_interval_whatever_log_interval_is(data, tmp_path, monkeypatch):
+    _, state, history, logged = train(data, config("eval_interval=7", "target=2.9"), tmp_path)
+    evaluated = [row["step"] for row in history if "loss/dev" in row]
+    assert evaluated == list(range(7, STEPS, 7))  # 7, 14, ..., 56: not only where a log point falls
+    assert [row["step"] for row in history if "loss/train" in row] == list(range(LOG, STEPS + 1, LOG))
+    assert [step for step, values in logged if "loss/dev" in values] == evaluated
+    scripted_dev_losses(monkeypatch, [3.0, 3.0, 2.8, 2.5, 2.5, 2.5, 2.5, 2.5])
+    _, state, _, _ = train(data, config("eval_interval=7", "target=2.9"), tmp_path)
+    assert state.reached["step_to_target"] == 21  # the third evaluation: exact to the eval_interval grid
 
 
 def test_a_run_past_one_chunk_of_batches_draws_the_next_chunk(data, tmp_path, monkeypatch):
@@ -142,8 +174,15 @@ def full_batch_by_hand(data, steps):
 
 
 def full_batch_config(steps):
-    return compose_config("optim=full_batch", "optim.lr=0.5", f"steps={steps}", "log_interval=1",
-                          "checkpoint_interval=0", "progress=false", "target=null")
+    return compose_config(
+        "optim=full_batch",
+        "optim.lr=0.5",
+        f"steps={steps}",
+        "log_interval=1",
+        "checkpoint_interval=0",
+        "progress=false",
+        "target=null",
+    )
 
 
 def test_full_batch_steps_take_the_whole_split(data, tmp_path):
@@ -157,9 +196,9 @@ def test_full_batch_steps_take_the_whole_split(data, tmp_path):
 def test_the_first_evaluation_under_the_target_is_recorded(data, tmp_path):
     _, timing, history, _ = train(data, config("target=3.0", "eval_interval=10"), tmp_path)
     first = min(row["step"] for row in history if "loss/dev" in row and row["loss/dev"] < 3.0)
-    assert timing["step_to_target"] == first and 0 < timing["seconds_to_target"] < timing["train_seconds"]
+    assert timing.reached["step_to_target"] == first and 0 < timing.reached["seconds_to_target"] < timing.train_seconds
     _, never, _, _ = train(data, config("target=0.5", "eval_interval=10"), tmp_path)
-    assert "step_to_target" not in never and "seconds_to_target" not in never
+    assert never.reached == {}
 
 
 def test_early_stopping_stops_after_its_patience_and_restores_the_best_weights(data, tmp_path):
@@ -167,12 +206,13 @@ def test_early_stopping_stops_after_its_patience_and_restores_the_best_weights(d
     rising.X = {**data.X, "dev": data.X["dev"][:200]}
     rising.Y = {**data.Y, "dev": torch.full((200,), data.vocab.chars.index("q"))}
     kept_on = [0, 0]
-    model, timing, history, _ = train(rising, config("early_stopping=2", "eval_interval=10", "optim.lr=0.5",
-                                                     "schedule=constant"), tmp_path)
+    model, timing, history, _ = train(
+        rising, config("early_stopping=2", "eval_interval=10", "optim.lr=0.5", "schedule=constant"), tmp_path
+    )
     devs = [(row["step"], row["loss/dev"]) for row in history if "loss/dev" in row]
     assert devs[1][1] > devs[0][1] and devs[2][1] > devs[0][1]
-    assert timing["early_stopped_at"] == 30 == history[-1]["step"]  # best at 10, no better at 20 and 30: stop
-    assert timing["weights"] == "best dev, step 10 (restored by early_stopping)"
+    assert timing.early_stopped and timing.step == 30 == history[-1]["step"]  # best at 10, none better at 20, 30
+    assert timing.best.step == 10
     assert loss_on(model, rising.X["dev"], rising.Y["dev"], 27) == devs[0][1]
     at_best, _, _, _ = train(rising, config("optim.lr=0.5", "schedule=constant", "steps=10"), tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), at_best.parameters()))
@@ -192,7 +232,7 @@ def test_divergence_stops_at_the_log_point_it_shows(data, tmp_path):
 def test_a_signal_saves_a_checkpoint_that_resumes_bit_identically(data, tmp_path):
     straight, _, straight_history, _ = train(data, config(), tmp_path / "straight")
 
-    def interrupt(step, dev_loss):
+    def interrupt(step, dev_loss, train_seconds):
         if step == 20:
             signal.raise_signal(signal.SIGINT)  # as Ctrl-C: the loop finishes the step, saves, and stops
 
@@ -200,13 +240,13 @@ def test_a_signal_saves_a_checkpoint_that_resumes_bit_identically(data, tmp_path
     run_dir.mkdir()
     with pytest.raises(Interrupted) as stopped:
         train(data, config(), run_dir, on_eval=interrupt)
-    assert str(stopped.value) == f"SIGINT at step 20: checkpoint saved; continue with python train.py resume={run_dir}"
+    assert str(stopped.value) == "SIGINT at step 20: checkpoint saved"
     assert stopped.value.signum == signal.SIGINT
     checkpoint = load_checkpoint(run_dir / CHECKPOINT, {"state"})
     assert checkpoint["state"]["step"] == 20 and len(checkpoint["window"]) == 0
     resumed, timing, history, _ = train(data, config(), run_dir, resume=checkpoint)
     assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
-    assert history == straight_history and timing["steps"] == STEPS
+    assert history == straight_history and timing.step == STEPS
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
 
 
@@ -227,8 +267,10 @@ def test_periodic_checkpoints_hold_the_unlogged_window(data, tmp_path):
     assert not math.isnan(history[-1]["loss/train"])
 
 
-@pytest.mark.parametrize("momentum, weight_decay, maximize, plain", [
-    (0.0, 0.0, False, True), (0.9, 0.0, False, False), (0.0, 0.1, False, False), (0.0, 0.0, True, False)])
+@pytest.mark.parametrize(
+    "momentum, weight_decay, maximize, plain",
+    [(0.0, 0.0, False, True), (0.9, 0.0, False, False), (0.0, 0.1, False, False), (0.0, 0.0, True, False)],
+)
 def test_only_plain_gradient_descent_takes_the_fused_update(momentum, weight_decay, maximize, plain):
     model = fresh_model()
     sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum, weight_decay=weight_decay, maximize=maximize)
@@ -251,12 +293,18 @@ def test_a_manual_backward_model_trains_through_the_hand_derived_pass(data, monk
     calls = []
     for method in ("gradients", "sgd_step"):
         real = getattr(ManualBackward, method)
-        monkeypatch.setattr(ManualBackward, method,
-                            lambda self, *args, real=real, method=method: (calls.append(method), real(self, *args))[1])
+        monkeypatch.setattr(
+            ManualBackward,
+            method,
+            lambda self, *args, real=real, method=method: (calls.append(method), real(self, *args))[1],
+        )
     torch.manual_seed(0)
     model = MLP(27, 3, emb=4, hidden=16, backward="manual")
-    optim = (torch.optim.SGD(model.parameters(), lr=0.1) if optimizer == "sgd"
-             else torch.optim.AdamW(model.parameters(), lr=0.01))
+    optim = (
+        torch.optim.SGD(model.parameters(), lr=0.1)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01)
+    )
     step = step_function(model, optim, 32, 0.1)
     xb, yb = data.X["train"][:32], data.Y["train"][:32]
     expected = F.cross_entropy(model(xb), yb, label_smoothing=0.1).item()
@@ -297,8 +345,8 @@ def test_the_times_reported_are_training_and_evaluation_time_across_a_resume(dat
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter, time=time.time))
     _, timing, history, _ = train(data, config(), tmp_path)
     evaluations = sum("loss/dev" in row for row in history)
-    assert evaluations == 2 and timing["eval_seconds"] == 2.0  # one reading apart, each of the two evaluations
-    assert timing["train_seconds"] == clock.readings[-1] - clock.readings[0]  # from the first step to the last
+    assert evaluations == 2 and timing.eval_seconds == 2.0  # one reading apart, each of the two evaluations
+    assert timing.train_seconds == clock.readings[-1] - clock.readings[0]  # from the first step to the last
 
     clock.readings.clear()
     with pytest.raises(Pruned) as pruned:
@@ -311,7 +359,7 @@ def test_the_times_reported_are_training_and_evaluation_time_across_a_resume(dat
 
     clock.readings.clear()
     _, resumed, _, _ = train(data, config("checkpoint_interval=25"), tmp_path, resume=checkpoint)
-    assert resumed["train_seconds"] == first_part + clock.readings[-1] - clock.readings[0]
+    assert resumed.train_seconds == first_part + clock.readings[-1] - clock.readings[0]
 
 
 def scripted_dev_losses(monkeypatch, losses):
@@ -324,22 +372,24 @@ def test_early_stopping_counts_a_tie_as_no_better_and_a_new_best_renews_its_pati
     scripted_dev_losses(monkeypatch, [3.0, 3.1, 2.9, 3.2, 2.9, 2.9, 2.9, 2.9, 2.9])
     _, timing, history, _ = train(data, config("early_stopping=2", "eval_interval=10", "steps=100"), tmp_path)
     # best at 30; 40 is worse and 50 only ties it: two evaluations without a better loss, so it stops at 50
-    assert timing["early_stopped_at"] == 50 == history[-1]["step"] and timing["best"] == {"dev_loss": 2.9, "step": 30}
-    assert timing["weights"] == "best dev, step 30 (restored by early_stopping)"
+    assert timing.early_stopped and timing.step == 50 == history[-1]["step"]
+    assert (timing.best.dev_loss, timing.best.step) == (2.9, 30)
 
 
 def test_the_target_counts_only_a_dev_loss_below_it(data, tmp_path, monkeypatch):
     scripted_dev_losses(monkeypatch, [2.3, 2.2, 2.1, 2.0, 1.9])
     _, timing, _, _ = train(data, config("target=2.2", "eval_interval=10"), tmp_path)
-    assert timing["step_to_target"] == 30  # 2.2 at step 20 is the target, not under it
-    assert timing["target_reached_at"] == pytest.approx(time.time(), abs=60)  # the wall clock, for the dashboard
+    assert timing.reached["step_to_target"] == 30  # 2.2 at step 20 is the target, not under it
+    assert timing.reached["target_reached_at"] == pytest.approx(
+        time.time(), abs=60
+    )  # the wall clock, for the dashboard
 
 
 def test_a_resumed_early_stopping_run_keeps_the_best_weights_it_had(data, tmp_path, monkeypatch):
     stopping = ("early_stopping=2", "eval_interval=10", "steps=100")
     scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1, 3.2])
     straight, timing, _, _ = train(data, config(*stopping), tmp_path / "a")
-    assert timing["early_stopped_at"] == 40
+    assert timing.early_stopped and timing.step == 40
     run_dir = tmp_path / "b"
     run_dir.mkdir()
     scripted_dev_losses(monkeypatch, [3.0, 2.9, 3.1])
@@ -349,7 +399,7 @@ def test_a_resumed_early_stopping_run_keeps_the_best_weights_it_had(data, tmp_pa
     assert checkpoint["state"]["step"] == 25 and set(checkpoint["best_model"]) == set(straight.state_dict())
     scripted_dev_losses(monkeypatch, [3.1, 3.2])  # the evaluations after step 25: 30 and 40
     resumed, timing, _, _ = train(data, config(*stopping, "checkpoint_interval=25"), run_dir, resume=checkpoint)
-    assert timing["early_stopped_at"] == 40 and timing["best"] == {"dev_loss": 2.9, "step": 20}
+    assert timing.early_stopped and timing.step == 40 and (timing.best.dev_loss, timing.best.step) == (2.9, 20)
     assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), straight.parameters()))
 
 
@@ -382,5 +432,5 @@ def test_the_autograd_step_leaves_out_padded_targets():
 
 def test_zero_steps_leave_the_initial_weights(data, tmp_path):
     model, timing, history, _ = train(data, config("steps=0"), tmp_path)
-    assert timing["steps"] == 0 and history == []
+    assert timing.step == 0 and history == []
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh_model().parameters()))

@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import ROOT, compose_config
 from makemore import models
 from makemore.data import build_items, build_vocab, load_dataset, make_dataset
 from makemore.errors import MakemoreError
-from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, loss_on
+from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, eval_rows, loss_on
 from makemore.sequence_models import RNN
+
+from helpers import ROOT, compose_config
 
 
 def linear(fan_in: int, fan_out: int, bias: bool = True) -> int:
@@ -27,9 +28,17 @@ TRANSFORMER = 27 * 64 + 16 * 64 + 4 * TRANSFORMER_BLOCK + 2 * 64 + linear(64, 27
 
 @pytest.mark.parametrize(
     "model, params",
-    [("bigram_count", 27 * 27), ("trigram_count", 27**3), ("trigram_table", 19_683), ("additive", 1_458), ("mlp", 11_897),
-     ("wavenet", WAVENET), ("rnn", 64 + 27 * 64 + linear(128, 64) + linear(64, 27)),
-     ("gru", 64 + 27 * 64 + 3 * linear(128, 64) + linear(64, 27)), ("transformer", TRANSFORMER)],
+    [
+        ("bigram_count", 27 * 27),
+        ("trigram_count", 27**3),
+        ("trigram_table", 19_683),
+        ("additive", 1_458),
+        ("mlp", 11_897),
+        ("wavenet", WAVENET),
+        ("rnn", 64 + 27 * 64 + linear(128, 64) + linear(64, 27)),
+        ("gru", 64 + 27 * 64 + 3 * linear(128, 64) + linear(64, 27)),
+        ("transformer", TRANSFORMER),
+    ],
 )
 def test_every_model_config_builds_with_the_right_size(model, params):
     cfg = compose_config(f"model={model}")
@@ -94,32 +103,48 @@ def test_too_large_tables_are_refused_with_their_memory():
         NgramTable(27, block_size=5)
 
 
-@pytest.mark.parametrize("model, vocab, block, entries, memory", [
-    (NgramCounts, 27, 6, f"{27 ** 7:,}", f"about {27 ** 7 * 16 / 2 ** 30:,.1f} GiB"),  # 10,460,353,203: 155.9 GiB
-    (NgramTable, 100, 7, "100^8", "more memory than exists"),  # 16 digits: written as a power
-    (NgramTable, 50, 9, "50^10", "more memory than exists"),  # 16.99 digits
-])
+@pytest.mark.parametrize(
+    "model, vocab, block, entries, memory",
+    [
+        (NgramCounts, 27, 6, f"{27**7:,}", f"about {27**7 * 16 / 2**30:,.1f} GiB"),  # 10,460,353,203: 155.9 GiB
+        (NgramTable, 100, 7, "100^8", "more memory than exists"),  # 16 digits: written as a power
+        (NgramTable, 50, 9, "50^10", "more memory than exists"),  # 16.99 digits
+    ],
+)
 def test_a_table_too_large_is_refused_with_its_size_and_memory(model, vocab, block, entries, memory):
     name = "count table" if model is NgramCounts else "logits table"
     with pytest.raises(MakemoreError) as refused:
         model(vocab, block_size=block)
-    assert str(refused.value) == (f"{name} with block_size {block} over {vocab} tokens needs {entries} entries ({memory} "
-                                  f"to train), above the cap of 50,000,000; use a smaller block_size")
+    assert str(refused.value) == (
+        f"{name} with block_size {block} over {vocab} tokens needs {entries} entries ({memory} "
+        f"to train), above the cap of 50,000,000; use a smaller block_size"
+    )
 
 
 def test_a_table_under_the_cap_is_built():
-    assert NgramCounts(27, block_size=4).counts.shape == (27 ** 4, 27)  # 14.3M entries
+    assert NgramCounts(27, block_size=4).counts.shape == (27**4, 27)  # 14.3M entries
 
 
 def test_an_mlp_is_embedding_tanh_layers_and_output():
     model = MLP(27, 3, emb=4, hidden=8, layers=2, norm="batch", dropout=0.5)
     assert [type(m).__name__ for m in model.hidden] == [
-        "Dropout", "Linear", "BatchNorm1d", "Tanh", "Dropout", "Linear", "BatchNorm1d", "Tanh", "Dropout"]
+        "Dropout",
+        "Linear",
+        "BatchNorm1d",
+        "Tanh",
+        "Dropout",
+        "Linear",
+        "BatchNorm1d",
+        "Tanh",
+        "Dropout",
+    ]
     linears = [m for m in model.hidden if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features, m.bias) for m in linears] == [(12, 8, None), (8, 8, None)]
     assert (model.output.in_features, model.output.out_features) == (8, 27) and model.direct is None
     layer = MLP(27, 2, emb=3, hidden=5, norm="layer")
-    assert [type(m).__name__ for m in layer.hidden] == ["Linear", "LayerNorm", "Tanh"] and layer.hidden[0].bias is not None
+    assert [type(m).__name__ for m in layer.hidden] == ["Linear", "LayerNorm", "Tanh"] and layer.hidden[
+        0
+    ].bias is not None
     direct = MLP(27, 2, emb=3, hidden=5, direct=True)
     context = torch.tensor([[1, 2], [3, 0]])
     x = direct.embedding(context).flatten(1)
@@ -188,7 +213,9 @@ def test_whole_item_loss_equals_the_per_window_loss(model):
     per_window = F.cross_entropy(net(dataset.X["train"]), dataset.Y["train"], reduction="none")
     per_item = F.cross_entropy(net.forward_items(X).flatten(0, 1), Y.flatten(), ignore_index=-1, reduction="none")
     assert torch.allclose(per_item[Y.flatten() >= 0], per_window, atol=1e-5)  # example by example, in order
-    assert loss_on(net, X, Y, vocab.size) == pytest.approx(loss_on(net, dataset.X["train"], dataset.Y["train"], vocab.size), abs=1e-6)
+    assert loss_on(net, X, Y, vocab.size) == pytest.approx(
+        loss_on(net, dataset.X["train"], dataset.Y["train"], vocab.size), abs=1e-6
+    )
 
 
 def test_a_window_prediction_ignores_left_padding_but_not_the_start_token():
@@ -206,8 +233,12 @@ def test_every_model_has_a_picture(model):
     vocab = build_vocab(["abc", "cab"])
     net = build_model(compose_config(f"model={model}").model, vocab.size)
     (tag,) = model_figures(net, vocab)
-    expected = {"bigram_count": "next_token", "trigram_count": "next_token", "trigram_table": "next_token",
-                "additive": "weights"}.get(model, "embeddings")
+    expected = {
+        "bigram_count": "next_token",
+        "trigram_count": "next_token",
+        "trigram_table": "next_token",
+        "additive": "weights",
+    }.get(model, "embeddings")
     assert tag == expected
 
 
@@ -250,14 +281,46 @@ def test_a_users_model_is_built_from_its_config_or_refused_in_one_line():
 
     model = build_model(OmegaConf.create({"name": "mine", "_target_": "test_models.Layers", "sizes": [4, 5]}), 27)
     assert type(model.sizes) is list and model.sizes == [4, 5]
-    fix = "its module must be importable (put its directory on PYTHONPATH)"
-    for target, options, reason in [
-        ("no_such_module.Model", {}, "ModuleNotFoundError: No module named 'no_such_module'"),
-        ("test_models.Refuses", {"why": "size 0"}, "ValueError: size 0 is not allowed"),
+    for target, options, reason in [  # each cause gets its own fix
+        (
+            "no_such_module.Model",
+            {},
+            "ModuleNotFoundError: No module named 'no_such_module'; its module must be "
+            "importable (put its directory on PYTHONPATH)",
+        ),
+        (
+            "test_models.Layerz",
+            {},
+            "module test_models has no 'Layerz'; check the spelling of model._target_ (module.Class)",
+        ),
+        (
+            "test_models.Refuses",
+            {"why": "size 0"},
+            "its constructor failed (ValueError: size 0 is not allowed); "
+            "check the model's config keys against its __init__ parameters",
+        ),
+        (
+            "test_models.Layers",
+            {"sizes": [1], "colour": 2},
+            "its constructor failed (TypeError: Layers.__init__() got "
+            "an unexpected keyword argument 'colour'); check the "
+            "model's config keys against its __init__ parameters",
+        ),
     ]:
         with pytest.raises(MakemoreError) as refused:
             build_model(OmegaConf.create({"name": "mine", "_target_": target, **options}), 27)
-        assert str(refused.value) == f"cannot build model mine from {target} ({reason}); {fix}"
+        assert str(refused.value) == f"cannot build model mine from {target}: {reason}"
     with pytest.raises(MakemoreError) as refused:  # the package's own refusals pass through as they are
         build_model(OmegaConf.create({"name": "mine", "_target_": "test_models.Refuses", "why": "makemore"}), 27)
     assert str(refused.value) == "makemore is not allowed\nsecond line"
+
+
+def test_evaluation_chunks_are_sized_from_the_vocabulary():
+    assert eval_rows(27) == 65536
+    rows = 256 * 2**20 // (20_001 * 3 * 4)  # 256 MiB over three float32 rows of V: logits, softmax, gradient
+    assert eval_rows(20_001) == rows == 1118 and isinstance(eval_rows(20_001), int)
+    assert eval_rows(30_000_000) == 1  # a chunk holds at least one row, whatever the vocabulary
+    model = MLP(50, 2, emb=3, hidden=4)
+    X, Y = torch.randint(50, (5000, 2)), torch.randint(50, (5000,))
+    whole = torch.nn.functional.cross_entropy(model.eval()(X), Y).item()
+    assert loss_on(model, X, Y, 50) == pytest.approx(whole, rel=1e-6)

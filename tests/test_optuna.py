@@ -8,16 +8,23 @@ import sys
 import time
 
 import pytest
-
 from omegaconf import OmegaConf
 
-from conftest import ROOT, read_metrics, run_bash, run_script, run_train, tree_hashes
-from makemore.cli import hydra_value
-from makemore.report import find_runs
+from makemore.rundir import find_runs
 from makemore.search import JOURNAL, open_storage, storage_url
+from makemore.shell import hydra_value
 
-QUICK = ["sweep=optuna_mlp", "steps=200", "eval_interval=50", "log_interval=50", "progress=false", "samples=5",
-         "logger=none"]
+from helpers import ROOT, read_metrics, run_bash, run_script, run_train, tree_hashes
+
+QUICK = [
+    "sweep=optuna_mlp",
+    "steps=200",
+    "eval_interval=50",
+    "log_interval=50",
+    "progress=false",
+    "samples=5",
+    "logger=none",
+]
 
 
 def sweep(sweep_dir, *args):
@@ -64,7 +71,9 @@ def test_optuna_mlp_runs_ranks_and_keeps_its_study_in_a_journal_in_the_sweep_dir
     result = sweep(sweep_dir, "hydra.sweeper.n_trials=3")
     assert (sweep_dir / JOURNAL).is_file()
     study = load(sweep_dir)
-    runs = {int(d.name.rsplit("_", 1)[1]): d for d in find_runs(sweep_dir)}  # each run's name ends with its trial number
+    runs = {
+        int(d.name.rsplit("_", 1)[1]): d for d in find_runs(sweep_dir)
+    }  # each run's name ends with its trial number
     assert sorted(runs) == [t.number for t in study.trials] == [0, 1, 2]
     for trial in study.trials:  # Optuna's value is the run's own final dev loss, and its params the run's config
         assert trial.value == pytest.approx(read_metrics(runs[trial.number])["dev_loss"])
@@ -89,7 +98,9 @@ def test_a_pruner_stops_losing_trials_and_the_leaderboard_says_at_which_step(tmp
     import optuna
 
     sweep_dir = tmp_path / "sweep"
-    sweep(sweep_dir, "hydra.sweeper.n_trials=8", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2")
+    sweep(
+        sweep_dir, "hydra.sweeper.n_trials=8", "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2"
+    )
     study = load(sweep_dir)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and len(study.trials) == 8
@@ -100,15 +111,22 @@ def test_a_pruner_stops_losing_trials_and_the_leaderboard_says_at_which_step(tmp
         assert step == max(trial.intermediate_values) < 200  # stopped at its last report, before the end
         metrics = read_metrics(runs[trial.number])
         assert metrics["status"] == f"pruned at step {step}" and not (runs[trial.number] / "model.pt").exists()
-        assert f"pruned at step {step}" in next(line for line in leaderboard.splitlines() if runs[trial.number].name in line)
+        assert f"pruned at step {step}" in next(
+            line for line in leaderboard.splitlines() if runs[trial.number].name in line
+        )
     for trial in study.trials:  # every evaluation was reported to the trial
         assert sorted(trial.intermediate_values) == list(range(50, 50 * (len(trial.intermediate_values) + 1), 50))
 
 
 def start_sweep(sweep_dir, *args):
-    return subprocess.Popen([sys.executable, str(ROOT / "sweep.py"), *QUICK, *args, f"hydra.sweep.dir={sweep_dir}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "WANDB_MODE": "offline"})
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "sweep.py"), *QUICK, *args, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
 
 
 def wait_for(condition, timeout=120):
@@ -129,8 +147,11 @@ def test_an_interrupted_optuna_sweep_resumes_with_its_finished_trials_kept(tmp_p
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    finished = {d.name: tree_hashes(d) for d in sweep_dir.iterdir() if (d / "metrics.json").exists()
-                and read_metrics(d)["status"] == "ok"}
+    finished = {
+        d.name: tree_hashes(d)
+        for d in sweep_dir.iterdir()
+        if (d / "metrics.json").exists() and read_metrics(d)["status"] == "ok"
+    }
     values = {t.number: t.value for t in load(sweep_dir).trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert len(finished) == len(values) >= 2
     command = stderr.strip().splitlines()[-1].split("continue it with: ")[1]

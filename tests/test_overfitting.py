@@ -6,14 +6,23 @@ import random
 
 import pytest
 
-from conftest import compose_config, read_metrics, run_train
 from makemore.checkpoint import load_model
 from makemore.data import load_dataset
 from makemore.models import loss_on
 from makemore.train import run
 
-OVERFITS = ["steps=1500", "eval_interval=100", "log_interval=50", "model.hidden=300", "model.emb=16",
-            "progress=false", "logger=none", "samples=2"]
+from helpers import compose_config, read_metrics, run_train
+
+OVERFITS = [
+    "steps=1500",
+    "eval_interval=100",
+    "log_interval=50",
+    "model.hidden=300",
+    "model.emb=16",
+    "progress=false",
+    "logger=none",
+    "samples=2",
+]
 
 
 @pytest.fixture
@@ -59,8 +68,9 @@ def test_early_stopping_stops_and_keeps_the_best_dev_weights(tmp_path, small_dat
 
 
 def test_a_run_that_keeps_improving_has_no_warning_and_its_last_step_is_its_best(tmp_path, capsys):
-    metrics = run(compose_config("steps=300", "eval_interval=100", "logger=none", "progress=false", "samples=2"),
-                  tmp_path / "run")
+    metrics = run(
+        compose_config("steps=300", "eval_interval=100", "logger=none", "progress=false", "samples=2"), tmp_path / "run"
+    )
     assert metrics["best_dev_step"] == 300 and metrics["best_dev_loss"] == metrics["dev_loss"]
     assert metrics["target"] == 2.2 and "warning" not in capsys.readouterr().out
 

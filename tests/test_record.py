@@ -16,7 +16,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import ROOT, read_metrics, run_bash, run_script, run_train, tree_hashes
+from helpers import ROOT, read_metrics, run_bash, run_script, run_train, tree_hashes
 
 TINY = ["steps=20", "eval_interval=10", "log_interval=10", "progress=false", "samples=2"]
 
@@ -28,7 +28,7 @@ def error_lines(stderr: str) -> list[str]:
 def printed_command(stderr: str, after: str) -> str:
     """The command a message printed, from `after` to the end of its line."""
     line = next(line for line in stderr.splitlines() if after in line)
-    return line[line.index(after) + len(after):].strip()
+    return line[line.index(after) + len(after) :].strip()
 
 
 @pytest.mark.slow
@@ -37,19 +37,22 @@ def test_no_command_changes_a_finished_run(project):
     assert run_train(victim, "model=trigram_count", cwd=project).returncode == 0
     before = tree_hashes(victim)
     attempts = [
-        ["model=additive", "steps=20", f"hydra.run.dir={victim}"],      # another run into it
-        ["model.emb=0", f"hydra.run.dir={victim}"],                     # a refused run into it
-        [f"rerun={victim}", f"hydra.run.dir={victim}"],                 # its own rerun into it
-        [f"resume={victim}"],                                           # resuming a finished run
-        ["-m", "seed=1,2", *TINY, f"hydra.sweep.dir={victim}"],         # a sweep into it
+        ["model=additive", "steps=20", f"hydra.run.dir={victim}"],  # another run into it
+        ["model.emb=0", f"hydra.run.dir={victim}"],  # a refused run into it
+        [f"rerun={victim}", f"hydra.run.dir={victim}"],  # its own rerun into it
+        [f"resume={victim}"],  # resuming a finished run
+        ["-m", "seed=1,2", *TINY, f"hydra.sweep.dir={victim}"],  # a sweep into it
     ]
     for args in attempts:
         result = run_script(str(project / "train.py"), *args, cwd=project)
         assert result.returncode == 1 and len(error_lines(result.stderr)) == 1, (args, result.stderr[-500:])
     report = run_script(str(project / "sweep.py"), f"report={victim}", cwd=project)
     assert report.returncode == 0 and "not written" in report.stdout
-    sample = subprocess.run([sys.executable, "-m", "makemore.sample", str(victim), "-o", str(victim / "samples.txt")],
-                            capture_output=True, text=True)
+    sample = subprocess.run(
+        [sys.executable, "-m", "makemore.sample", str(victim), "-o", str(victim / "samples.txt")],
+        capture_output=True,
+        text=True,
+    )
     assert sample.returncode == 1 and "inside the run directory" in sample.stderr
     assert tree_hashes(victim) == before
 
@@ -80,8 +83,12 @@ def csv_rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_rerun_records_the_config_that_ran_and_stands_alone(project, tiny_corpus):
     source = project / "outputs" / "source"
-    assert run_train(source, "model=trigram_count", "model.alpha=0.5", f"data.path={tiny_corpus}", *TINY,
-                     cwd=project).returncode == 0
+    assert (
+        run_train(
+            source, "model=trigram_count", "model.alpha=0.5", f"data.path={tiny_corpus}", *TINY, cwd=project
+        ).returncode
+        == 0
+    )
     first = run_bash(f"python train.py rerun={source}", cwd=project)
     assert first.returncode == 0, first.stderr[-1000:]
     [rerun] = dated_runs(project)
@@ -94,7 +101,9 @@ def test_a_rerun_records_the_config_that_ran_and_stands_alone(project, tiny_corp
     assert yaml.safe_load((rerun / ".hydra" / "overrides.yaml").read_text())[0] == "model=trigram_count"
     events = EventAccumulator(str(rerun))
     events.Reload()
-    start = plugin_data_pb2.HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    )
     assert start.session_start_info.hparams["model.name"].string_value == "trigram_count"
 
     shutil.rmtree(source)  # a rerun of the rerun needs nothing of the first run
@@ -116,8 +125,12 @@ def test_resume_refuses_what_it_cannot_continue_without_writing(project, tmp_pat
     no_checkpoint = project / "outputs" / "no_checkpoint"
     assert run_train(no_checkpoint, "model=bigram_count", *TINY, cwd=project).returncode == 0
     (no_checkpoint / "metrics.json").unlink()  # as if killed before its first checkpoint
-    cases = {tmp_path / "nonexistent": "not a run directory", empty: "not a run directory",
-             finished: "already finished", no_checkpoint: "no checkpoint.pt"}
+    cases = {
+        tmp_path / "nonexistent": "not a run directory",
+        empty: "not a run directory",
+        finished: "already finished",
+        no_checkpoint: "no checkpoint.pt",
+    }
     for target, message in cases.items():
         before = tree_hashes(tmp_path)
         result = run_script(str(project / "train.py"), f"resume={target}", cwd=project)
@@ -195,11 +208,17 @@ def test_an_unreadable_data_file_is_one_error_line(project, tmp_path):
     data.chmod(0)
     # Root reads any file; without the capabilities that let it, root meets permissions as a user does.
     as_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
-    result = subprocess.run([*as_user, sys.executable, "train.py", f"data.path={data}", "progress=false"],
-                            cwd=project, capture_output=True, text=True)
+    result = subprocess.run(
+        [*as_user, sys.executable, "train.py", f"data.path={data}", "progress=false"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert error_lines(result.stderr) == [f"error: cannot read data file {data} (Permission denied); check its "
-                                          "permissions, or pass data.path=<a UTF-8 text file with one item per line>"]
+    assert error_lines(result.stderr) == [
+        f"error: cannot read data file {data} (Permission denied); check its "
+        "permissions, or pass data.path=<a UTF-8 text file with one item per line>"
+    ]
     assert not (project / "outputs").exists()
 
 
@@ -215,9 +234,18 @@ def test_a_sweep_whose_members_all_fail_exits_non_zero(project):
 def test_interrupt_hint_pastes_into_bash_for_a_path_that_needs_quoting(tmp_path):
     run_dir = tmp_path / "run a=1,b"  # '=', ',' and a space: Hydra and bash would both misread it unquoted
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir=\"{run_dir}\"", "steps=3000", "progress=false",
-         "checkpoint_interval=200", "logger=none"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f'hydra.run.dir="{run_dir}"',
+            "steps=3000",
+            "progress=false",
+            "checkpoint_interval=200",
+            "logger=none",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while not (run_dir / "checkpoint.pt").exists():
         assert process.poll() is None, process.communicate()
@@ -233,11 +261,14 @@ def test_interrupt_hint_pastes_into_bash_for_a_path_that_needs_quoting(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, message", [
-    (["rerun=outputs/x", "seed=3"], "rerun= takes the saved config as it is; drop the other overrides seed=3"),
-    (["resume=outputs/x", "model.emb=4"], "resume= takes the saved config as it is; drop the other overrides"),
-    (["-m", "resume=outputs/x"], "rerun= and resume= take one run at a time; drop -m"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rerun=outputs/x", "seed=3"], "rerun= takes the saved config as it is; drop the other overrides seed=3"),
+        (["resume=outputs/x", "model.emb=4"], "resume= takes the saved config as it is; drop the other overrides"),
+        (["-m", "resume=outputs/x"], "rerun= and resume= take one run at a time; drop -m"),
+    ],
+)
 def test_rerun_and_resume_take_the_saved_config_as_it_is(project, args, message):
     result = run_script(str(project / "train.py"), *args, cwd=project)
     errors = error_lines(result.stderr)

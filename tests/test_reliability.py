@@ -15,19 +15,29 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, compose_config, read_metrics, run_train
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.data import load_dataset
 from makemore.errors import MakemoreError
 from makemore.train import run
 
-RESUMABLE = ["steps=4000", "log_interval=100", "eval_interval=1000", "checkpoint_interval=200", "progress=false", "samples=3"]
+from helpers import ROOT, compose_config, read_metrics, run_train
+
+RESUMABLE = [
+    "steps=4000",
+    "log_interval=100",
+    "eval_interval=1000",
+    "checkpoint_interval=200",
+    "progress=false",
+    "samples=3",
+]
 
 
 def start_train(run_dir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -81,15 +91,26 @@ def test_a_run_killed_outright_resumes_from_its_last_periodic_checkpoint(tmp_pat
     result = run_train(run_dir, f"resume={run_dir}")
     assert result.returncode == 0, result.stderr[-500:]
     resumed = read_metrics(run_dir)
-    assert [resumed[f"{s}_loss"] for s in ("train", "dev", "test")] == [reference[f"{s}_loss"] for s in ("train", "dev", "test")]
+    assert [resumed[f"{s}_loss"] for s in ("train", "dev", "test")] == [
+        reference[f"{s}_loss"] for s in ("train", "dev", "test")
+    ]
 
 
 @pytest.mark.slow
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     # AdamW's lr rises 10x every 455 steps (the lr finder's schedule) until the loss turns NaN, long after step 200.
-    result = run_train(run_dir, "schedule=exponential", "optim.lr=0.001", "schedule.lr_end=1e8", "diverge_above=null",
-                       "steps=5000", "log_interval=50", "checkpoint_interval=200", "progress=false")
+    result = run_train(
+        run_dir,
+        "schedule=exponential",
+        "optim.lr=0.001",
+        "schedule.lr_end=1e8",
+        "diverge_above=null",
+        "steps=5000",
+        "log_interval=50",
+        "checkpoint_interval=200",
+        "progress=false",
+    )
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert "loss became nan" in line or "loss became inf" in line
@@ -107,7 +128,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
 def test_saves_are_atomic(tmp_path):
     path = tmp_path / "model.pt"
     save_atomic({"model": {"w": torch.ones(3)}}, path)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises for a lambda
         save_atomic({"model": {"w": torch.zeros(3)}, "bad": lambda: None}, path)  # fails mid-save
     assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
@@ -119,8 +140,12 @@ class NotAllowed:
 
 @pytest.mark.parametrize(
     "content, quoted",  # the phrases the README quotes, each for its own kind of bad file
-    [(b"\x00garbage" * 10, "is not a readable checkpoint"), ("pickle", "is not a readable checkpoint"),
-     ("foreign", "is not a makemore checkpoint"), ("truncated", "is not a readable checkpoint")],
+    [
+        (b"\x00garbage" * 10, "is not a readable checkpoint"),
+        ("pickle", "is not a readable checkpoint"),
+        ("foreign", "is not a makemore checkpoint"),
+        ("truncated", "is not a readable checkpoint"),
+    ],
 )
 def test_corrupt_or_foreign_checkpoints_get_one_clear_line(tmp_path, content, quoted):
     path = tmp_path / "model.pt"
@@ -148,7 +173,10 @@ def test_a_checkpoint_is_refused_for_what_it_lacks_in_one_line(tmp_path):
     assert load_checkpoint(missing)["vocab"] == ["."]
     with pytest.raises(MakemoreError) as error:
         load_checkpoint(missing, {"state"})  # a final model.pt is no checkpoint to resume from
-    assert str(error.value) == f"{missing} is not a makemore checkpoint of this kind; point at a run directory made by train.py"
+    assert (
+        str(error.value)
+        == f"{missing} is not a makemore checkpoint of this kind; point at a run directory made by train.py"
+    )
     torch.save([1, 2], missing)
     with pytest.raises(MakemoreError, match="is not a makemore checkpoint of this kind"):
         load_checkpoint(missing)
@@ -174,7 +202,11 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
     config = compose_config("model.emb=4")
     model = build_model(config.model, 27)
     path = tmp_path / "model.pt"
-    saved = {"model": model.state_dict(), "vocab": list(".abcdefghijklmnopqrstuvwxyz"), "config": OmegaConf.to_container(config)}
+    saved = {
+        "model": model.state_dict(),
+        "vocab": list(".abcdefghijklmnopqrstuvwxyz"),
+        "config": OmegaConf.to_container(config),
+    }
     save_atomic(saved, path)
     loaded, vocab, loaded_config = load_model(path)
     assert vocab.size == 27 and loaded_config["model"]["emb"] == 4 and not loaded.training
@@ -187,7 +219,9 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
 def test_a_saved_checkpoint_is_an_ordinary_file_renamed_from_a_hidden_one_beside_it(tmp_path, monkeypatch):
     renames = []
     replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda source, target: (renames.append((Path(source), target)), replace(source, target)))
+    monkeypatch.setattr(
+        os, "replace", lambda source, target: (renames.append((Path(source), target)), replace(source, target))
+    )
     umask = os.umask(0o022)
     try:
         save_atomic({"w": torch.ones(1)}, tmp_path / "model.pt")
@@ -197,14 +231,24 @@ def test_a_saved_checkpoint_is_an_ordinary_file_renamed_from_a_hidden_one_beside
     assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o644  # 0o666 under the umask, not mkstemp's 0o600
     [(temporary, target)] = renames
     assert target == tmp_path / "model.pt" and temporary.parent == tmp_path  # one filesystem: the rename is atomic
-    assert temporary.name.startswith(".model.pt.") and temporary.name.endswith(".tmp")  # a leftover is hidden, and says whose
+    assert temporary.name.startswith(".model.pt.") and temporary.name.endswith(
+        ".tmp"
+    )  # a leftover is hidden, and says whose
 
 
 @pytest.mark.slow
 def test_checkpoint_whose_vocabulary_differs_from_the_data_is_refused(tmp_path, tiny_corpus):
     run_dir = tmp_path / "run"
-    diverging = ["schedule=exponential", "optim.lr=0.001", "schedule.lr_end=1e8", "steps=5000",
-                 "log_interval=50", "checkpoint_interval=100", "progress=false", f"data.path={tiny_corpus}"]
+    diverging = [
+        "schedule=exponential",
+        "optim.lr=0.001",
+        "schedule.lr_end=1e8",
+        "steps=5000",
+        "log_interval=50",
+        "checkpoint_interval=100",
+        "progress=false",
+        f"data.path={tiny_corpus}",
+    ]
     assert run_train(run_dir, *diverging).returncode == 1
     tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")  # the data changed since
     result = run_train(run_dir, f"resume={run_dir}")
@@ -217,8 +261,12 @@ def test_sampling_needs_only_model_pt_and_skips_the_shares_without_the_data(tmp_
     assert run_train(run_dir, "model=bigram_count", f"data.path={tiny_corpus}", "progress=false").returncode == 0
 
     def sample(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "makemore.sample", str(run_dir), "-n", "5", *args],
-                              capture_output=True, text=True, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "makemore.sample", str(run_dir), "-n", "5", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
 
     present = sample()
     assert present.returncode == 0 and "new" in present.stderr.splitlines()[-1]
@@ -251,9 +299,23 @@ def test_evaluation_of_a_20000_token_vocabulary_fits_in_3_gib(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", f"data.path={path}",
-         "model.emb=2", "model.hidden=4", "steps=2", "batch_size=32", "logger=none", "samples=1", "progress=false"],
-        capture_output=True, text=True, preexec_fn=limit_memory, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"data.path={path}",
+            "model.emb=2",
+            "model.hidden=4",
+            "steps=2",
+            "batch_size=32",
+            "logger=none",
+            "samples=1",
+            "progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_memory,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-1000:]
     assert read_metrics(tmp_path / "run")["status"] == "ok"

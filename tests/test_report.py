@@ -12,11 +12,29 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config
 from makemore import plots
-from makemore.report import (LeaderboardCallback, LrFinderCallback, dev_curve, differing_hparams, find_runs, label, main,
-                             markdown, mean_band, read_run, seed_groups, suggest_lr, swept_hparams, varying_overrides,
-                             verdict, write_csv, write_lr_finder, write_report)
+from makemore.report import (
+    LeaderboardCallback,
+    LrFinderCallback,
+    dev_curve,
+    differing_hparams,
+    find_runs,
+    label,
+    main,
+    markdown,
+    mean_band,
+    read_run,
+    seed_groups,
+    suggest_lr,
+    swept_hparams,
+    varying_overrides,
+    verdict,
+    write_csv,
+    write_lr_finder,
+    write_report,
+)
+
+from helpers import compose_config
 
 OK = dict(status="ok", train_loss=2.0, test_loss=2.2, params=100, steps=10, train_seconds=1.5, target=2.2)
 
@@ -64,9 +82,13 @@ def test_leaderboard_ranks_by_dev_loss_and_puts_failures_last(tmp_path, capsys, 
     with pytest.warns(UserWarning, match="skipping unreadable run"):
         rows = write_report(tmp_path)
     assert [(r["rank"], r["run"], r["dev"], r["train"], r["test"]) for r in rows] == [
-        (1, "z_best", "2.1500", "2.0000", "2.2000"), (2, "c_middle", "2.2000", "2.0000", "2.2000"),
-        (3, "a_slow", "2.3100", "2.0000", "2.2000"), (4, "nested/0", "2.4000", "2.0000", "2.2000"),
-        (5, "y_infinite", "inf", "inf", "2.2000"), ("-", "a_unknown", "", "", ""), ("-", "b_broken", "", "", ""),
+        (1, "z_best", "2.1500", "2.0000", "2.2000"),
+        (2, "c_middle", "2.2000", "2.0000", "2.2000"),
+        (3, "a_slow", "2.3100", "2.0000", "2.2000"),
+        (4, "nested/0", "2.4000", "2.0000", "2.2000"),
+        (5, "y_infinite", "inf", "inf", "2.2000"),
+        ("-", "a_unknown", "", "", ""),
+        ("-", "b_broken", "", "", ""),
     ]
     assert [r["dev<2.2"] for r in rows] == ["✓", "✗", "✗", "✗", "✗", "✗", "✗"]
     assert rows[6]["status"] == "diverged: loss became nan by step 10" and rows[0]["status"] == "ok"
@@ -109,7 +131,10 @@ def test_a_run_is_read_from_its_overrides_and_metrics(tmp_path):
     assert run["dir"] == run_dir and run["metrics"]["dev_loss"] == 2.0
     assert run["overrides"] == {"seed": "3", "model.emb": "", "model.hidden": "a=b"}
     (run_dir / "metrics.json").unlink()
-    assert read_run(run_dir)["metrics"] == {"status": "incomplete", "error": "no metrics.json: still running, or killed"}
+    assert read_run(run_dir)["metrics"] == {
+        "status": "incomplete",
+        "error": "no metrics.json: still running, or killed",
+    }
     (run_dir / ".hydra" / "overrides.yaml").unlink()
     assert read_run(run_dir)["overrides"] == {}
     (run_dir / "metrics.json").write_text("[1, 2]")
@@ -130,17 +155,22 @@ def test_runs_are_found_by_their_metrics_or_record_but_not_inside_wandb(tmp_path
 
 def test_markdown_is_a_table_with_escaped_pipes():
     rows = [{"rank": 1, "run": "a|b", "dev": "2.1000"}, {"rank": "-", "run": "long name", "dev": ""}]
-    assert markdown(rows) == ("| rank | run       | dev    |\n"
-                              "| ---- | --------- | ------ |\n"
-                              "| 1    | a\\|b      | 2.1000 |\n"
-                              "| -    | long name |        |\n")
+    assert markdown(rows) == (
+        "| rank | run       | dev    |\n"
+        "| ---- | --------- | ------ |\n"
+        "| 1    | a\\|b      | 2.1000 |\n"
+        "| -    | long name |        |\n"
+    )
     assert markdown([]) == "no runs found\n"
     assert markdown([{"a": 1, "b": 2}, {"a": 3}]).splitlines()[-1] == "| 3 |   |"  # a missing cell is blank
 
 
 def test_the_dev_curve_is_every_evaluation_then_the_final_loss(tmp_path):
-    history = [{"step": 0, "loss/train": 3.3, "loss/dev": 3.29}, {"step": 5, "loss/train": 2.9, "loss/dev": ""},
-               {"step": 10, "loss/train": 2.5, "loss/dev": 2.51}]
+    history = [
+        {"step": 0, "loss/train": 3.3, "loss/dev": 3.29},
+        {"step": 5, "loss/train": 2.9, "loss/dev": ""},
+        {"step": 10, "loss/train": 2.5, "loss/dev": 2.51},
+    ]
     run = read_run(fake_run(tmp_path, "run", [], history=history, dev_loss=2.5, **OK))
     assert dev_curve(run) == [(0, 3.29), (10, 2.51), (10, 2.5)]
     (run["dir"] / "history.csv").unlink()
@@ -156,9 +186,14 @@ def seeded(tmp_path, devs: dict[str, list[float | None]]) -> None:
                 fake_run(tmp_path, f"{emb}_{seed}", [f"model.emb={emb}", f"seed={seed}"], status="failed", error="x")
             else:
                 metrics = {**OK, "train_loss": dev - 0.1, "test_loss": dev + 0.01, "train_seconds": dev}
-                fake_run(tmp_path, f"{emb}_{seed}", [f"model.emb={emb}", f"seed={seed}", "progress=false"],
-                         dev_loss=dev, history=[{"step": 0, "loss/dev": dev + 1}, {"step": 5, "loss/dev": dev + 0.5}],
-                         **metrics)
+                fake_run(
+                    tmp_path,
+                    f"{emb}_{seed}",
+                    [f"model.emb={emb}", f"seed={seed}", "progress=false"],
+                    dev_loss=dev,
+                    history=[{"step": 0, "loss/dev": dev + 1}, {"step": 5, "loss/dev": dev + 0.5}],
+                    **metrics,
+                )
 
 
 def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, capsys):
@@ -167,16 +202,20 @@ def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, cap
     with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
         groups = list(csv.DictReader(f))
     assert [(g["rank"], g["group"], g["n"], g["seeds"], g["status"]) for g in groups] == [
-        ("1", "model.emb=4", "2", "2 10", "2 of 2 ok"), ("2", "model.emb=16", "2", "2 10", "2 of 2 ok"),
-        ("-", "model.emb=8", "0", "2 10", "0 of 2 ok")]
+        ("1", "model.emb=4", "2", "2 10", "2 of 2 ok"),
+        ("2", "model.emb=16", "2", "2 10", "2 of 2 ok"),
+        ("-", "model.emb=8", "0", "2 10", "0 of 2 ok"),
+    ]
     best = groups[0]
     assert best["dev mean"] == f"{statistics.fmean([2.10, 2.12]):.4f}" == "2.1100"
     assert best["dev std"] == f"{statistics.stdev([2.10, 2.12]):.4f}" == "0.0141"
     assert (best["train mean"], best["test mean"], best["seconds"]) == ("2.0100", "2.1200", "2.1")
     assert groups[2]["dev mean"] == groups[2]["dev std"] == groups[2]["seconds"] == ""
     out = capsys.readouterr().out
-    expected = ("model.emb=4 beats model.emb=16 by 0.2100 dev, more than their seed-to-seed spread "
-                "(0.0141 + 0.0283 = 0.0424): a real difference")
+    expected = (
+        "model.emb=4 beats model.emb=16 by 0.2100 dev, more than their seed-to-seed spread "
+        "(0.0141 + 0.0283 = 0.0424): a real difference"
+    )
     assert expected in out and expected in (tmp_path / "leaderboard.md").read_text()
     assert (tmp_path / "leaderboard.md").read_text().startswith("| rank | group        | n | seeds | dev mean |")
     assert "every run:" in (tmp_path / "leaderboard.md").read_text()
@@ -196,8 +235,10 @@ def test_the_picture_shows_the_six_best_seed_groups_as_bands(tmp_path, monkeypat
 def test_seed_groups_within_their_spread_are_no_difference(tmp_path, capsys):
     seeded(tmp_path, {"16": [2.11, 2.15], "4": [2.10, 2.12]})
     write_report(tmp_path)
-    assert ("model.emb=4 beats model.emb=16 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
-            "0.0424): not a difference these seeds can tell apart") in capsys.readouterr().out
+    assert (
+        "model.emb=4 beats model.emb=16 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
+        "0.0424): not a difference these seeds can tell apart"
+    ) in capsys.readouterr().out
 
 
 def test_a_group_of_one_seed_a_seed_left_default_and_a_sweep_over_seeds_alone(tmp_path, capsys):
@@ -206,7 +247,11 @@ def test_a_group_of_one_seed_a_seed_left_default_and_a_sweep_over_seeds_alone(tm
     write_report(tmp_path)
     with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
         groups = {g["group"]: g for g in csv.DictReader(f)}
-    assert (groups["model.emb=16"]["seeds"], groups["model.emb=16"]["n"], groups["model.emb=16"]["dev std"]) == (" 2 10", "2", "0.0707")
+    assert (groups["model.emb=16"]["seeds"], groups["model.emb=16"]["n"], groups["model.emb=16"]["dev std"]) == (
+        " 2 10",
+        "2",
+        "0.0707",
+    )
     assert [groups[g]["rank"] for g in ("model.emb=4", "model.emb=8", "model.emb=16")] == ["1", "2", "3"]
     assert "model.emb=4 beats model.emb=8 by 0.1100 dev" in capsys.readouterr().out  # three finished: the first two
     alone = tmp_path / "alone"
@@ -226,8 +271,10 @@ def test_a_group_of_one_seed_a_seed_left_default_and_a_sweep_over_seeds_alone(tm
 def test_a_gap_equal_to_the_spread_is_within_it():
     best = {"n": 2, "group": "a", "dev mean": "2.5000", "dev std": "0.1250"}
     second = {"n": 2, "group": "b", "dev mean": "2.7500", "dev std": "0.1250"}  # exact in binary: gap 0.25 = spread
-    assert verdict([best, second]) == ("a beats b by 0.2500 dev, within their seed-to-seed spread (0.1250 + 0.1250 = "
-                                       "0.2500): not a difference these seeds can tell apart")
+    assert verdict([best, second]) == (
+        "a beats b by 0.2500 dev, within their seed-to-seed spread (0.1250 + 0.1250 = "
+        "0.2500): not a difference these seeds can tell apart"
+    )
 
 
 def test_a_label_is_every_varying_key_of_the_run():
@@ -280,7 +327,9 @@ def test_a_report_inside_a_run_directory_only_prints(tmp_path, capsys):
 
 def test_the_report_command_needs_a_directory(tmp_path, capsys):
     assert main(str(tmp_path / "nowhere")) == 1
-    assert f"error: no directory {tmp_path / 'nowhere'}; report=<a sweep directory, or outputs>" in capsys.readouterr().err
+    assert (
+        f"error: no directory {tmp_path / 'nowhere'}; report=<a sweep directory, or outputs>" in capsys.readouterr().err
+    )
     fake_run(tmp_path, "run", [], dev_loss=2.0, **OK)
     assert main(str(tmp_path)) == 0 and (tmp_path / "leaderboard.md").exists()
 
@@ -307,7 +356,12 @@ def test_hparams_columns_are_what_a_sweep_swept(tmp_path):
     assert "model._target_" not in differing_hparams(runs_in(tmp_path / "models"))  # model.name says it
     configured(tmp_path / "budget", "0", "budget=mlp", "seed=1", "optim.lr=0.02")
     configured(tmp_path / "budget", "1", "budget=gru", "seed=2", "optim.lr=0.01")
-    assert swept_hparams(runs_in(tmp_path / "budget")) == ["model.name", "steps", "optim.lr", "seed"]  # a preset's first
+    assert swept_hparams(runs_in(tmp_path / "budget")) == [
+        "model.name",
+        "steps",
+        "optim.lr",
+        "seed",
+    ]  # a preset's first
     configured(tmp_path / "schedule", "0", "schedule=cosine", "seed=1")
     configured(tmp_path / "schedule", "1", "schedule=step", "seed=2")
     assert swept_hparams(runs_in(tmp_path / "schedule")) == ["schedule.name", "seed"]  # a group by its option's name
@@ -347,11 +401,14 @@ def test_the_suggested_lr_is_where_the_smoothed_loss_bottoms_out():
     assert suggest_lr(lrs[:50], falling) == lrs[49]  # still falling at the end: the last lr
 
 
-@pytest.mark.parametrize("losses, index", [
-    ([9, 9, 9, 9, 0, 9, 9, 2, 2, 2], 8),  # 10 points: smoothed over +-1, the wide dip's middle beats the spike
-    ([0, 6, 6, 6, 6, 6, 6, 6, 6, 1], 0),  # the first point is smoothed with its one right neighbour only
-    ([9] * 10 + [0] + [9] * 18 + [3] * 5 + [9] * 6, 31),  # 40 points: +-2, the middle of the five-wide dip
-])
+@pytest.mark.parametrize(
+    "losses, index",
+    [
+        ([9, 9, 9, 9, 0, 9, 9, 2, 2, 2], 8),  # 10 points: smoothed over +-1, the wide dip's middle beats the spike
+        ([0, 6, 6, 6, 6, 6, 6, 6, 6, 1], 0),  # the first point is smoothed with its one right neighbour only
+        ([9] * 10 + [0] + [9] * 18 + [3] * 5 + [9] * 6, 31),  # 40 points: +-2, the middle of the five-wide dip
+    ],
+)
 def test_the_loss_is_smoothed_over_a_twentieth_of_the_points_either_side(losses, index):
     assert suggest_lr(list(range(len(losses))), losses) == index
 
@@ -359,11 +416,19 @@ def test_the_loss_is_smoothed_over_a_twentieth_of_the_points_either_side(losses,
 def test_the_lr_finder_plots_and_suggests_from_the_history(tmp_path, capsys):
     lrs = [10 ** (-3 + 3 * i / 99) for i in range(100)]
     losses = [(i - 40) ** 2 / 1000 + 2.0 for i in range(100)]
-    run_dir = fake_run(tmp_path, "run", [], history=[{"step": i, "lr": lr, "loss/train": loss}
-                                                      for i, (lr, loss) in enumerate(zip(lrs, losses))], **OK)
+    run_dir = fake_run(
+        tmp_path,
+        "run",
+        [],
+        history=[{"step": i, "lr": lr, "loss/train": loss} for i, (lr, loss) in enumerate(zip(lrs, losses))],
+        **OK,
+    )
     assert write_lr_finder(run_dir, tmp_path) == suggest_lr(lrs, losses) == pytest.approx(lrs[40], rel=1e-9)
     assert (tmp_path / "lr_finder.png").stat().st_size > 10_000
-    assert f"suggested lr {lrs[40]:.3g} (the loss bottoms out there); plot: {tmp_path / 'lr_finder.png'}\n" in capsys.readouterr().out
+    assert (
+        f"suggested lr {lrs[40]:.3g} (the loss bottoms out there); plot: {tmp_path / 'lr_finder.png'}\n"
+        in capsys.readouterr().out
+    )
     (tmp_path / "lr_finder.png").unlink()
     LrFinderCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert (tmp_path / "lr_finder.png").exists()
@@ -392,7 +457,10 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
     assert len(list((tmp_path / "target").iterdir())) == 1
     target = EventAccumulator(str(tmp_path / "target"))
     target.Reload()
-    assert [(e.step, e.value) for e in target.Scalars("loss/dev")] == [(0, pytest.approx(2.2)), (30, pytest.approx(2.2))]
+    assert [(e.step, e.value) for e in target.Scalars("loss/dev")] == [
+        (0, pytest.approx(2.2)),
+        (30, pytest.approx(2.2)),
+    ]
     assert list(tmp_path.glob("events.out.tfevents.*"))  # the HParams experiment at the sweep's root
 
 
@@ -406,5 +474,6 @@ def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_ex
     with pytest.raises(SystemExit) as stop:
         LeaderboardCallback().on_multirun_end(sweep_config(failed))
     assert stop.value.code == 1
-    assert capsys.readouterr().err == (f"error: every member of the sweep failed; their reasons are in {failed}/"
-                                       "leaderboard.md\n")
+    assert capsys.readouterr().err == (
+        f"error: every member of the sweep failed; their reasons are in {failed}/leaderboard.md\n"
+    )

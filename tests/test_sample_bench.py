@@ -1,6 +1,7 @@
 """Sampling from every model type's saved run, and the benchmark at tiny size."""
 
 import itertools
+import math
 import re
 import subprocess
 import sys
@@ -8,15 +9,15 @@ import sys
 import pytest
 import torch
 
-from conftest import FAST, ROOT, run_train
-from makemore.bench import main as bench_main
 from makemore.checkpoint import load_model
-from makemore.data import Vocab
-from makemore.models import NgramCounts, NgramTable
-from makemore.data import load_dataset
+from makemore.data import Vocab, load_dataset
 from makemore.errors import MakemoreError
+from makemore.experiments.bench import main as bench_main
+from makemore.models import NgramCounts, NgramTable
 from makemore.sample import generate, novelty, shares_line
 from makemore.sample import main as sample_main
+
+from helpers import FAST, ROOT, run_train
 
 
 @pytest.mark.slow
@@ -26,9 +27,27 @@ def test_sample_cli_works_on_every_model_type(tmp_path, model):
     assert run_train(run_dir, f"model={model}", *FAST).returncode == 0
     out = tmp_path / "samples.txt"
     result = subprocess.run(
-        [sys.executable, "-m", "makemore.sample", str(run_dir), "-n", "30", "-t", "0.8", "-k", "5", "-s", "3",
-         "-p", "em", "-o", str(out)],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "makemore.sample",
+            str(run_dir),
+            "-n",
+            "30",
+            "-t",
+            "0.8",
+            "-k",
+            "5",
+            "-s",
+            "3",
+            "-p",
+            "em",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     samples = result.stdout.splitlines()
@@ -51,7 +70,10 @@ def test_sampling_options_behave():
     shares = novelty(["ab", "b", "zz", "ab"], {"train": ["ab"], "dev": ["b"], "test": []})
     assert shares == {"train": 0.5, "dev_test": 0.25, "new": 0.25}
     assert novelty(["ab", "ab", "ab", "b"], {"train": ["ab", "b"], "dev": ["b"], "test": ["c"]}) == {
-        "train": 1.0, "dev_test": 0.0, "new": 0.0}  # in train and dev: counted once, as train
+        "train": 1.0,
+        "dev_test": 0.0,
+        "new": 0.0,
+    }  # in train and dev: counted once, as train
     assert novelty(["c"], {"train": [], "dev": [], "test": ["c"]}) == {"train": 0.0, "dev_test": 1.0, "new": 0.0}
     assert novelty([], {"train": [], "dev": [], "test": []}) == {"train": 0.0, "dev_test": 0.0, "new": 0.0}
 
@@ -63,10 +85,11 @@ def torch_counts():
 
 
 def test_model_loads_for_sampling_from_a_checkpoint(tmp_path):
-    from conftest import compose_config
     from makemore.data import load_dataset
     from makemore.models import loss_on
     from makemore.train import run
+
+    from helpers import compose_config
 
     metrics = run(compose_config("model=additive", *FAST, "logger=none"), tmp_path)
     model, vocab, config = load_model(tmp_path / "model.pt")
@@ -93,12 +116,17 @@ def chain(counts: list[list[float]]) -> tuple[NgramCounts, Vocab]:
     return model, Vocab((".", "a", "b"))
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(temperature=-0.5), "temperature must be >= 0, got -0.5"),
-    (dict(top_k=0), "top_k must be at least 1, got 0"),
-    (dict(prefix="azy"), "prefix has characters not in the vocabulary: 'yz'"),
-    (dict(prefix="."), "prefix has characters not in the vocabulary: '.'"),  # the boundary is no character
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(temperature=-0.5), "temperature must be a finite number >= 0 (0 is greedy), got -0.5"),
+        (dict(temperature=math.nan), "temperature must be a finite number >= 0 (0 is greedy), got nan"),
+        (dict(temperature=math.inf), "temperature must be a finite number >= 0 (0 is greedy), got inf"),
+        (dict(top_k=0), "top_k must be at least 1, got 0"),
+        (dict(prefix="azy"), "prefix has characters not in the vocabulary: 'yz'"),
+        (dict(prefix="."), "prefix has characters not in the vocabulary: '.'"),  # the boundary is no character
+    ],
+)
 def test_sampling_refuses_options_it_cannot_honour(options, message):
     model, vocab = chain([[0.0, 3, 1], [0, 0, 5], [5, 0, 0]])
     with pytest.raises(MakemoreError) as refused:
@@ -109,7 +137,7 @@ def test_sampling_refuses_options_it_cannot_honour(options, message):
 def test_sampling_draws_from_the_model_at_its_temperature():
     model, vocab = chain([[0.0, 3, 1], [0, 0, 5], [5, 0, 0]])  # the first character: a with 3/4, b with 1/4
     assert generate(model, vocab, 1, 0) == []
-    for temperature, share_of_a in ((1.0, 3 / 4), (0.5, 9 / 10), (2.0, 3 ** 0.5 / (3 ** 0.5 + 1))):
+    for temperature, share_of_a in ((1.0, 3 / 4), (0.5, 9 / 10), (2.0, 3**0.5 / (3**0.5 + 1))):
         firsts = generate(model, vocab, 1, 4000, temperature=temperature, max_len=1, seed=5)
         assert len(firsts) == 4000 and set(firsts) == {"a", "b"}
         assert firsts.count("a") / 4000 == pytest.approx(share_of_a, abs=0.025), temperature  # p^(1/T), renormalised
@@ -148,8 +176,9 @@ def test_sampling_stops_at_max_len_and_leaves_the_model_in_its_mode():
 @pytest.fixture(scope="module")
 def counted_run(tmp_path_factory):
     """A finished bigram-count run (counting takes no steps): a run directory to sample from."""
-    from conftest import compose_config
     from makemore.train import run
+
+    from helpers import compose_config
 
     run_dir = tmp_path_factory.mktemp("counted") / "run"
     run(compose_config("model=bigram_count", "logger=none", "progress=false", "samples=0"), run_dir)
@@ -158,15 +187,18 @@ def counted_run(tmp_path_factory):
 
 def test_the_sample_command_prints_writes_and_tells_what_is_new(counted_run, tmp_path, capsys):
     out = tmp_path / "samples.txt"
-    assert sample_main([str(counted_run), "-n", "7", "-p", "em", "-s", "2", "-t", "0.9", "-k", "20", "-o", str(out)]) == 0
+    assert (
+        sample_main([str(counted_run), "-n", "7", "-p", "em", "-s", "2", "-t", "0.9", "-k", "20", "-o", str(out)]) == 0
+    )
     printed, told = capsys.readouterr()
     samples = printed.splitlines()
     model, vocab, _ = load_model(counted_run / "model.pt")
     assert samples == generate(model, vocab, 1, 7, temperature=0.9, top_k=20, prefix="em", seed=2)
     assert out.read_text(encoding="utf-8") == printed
     shares = novelty(samples, load_dataset(None, 1).words)
-    assert told.strip() == (f"7 samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "
-                            f"{shares['dev_test']:.0%} in dev/test only")
+    assert told.strip() == (
+        f"7 samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, {shares['dev_test']:.0%} in dev/test only"
+    )
     assert sample_main([str(counted_run)]) == 0  # the defaults: 20 samples at temperature 1, every token, seed 0
     assert capsys.readouterr().out.splitlines() == generate(model, vocab, 1, 20, temperature=1.0, top_k=None, seed=0)
     assert sample_main([str(counted_run), "-n", "1"]) == 0 and len(capsys.readouterr().out.splitlines()) == 1
@@ -192,14 +224,23 @@ def test_a_write_that_fails_is_one_line(counted_run, capsys):
     assert told == "error: cannot write /dev/full (No space left on device); -o <a file in an existing directory>\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-n", "0"], "error: --count must be at least 1, got 0"),
-    (["-o", "{tmp}"], "error: -o {tmp} is a directory; -o <a file path>"),
-    (["-o", "{tmp}/no/such.txt"], "error: -o {tmp}/no/such.txt: no directory {tmp}/no; create it first, or write elsewhere"),
-    (["-o", "{run}/samples.txt"], "error: -o {run}/samples.txt is inside the run directory {run}, whose files no command "
-                                  "changes; write elsewhere"),
-    (["-p", "É"], "error: prefix has characters not in the vocabulary: 'É'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-n", "0"], "error: --count must be at least 1, got 0"),
+        (["-o", "{tmp}"], "error: -o {tmp} is a directory; -o <a file path>"),
+        (
+            ["-o", "{tmp}/no/such.txt"],
+            "error: -o {tmp}/no/such.txt: no directory {tmp}/no; create it first, or write elsewhere",
+        ),
+        (
+            ["-o", "{run}/samples.txt"],
+            "error: -o {run}/samples.txt is inside the run directory {run}, whose files no command "
+            "changes; write elsewhere",
+        ),
+        (["-p", "É"], "error: prefix has characters not in the vocabulary: 'É'"),
+    ],
+)
 def test_the_sample_command_refuses_in_one_line(counted_run, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path, run=counted_run) for a in args]
     assert sample_main([str(counted_run), *args]) == 1
@@ -213,21 +254,36 @@ def test_shares_are_skipped_when_the_training_data_is_gone_or_changed(tmp_path):
     data = {"path": str(tmp_path / "gone.txt"), "boundary": ".", "fractions": [0.8, 0.1, 0.1], "seed": 42}
     vocab = Vocab((".", "a", "b"))
     assert shares_line(["ab"], vocab, data).startswith(
-        f"1 samples; new/in-train shares skipped: the training data can't be read (data file not found: {data['path']}")
+        f"1 samples; new/in-train shares skipped: the training data can't be read (data file not found: {data['path']}"
+    )
     (tmp_path / "gone.txt").write_text("\n".join(["ab", "abc", "ba", "cab"] * 5))
-    assert shares_line(["ab"], vocab, data) == "1 samples; new/in-train shares skipped: the data file has changed since training"
-    assert shares_line(["ab", "zz"], Vocab((".", "a", "b", "c")), data) == "2 samples: 50% new, 50% in train, 0% in dev/test only"
+    assert (
+        shares_line(["ab"], vocab, data)
+        == "1 samples; new/in-train shares skipped: the data file has changed since training"
+    )
+    assert (
+        shares_line(["ab", "zz"], Vocab((".", "a", "b", "c")), data)
+        == "2 samples: 50% new, 50% in train, 0% in dev/test only"
+    )
     items = ["".join(p) for p in itertools.product("ab", repeat=5)]  # 32 distinct items
     (tmp_path / "gone.txt").write_text("\n".join(items))
     seeded = {**data, "seed": 7}  # the split the run trained on, not the default seed's
     train = load_dataset(seeded["path"], 1, ".", (0.8, 0.1, 0.1), 7).words["train"]
-    assert shares_line(train, Vocab((".", "a", "b")), seeded) == f"{len(train)} samples: 0% new, 100% in train, 0% in dev/test only"
+    assert (
+        shares_line(train, Vocab((".", "a", "b")), seeded)
+        == f"{len(train)} samples: 0% new, 100% in train, 0% in dev/test only"
+    )
 
 
 @pytest.mark.slow
 def test_benchmark_smoke(capsys):
     assert bench_main(["--steps", "50", "--repeats", "1", "--quick"]) == 0
     out = capsys.readouterr().out
-    for figure in ("(a) throughput", "model.backward=manual", "(b) time to dev", "(c) evaluation share",
-                   "(d) peak memory"):
+    for figure in (
+        "(a) throughput",
+        "model.backward=manual",
+        "(b) time to dev",
+        "(c) evaluation share",
+        "(d) peak memory",
+    ):
         assert figure in out

@@ -9,8 +9,9 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST, ROOT, read_metrics, run_bash, run_script, tree_hashes
-from makemore.report import find_runs
+from makemore.rundir import find_runs
+
+from helpers import FAST, ROOT, read_metrics, run_bash, run_script, tree_hashes
 from wandb_records import read_run as read_wandb_run
 
 SMALL = FAST
@@ -114,8 +115,12 @@ def test_wandb_offline_run_round_trips(tmp_path):
     assert run["summary"]["loss/test"] == pytest.approx(metrics["test_loss"])
     assert run["config"]["model.emb"] in (4, 6)
     session = hparams_content(member)["_hparams_/session_start_info"].session_start_info.hparams
-    assert set(run["config"]) - {"_wandb"} == set(session)  # the same experiment-defining config as TensorBoard's HParams
-    assert {"loss/dev", "loss/train", "run/params", "run/train_seconds", "run/target_met", "run/best_dev_loss"} <= set(run["summary"])
+    assert set(run["config"]) - {"_wandb"} == set(
+        session
+    )  # the same experiment-defining config as TensorBoard's HParams
+    assert {"loss/dev", "loss/train", "run/params", "run/train_seconds", "run/target_met", "run/best_dev_loss"} <= set(
+        run["summary"]
+    )
     assert run["run"].run_group == sweep_dir.name  # sweep members are grouped by sweep
     assert list(member.glob("events.out.tfevents.*"))  # logger=all writes TensorBoard too
 
@@ -131,7 +136,7 @@ def test_lr_finder_plots_loss_against_lr(tmp_path):
 def test_sweep_models_puts_every_model_family_at_its_budget():
     from omegaconf import OmegaConf
 
-    from conftest import compose_config
+    from helpers import compose_config
 
     families = OmegaConf.load(ROOT / "conf" / "sweep" / "models.yaml").hydra.sweeper.params.budget.split(",")
     assert sorted(families) == sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
@@ -145,7 +150,9 @@ def test_the_leaderboard_picture_plots_dev_against_training_seconds(tmp_path):
     matplotlib.use("Agg")
     from makemore.plots import leaderboard_figure
 
-    figure = leaderboard_figure({"a": [(10, 2.3), (20, 2.2)]}, {"a": (3.0, 2.2), "b": (30.0, 2.1), "c": (0.0, 2.4)}, 2.2)
+    figure = leaderboard_figure(
+        {"a": [(10, 2.3), (20, 2.2)]}, {"a": (3.0, 2.2), "b": (30.0, 2.1), "c": (0.0, 2.4)}, 2.2
+    )
     cost_axes = figure.axes[1]
     assert cost_axes.get_xlabel().startswith("training seconds") and cost_axes.get_xscale() == "log"
     points = [tuple(c.get_offsets()[0]) for c in cost_axes.collections]
@@ -157,8 +164,10 @@ def hparams_content(directory):
 
     events = EventAccumulator(str(directory))
     events.Reload()
-    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
-            for tag, content in events.PluginTagToContent("hparams").items()}
+    return {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+        for tag, content in events.PluginTagToContent("hparams").items()
+    }
 
 
 @pytest.mark.slow
@@ -170,9 +179,24 @@ def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(t
     assert columns == ["model.name", "model.block_size"]  # what was swept, the model first; no constant
     assert not {"seed", "data.path", "batch_size"} & set(columns)
     metrics = [m.name.tag for m in experiment.metric_infos]
-    assert metrics[:3] == ["loss/dev", "loss/train", "loss/test"] and {"run/params", "run/train_seconds", "run/target_met"} <= set(metrics)
-    infrastructure = ("device", "threads", "samples", "progress", "eval_interval", "log_interval", "logger.", "rerun",
-                      "resume", "trial", "checkpoint_interval")
+    assert metrics[:3] == ["loss/dev", "loss/train", "loss/test"] and {
+        "run/params",
+        "run/train_seconds",
+        "run/target_met",
+    } <= set(metrics)
+    infrastructure = (
+        "device",
+        "threads",
+        "samples",
+        "progress",
+        "eval_interval",
+        "log_interval",
+        "logger.",
+        "rerun",
+        "resume",
+        "trial",
+        "checkpoint_interval",
+    )
     for run_dir in find_runs(sweep_dir):
         session = hparams_content(run_dir)["_hparams_/session_start_info"].session_start_info.hparams
         assert not [k for k in session if k.startswith(infrastructure)]
@@ -190,18 +214,33 @@ def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(t
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_grid_sweep_continues_to_the_leaderboard_of_an_uninterrupted_one(tmp_path, signum):
-    grid = ["-m", "model.emb=4,8", "model.hidden=20,40", "steps=3000", "eval_interval=500", "log_interval=100",
-            "checkpoint_interval=200", "progress=false", "logger=none", "samples=2"]
+    grid = [
+        "-m",
+        "model.emb=4,8",
+        "model.hidden=20,40",
+        "steps=3000",
+        "eval_interval=500",
+        "log_interval=100",
+        "checkpoint_interval=200",
+        "progress=false",
+        "logger=none",
+        "samples=2",
+    ]
     sweep_dir = tmp_path / "sweep"
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *grid, f"hydra.sweep.dir={sweep_dir}"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *grid, f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not list(sweep_dir.glob("*_1/checkpoint.pt")):  # the first member done, the second part way
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-2000:]
+    assert process.returncode == 128 + signum, stderr[-2000:]  # 130 for SIGINT, 143 for SIGTERM
     members = sorted((d.name for d in sweep_dir.iterdir() if d.is_dir()), key=lambda name: name.rsplit("_", 1)[1])
     assert len(members) == 2 and read_metrics(sweep_dir / members[1])["status"] == "interrupted"
     finished = tree_hashes(sweep_dir / members[0])
@@ -257,5 +296,6 @@ def test_seeds_must_be_a_positive_integer(tmp_path):
     result = run_script(str(ROOT / "train.py"), "seeds=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1 and result.stderr.strip() == (
         "error: seeds=0 is not allowed: seeds must be a positive integer, with seed= (the first seed) a single "
-        "integer, e.g. seeds=3 seed=42")
+        "integer, e.g. seeds=3 seed=42"
+    )
     assert not (tmp_path / "run").exists()

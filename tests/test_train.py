@@ -1,5 +1,7 @@
 """train.py end to end: run directory contents, TensorBoard read back, determinism, rerun, bad input."""
 
+import json
+import math
 import shutil
 
 import pytest
@@ -7,9 +9,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import FAST, ROOT, compose_config, read_metrics, run_train
 from makemore.checkpoint import load_model
+from makemore.loop import Diverged
 from makemore.train import run
+
+from helpers import FAST, ROOT, compose_config, read_metrics, run_train
 
 
 @pytest.mark.slow
@@ -45,7 +49,9 @@ def test_train_subprocess_writes_a_run_that_tensorboard_reads_back(tmp_path):
 def test_same_config_and_seed_give_identical_losses(tmp_path, model, few_names):
     cfg = compose_config(f"model={model}", *FAST, "logger=none", few_names)
     first, second = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")
-    assert [first[f"{s}_loss"] for s in ("train", "dev", "test")] == [second[f"{s}_loss"] for s in ("train", "dev", "test")]
+    assert [first[f"{s}_loss"] for s in ("train", "dev", "test")] == [
+        second[f"{s}_loss"] for s in ("train", "dev", "test")
+    ]
 
 
 @pytest.mark.slow
@@ -53,15 +59,36 @@ def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_
     from makemore.data import load_dataset
     from makemore.models import loss_on
 
-    metrics = run(compose_config("model=gru", "steps=6", "eval_interval=3", "log_interval=3", "logger=none",
-                                 "progress=false", "samples=2", "model.n_embd2=8"), tmp_path / "a")
+    metrics = run(
+        compose_config(
+            "model=gru",
+            "steps=6",
+            "eval_interval=3",
+            "log_interval=3",
+            "logger=none",
+            "progress=false",
+            "samples=2",
+            "model.n_embd2=8",
+        ),
+        tmp_path / "a",
+    )
     dataset = load_dataset(None, 16)
     items, examples = len(dataset.words["train"]), len(dataset.Y["train"])
     assert metrics["items_per_batch"] == round(256 * items / examples) == 36  # 7.1 next characters an item
     model, _, _ = load_model(tmp_path / "a" / "model.pt")  # the reported loss is the windows' loss
     assert loss_on(model, dataset.X["dev"], dataset.Y["dev"], 27) == pytest.approx(metrics["dev_loss"], abs=1e-6)
-    windows = run(compose_config("model=gru", "model.block_size=15", "steps=2", "logger=none", "progress=false",
-                                 "samples=2", "model.n_embd2=8"), tmp_path / "b")
+    windows = run(
+        compose_config(
+            "model=gru",
+            "model.block_size=15",
+            "steps=2",
+            "logger=none",
+            "progress=false",
+            "samples=2",
+            "model.n_embd2=8",
+        ),
+        tmp_path / "b",
+    )
     assert "items_per_batch" not in windows  # the longest name's last window would be cut: windows, not items
 
 
@@ -88,7 +115,9 @@ def test_documented_rerun_survives_changed_defaults(tmp_path):
     (project / "conf" / "model" / "mlp.yaml").write_text(
         (project / "conf" / "model" / "mlp.yaml").read_text().replace("emb: 10", "emb: 3")
     )
-    (project / "conf" / "train.yaml").write_text((project / "conf" / "train.yaml").read_text().replace("seed: 42", "seed: 5"))
+    (project / "conf" / "train.yaml").write_text(
+        (project / "conf" / "train.yaml").read_text().replace("seed: 42", "seed: 5")
+    )
     again = project / "outputs" / "again"
     result = run_train(again, f"rerun={original}", cwd=project)
     assert result.returncode == 0, result.stderr
@@ -130,3 +159,61 @@ def test_bad_input_gets_one_clear_line_and_a_failing_exit(tmp_path, args, messag
     assert not (run_dir / "model.pt").exists()
     if (run_dir / "metrics.json").exists():
         assert read_metrics(run_dir)["status"] == "failed"
+
+
+def test_diverging_to_a_huge_finite_loss_is_divergence(tmp_path, few_names):
+    with pytest.raises(Diverged, match="above diverge_above=100"):
+        run(
+            compose_config(
+                "optim=sgd", "optim.lr=1e6", "steps=300", "log_interval=1", "progress=false", "logger=none", few_names
+            ),
+            tmp_path / "sgd",
+        )
+    with pytest.raises(Diverged, match="above diverge_above=100"):
+        run(
+            compose_config("optim=full_batch", "log_interval=1", "progress=false", "logger=none", few_names),
+            tmp_path / "full_batch",
+        )
+
+
+def test_lecture_2s_randn_start_is_not_divergence(tmp_path, few_names):
+    metrics = run(
+        compose_config(
+            "experiment=karpathy_mlp",
+            "steps=200",
+            "log_interval=1",
+            "eval_interval=200",
+            "progress=false",
+            "logger=none",
+            "checkpoint_interval=0",
+            few_names,
+        ),
+        tmp_path,
+    )
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and first["status"] == "ok"
+    with open(tmp_path / "history.csv") as f:
+        assert 20 < float(f.readlines()[1].split(",")[1]) < 100  # ~27 nats at the first step, under the ceiling
+
+
+def test_infinite_losses_are_written_as_valid_json(tmp_path):
+    run(compose_config("model=trigram_count", "model.alpha=0", "logger=none", "progress=false"), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert metrics["dev_loss"] is None and metrics["test_loss"] is None and "infinite" in metrics["note"]
+    assert metrics["status"] == "ok" and math.isfinite(metrics["train_loss"])
+
+
+@pytest.mark.slow
+def test_history_and_time_to_target_are_recorded(tmp_path):
+    metrics = run(
+        compose_config("steps=2000", "eval_interval=500", "log_interval=250", "progress=false", "logger=none"), tmp_path
+    )
+    with open(tmp_path / "history.csv") as f:
+        rows = [line.strip().split(",") for line in f]
+    assert rows[0] == ["step", "loss/train", "loss/dev", "lr"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(250, 2001, 250))
+    assert [bool(r[2]) for r in rows[1:]] == [s % 500 == 0 for s in range(250, 2001, 250)]  # the last: the final
+    dev = {int(r[0]): float(r[2]) for r in rows[1:] if r[2]}
+    assert dev[2000] == metrics["dev_loss"]
+    first_below = min(step for step, loss in dev.items() if loss < 2.2)
+    assert metrics["step_to_target"] == first_below and 0 < metrics["seconds_to_target"] < metrics["train_seconds"]

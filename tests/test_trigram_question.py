@@ -3,7 +3,7 @@
 import pytest
 
 from makemore.data import load_dataset
-from makemore.trigram_question import render, run_experiment
+from makemore.experiments.trigram_question import render, run_experiment
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_metrics, run_bash
+from helpers import ROOT, read_metrics, run_bash
 
 # Seconds of training each: in the full suite, not the quick subset.
 SEQUENCE_FAMILIES = [pytest.param(m, marks=pytest.mark.slow) for m in ("wavenet", "rnn", "gru", "transformer")]
@@ -47,14 +47,19 @@ def user_dir(tmp_path: Path) -> Path:
     (tmp_path / "my_model.py").write_text(MODEL)
     (tmp_path / "my_conf" / "model").mkdir(parents=True)
     (tmp_path / "my_conf" / "model" / "last_char.yaml").write_text(
-        "_target_: my_model.LastCharacter\nname: last_char\nblock_size: 2\nscale: 0.1\n")
-    (tmp_path / "my_conf" / "model" / "ignorant.yaml").write_text("_target_: my_model.Ignorant\nname: ignorant\nblock_size: 3\n")
+        "_target_: my_model.LastCharacter\nname: last_char\nblock_size: 2\nscale: 0.1\n"
+    )
+    (tmp_path / "my_conf" / "model" / "ignorant.yaml").write_text(
+        "_target_: my_model.Ignorant\nname: ignorant\nblock_size: 3\n"
+    )
     return tmp_path
 
 
 def user_command(user_dir: Path, args: str) -> subprocess.CompletedProcess:
-    return run_bash(f"PYTHONPATH={user_dir} python {ROOT / 'train.py'} 'hydra.searchpath=[file://{user_dir / 'my_conf'}]' "
-                    f"{args}", cwd=user_dir)
+    return run_bash(
+        f"PYTHONPATH={user_dir} python {ROOT / 'train.py'} 'hydra.searchpath=[file://{user_dir / 'my_conf'}]' {args}",
+        cwd=user_dir,
+    )
 
 
 @pytest.mark.slow
@@ -66,8 +71,10 @@ def test_a_users_model_trains_reruns_resumes_and_samples(user_dir):
     assert metrics["status"] == "ok" and metrics["params"] == 27 * 27 and metrics["dev_loss"] < 2.9
     assert list(run.glob("events.out.tfevents.*"))
 
-    rerun = run_bash(f"PYTHONPATH={user_dir} python {ROOT / 'train.py'} rerun=outputs/first "
-                     "hydra.run.dir=outputs/again", cwd=user_dir)  # the saved config alone: no searchpath
+    rerun = run_bash(
+        f"PYTHONPATH={user_dir} python {ROOT / 'train.py'} rerun=outputs/first hydra.run.dir=outputs/again",
+        cwd=user_dir,
+    )  # the saved config alone: no searchpath
     assert rerun.returncode == 0, rerun.stderr[-1000:]
     assert read_metrics(user_dir / "outputs" / "again")["dev_loss"] == metrics["dev_loss"]
 
@@ -76,9 +83,22 @@ def test_a_users_model_trains_reruns_resumes_and_samples(user_dir):
 
     environment = {**os.environ, "PYTHONPATH": str(user_dir)}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), f"hydra.searchpath=[file://{user_dir / 'my_conf'}]", "model=last_char",
-         "steps=20000", "checkpoint_interval=200", "progress=false", "logger=none", "hydra.run.dir=outputs/long"],
-        cwd=user_dir, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            f"hydra.searchpath=[file://{user_dir / 'my_conf'}]",
+            "model=last_char",
+            "steps=20000",
+            "checkpoint_interval=200",
+            "progress=false",
+            "logger=none",
+            "hydra.run.dir=outputs/long",
+        ],
+        cwd=user_dir,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while not (user_dir / "outputs" / "long" / "checkpoint.pt").exists():
         assert process.poll() is None, process.communicate()
@@ -100,8 +120,9 @@ def test_overfit_one_batch_fails_for_a_model_that_ignores_its_input(user_dir):
 
 @pytest.mark.slow
 def test_a_model_that_cannot_be_imported_is_one_error_line(user_dir):
-    result = run_bash(f"python {ROOT / 'train.py'} 'hydra.searchpath=[file://{user_dir / 'my_conf'}]' model=last_char",
-                      cwd=user_dir)  # no PYTHONPATH
+    result = run_bash(
+        f"python {ROOT / 'train.py'} 'hydra.searchpath=[file://{user_dir / 'my_conf'}]' model=last_char", cwd=user_dir
+    )  # no PYTHONPATH
     assert result.returncode == 1 and "No module named 'my_model'" in result.stderr
     assert not (user_dir / "outputs").exists()
 
@@ -113,8 +134,9 @@ SMALL = {"transformer": ["model.n_layer=1", "model.n_embd=16", "model.block_size
 
 @pytest.mark.parametrize("model", ["mlp", *SEQUENCE_FAMILIES, "trigram_table", "additive"])
 def test_every_family_overfits_one_batch(tmp_path, model, capsys):
-    from conftest import compose_config
     from makemore.train import run
+
+    from helpers import compose_config
 
     steps = ["steps=300"] if model in ("gru", "transformer") else []  # the slow ones memorise 32 examples sooner
     overrides = [f"model={model}", "debug=overfit", "progress=false", *steps, *SMALL.get(model, [])]
@@ -125,8 +147,9 @@ def test_every_family_overfits_one_batch(tmp_path, model, capsys):
 
 @pytest.mark.parametrize("model", ["mlp", *SEQUENCE_FAMILIES, "trigram_count"])
 def test_debug_fast_runs_every_family_end_to_end(tmp_path, model):
-    from conftest import compose_config
     from makemore.train import run
+
+    from helpers import compose_config
 
     metrics = run(compose_config(f"model={model}", "debug=fast", "progress=false", *SMALL.get(model, [])), tmp_path)
     assert metrics["status"] == "ok"

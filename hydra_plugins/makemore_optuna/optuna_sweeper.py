@@ -21,6 +21,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from makemore.rundir import SWEEP_RECORD
 from makemore.search import open_storage, storage_url, study_name
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,17 @@ def distribution(parsed: Override):
 class OptunaSweeper(Sweeper):
     """`hydra.sweeper`: direction, study_name, storage, n_trials, n_jobs, sampler, pruner, params."""
 
-    def __init__(self, direction: str, study_name: str | None, storage: str | None, n_trials: int, n_jobs: int,
-                 sampler: Any, pruner: Any, params: dict | None = None):
+    def __init__(
+        self,
+        direction: str,
+        study_name: str | None,
+        storage: str | None,
+        n_trials: int,
+        n_jobs: int,
+        sampler: Any,
+        pruner: Any,
+        params: dict | None = None,
+    ):
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs, self.sampler, self.pruner = n_trials, n_jobs, sampler, pruner
         self.params = dict(params or {})
@@ -61,7 +71,8 @@ class OptunaSweeper(Sweeper):
 
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> list:
         import optuna
@@ -72,12 +83,19 @@ class OptunaSweeper(Sweeper):
         fixed = [f"{p.get_key_element()}={p.get_value_element_as_str()}" for p in parsed if not p.is_sweep_override()]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        if not (sweep_dir / "multirun.yaml").exists():
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if not (sweep_dir / SWEEP_RECORD).exists():
+            OmegaConf.save(self.config, sweep_dir / SWEEP_RECORD)
         name = study_name(self.config.hydra.sweeper, sweep_dir)
-        study = optuna.create_study(study_name=name, storage=open_storage(storage_url(self.storage, sweep_dir)),
-                                    sampler=self.sampler, pruner=self.pruner, direction=self.direction,
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            study_name=name,
+            storage=open_storage(storage_url(self.storage, sweep_dir)),
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        if study.trials:  # a continued search: a sampler seeded as at the start would draw its opening trials again
+            study.sampler = continued_sampler(self.config.hydra.sweeper.sampler, len(study.trials))
         retry_abandoned(study)
         owner = f"{socket.gethostname()}:{os.getpid()}"
         returns = []
@@ -119,6 +137,15 @@ class OptunaSweeper(Sweeper):
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return results
+
+
+def continued_sampler(sampler: DictConfig, trials: int):
+    """The configured sampler for a study that already holds `trials` trials: its seed moved on by that many, so the
+    continued search draws new parameters, and the same ones again each time it continues from the same state."""
+    from hydra.utils import instantiate
+
+    seed = sampler.get("seed")
+    return instantiate(sampler, **({"seed": seed + trials} if seed is not None else {}))
 
 
 def write_results(study, sweep_dir: Path) -> None:

@@ -1,12 +1,11 @@
-"""Benchmark: `python -m makemore.bench` prints throughput against the lecture's hand loop (autograd, and the
-hand-derived backward pass of makemore/backprop.py), time to the 2.2 target, the evaluation share, peak memory
+"""Benchmark: `python -m makemore.experiments.bench` prints throughput against the lecture's hand loop (autograd,
+and the hand-derived backward pass of makemore/backprop.py), time to the 2.2 target, the evaluation share, peak memory
 and the time of lecture 2's whole run with each backward pass; `--parallel` also times a 4-member sweep with
 joblib against the basic launcher. Figures are ratios or timings taken in this one command, on one CPU core."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -18,7 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from makemore.rundir import find_runs, read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def hand_loop_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int, batch: int = 32) -> float:
@@ -94,10 +95,14 @@ def throughput(steps: int, repeats: int) -> dict:
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
 
-    return {**{name: statistics.median(values) for name, values in runs.items()},
-            "ratio": ratio("framework", "hand"), "ceiling": ratio("kernels", "hand"),
-            "manual_ratio": ratio("manual", "hand"), "manual_over_autograd": ratio("manual", "framework"),
-            "manual_ratio_256": ratio("manual_256", "hand_256")}
+    return {
+        **{name: statistics.median(values) for name, values in runs.items()},
+        "ratio": ratio("framework", "hand"),
+        "ceiling": ratio("kernels", "hand"),
+        "manual_ratio": ratio("manual", "hand"),
+        "manual_over_autograd": ratio("manual", "framework"),
+        "manual_ratio_256": ratio("manual_256", "hand_256"),
+    }
 
 
 def lecture_run_seconds(*overrides: str) -> dict:
@@ -114,10 +119,12 @@ def default_run(*overrides: str) -> dict:
         start = time.time()
         subprocess.run(
             [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp}", "progress=false", *overrides],
-            check=True, capture_output=True, cwd=ROOT,
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
         )
         wall = time.time() - start
-        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
+        metrics = read_metrics(Path(tmp))
     metrics["process_seconds"] = wall
     if "target_reached_at" in metrics:
         metrics["process_seconds_to_target"] = metrics["target_reached_at"] - start
@@ -130,9 +137,20 @@ def sweep_seconds(*launcher: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         subprocess.run(
-            [sys.executable, str(ROOT / "train.py"), "-m", "model.emb=8,10,12,14", "steps=15000", "progress=false",
-             "logger=none", *launcher, f"hydra.sweep.dir={tmp}"],
-            check=True, capture_output=True, cwd=ROOT,
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                "-m",
+                "model.emb=8,10,12,14",
+                "steps=15000",
+                "progress=false",
+                "logger=none",
+                *launcher,
+                f"hydra.sweep.dir={tmp}",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
         )
         return time.time() - start
 
@@ -143,66 +161,102 @@ def optuna_search(pruner: str, trials: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.time()
         subprocess.run(
-            [sys.executable, str(ROOT / "sweep.py"), "sweep=optuna_mlp", f"hydra/sweeper/pruner={pruner}",
-             f"hydra.sweeper.n_trials={trials}", "progress=false", "logger=none", f"hydra.sweep.dir={tmp}"],
-            check=True, capture_output=True, cwd=ROOT,
+            [
+                sys.executable,
+                str(ROOT / "sweep.py"),
+                "sweep=optuna_mlp",
+                f"hydra/sweeper/pruner={pruner}",
+                f"hydra.sweeper.n_trials={trials}",
+                "progress=false",
+                "logger=none",
+                f"hydra.sweep.dir={tmp}",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
         )
         wall = time.time() - start
-        members = [json.loads(p.read_text()) for p in Path(tmp).glob("*/metrics.json")]
+        members = [m for m in map(read_metrics, find_runs(Path(tmp))) if m is not None]
     devs = [m["dev_loss"] for m in members if m["status"] == "ok"]
-    return {"train_seconds": sum(m["train_seconds"] for m in members), "wall": wall, "best": min(devs),
-            "pruned": sum(m["status"].startswith("pruned") for m in members) / len(members)}
+    return {
+        "train_seconds": sum(m["train_seconds"] for m in members),
+        "wall": wall,
+        "best": min(devs),
+        "pruned": sum(m["status"].startswith("pruned") for m in members) / len(members),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m makemore.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m makemore.experiments.bench", description=__doc__)
     parser.add_argument("--steps", type=int, default=2000, help="steps per throughput measurement")
     parser.add_argument("--repeats", type=int, default=7, help="alternating measurements of each loop")
     parser.add_argument("--parallel", action="store_true", help="also time a 4-member sweep: joblib vs basic")
     parser.add_argument("--quick", action="store_true", help="skip (e), lecture 2's two 200k-step runs")
-    parser.add_argument("--pruning", default=None, metavar="PRUNER",
-                        help="only compare sweep=optuna_mlp without and with this pruner (median, successive_halving, "
-                             "hyperband) at equal trial counts")
+    parser.add_argument(
+        "--pruning",
+        default=None,
+        metavar="PRUNER",
+        help="only compare sweep=optuna_mlp without and with this pruner (median, successive_halving, "
+        "hyperband) at equal trial counts",
+    )
     parser.add_argument("--trials", type=int, default=20, help="trials per search for --pruning")
     args = parser.parse_args(argv)
     if args.pruning:
         full, pruned = optuna_search("none", args.trials), optuna_search(args.pruning, args.trials)
         for name, search in (("no pruner", full), (args.pruning, pruned)):
-            print(f"sweep=optuna_mlp, {args.trials} trials, {name}: {search['train_seconds']:.1f} s of training "
-                  f"({search['wall']:.1f} s wall), best dev {search['best']:.4f}, {search['pruned']:.0%} of trials pruned")
-        print(f"pruning with {args.pruning}: {full['train_seconds'] / pruned['train_seconds']:.2f}x less training time "
-              f"(goal >= 2), best dev {pruned['best'] - full['best']:+.4f} against the unpruned search (goal <= +0.01)")
+            print(
+                f"sweep=optuna_mlp, {args.trials} trials, {name}: {search['train_seconds']:.1f} s of training "
+                f"({search['wall']:.1f} s wall), best dev {search['best']:.4f}, {search['pruned']:.0%} of trials pruned"
+            )
+        print(
+            f"pruning with {args.pruning}: {full['train_seconds'] / pruned['train_seconds']:.2f}x less training time "
+            f"(goal >= 2), best dev {pruned['best'] - full['best']:+.4f} against the unpruned search (goal <= +0.01)"
+        )
         return 0
 
     speed = throughput(args.steps, args.repeats)
-    print(f"(a) throughput, MLP 11,897 params, batch 32, 1 thread: framework (autograd) {speed['framework']:,.0f} "
-          f"steps/s, hand loop {speed['hand']:,.0f} steps/s, ratio {speed['ratio']:.2f}")
-    print(f"    autograd's forward+backward alone: {speed['kernels']:,.0f} steps/s, so no loop that runs autograd "
-          f"can exceed a ratio of {speed['ceiling']:.2f} on this machine")
-    print(f"    model.backward=manual (hand-derived backward, fused SGD): {speed['manual']:,.0f} steps/s, ratio "
-          f"{speed['manual_ratio']:.2f} to the hand loop (goal >= 1.5), {speed['manual_over_autograd']:.2f}x "
-          f"autograd's framework loop; at batch 256: ratio {speed['manual_ratio_256']:.2f} "
-          f"({speed['manual_256']:,.0f} against {speed['hand_256']:,.0f} steps/s)")
+    print(
+        f"(a) throughput, MLP 11,897 params, batch 32, 1 thread: framework (autograd) {speed['framework']:,.0f} "
+        f"steps/s, hand loop {speed['hand']:,.0f} steps/s, ratio {speed['ratio']:.2f}"
+    )
+    print(
+        f"    autograd's forward+backward alone: {speed['kernels']:,.0f} steps/s, so no loop that runs autograd "
+        f"can exceed a ratio of {speed['ceiling']:.2f} on this machine"
+    )
+    print(
+        f"    model.backward=manual (hand-derived backward, fused SGD): {speed['manual']:,.0f} steps/s, ratio "
+        f"{speed['manual_ratio']:.2f} to the hand loop (goal >= 1.5), {speed['manual_over_autograd']:.2f}x "
+        f"autograd's framework loop; at batch 256: ratio {speed['manual_ratio_256']:.2f} "
+        f"({speed['manual_256']:,.0f} against {speed['hand_256']:,.0f} steps/s)"
+    )
     metrics = default_run()
     if "seconds_to_target" in metrics:
-        print(f"(b) time to dev < {metrics['target']} with `python train.py`: {metrics['seconds_to_target']:.2f} s of "
-              f"training (goal <= 3), {metrics['process_seconds_to_target']:.2f} s of the whole process (goal <= 10), "
-              f"at step {metrics['step_to_target']:,}; final dev {metrics['dev_loss']:.4f}")
+        print(
+            f"(b) time to dev < {metrics['target']} with `python train.py`: {metrics['seconds_to_target']:.2f} s of "
+            f"training (goal <= 3), {metrics['process_seconds_to_target']:.2f} s of the whole process (goal <= 10), "
+            f"at step {metrics['step_to_target']:,}; final dev {metrics['dev_loss']:.4f}"
+        )
     else:
         print(f"(b) `python train.py` never reached dev < {metrics['target']} (final dev {metrics['dev_loss']:.4f})")
-    print(f"(c) evaluation share: {metrics['eval_seconds'] / metrics['train_seconds']:.1%} of "
-          f"{metrics['train_seconds']:.2f} s of training")
+    print(
+        f"(c) evaluation share: {metrics['eval_seconds'] / metrics['train_seconds']:.1%} of "
+        f"{metrics['train_seconds']:.2f} s of training"
+    )
     print(f"(d) peak memory of `python train.py`: {metrics['peak_rss_mb']:,.0f} MB resident")
     if args.parallel:
         basic = sweep_seconds()
         joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-        print(f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
-              f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x")
+        print(
+            f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
+            f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x"
+        )
     if not args.quick:
         auto, manual = lecture_run_seconds(), lecture_run_seconds("model.backward=manual")
-        print(f"(e) experiment=karpathy_mlp, 200k steps of training: autograd {auto['seconds']:.1f} s (dev "
-              f"{auto['dev']:.4f}), model.backward=manual {manual['seconds']:.1f} s (dev {manual['dev']:.4f}), "
-              f"{auto['seconds'] / manual['seconds']:.2f}x faster")
+        print(
+            f"(e) experiment=karpathy_mlp, 200k steps of training: autograd {auto['seconds']:.1f} s (dev "
+            f"{auto['dev']:.4f}), model.backward=manual {manual['seconds']:.1f} s (dev {manual['dev']:.4f}), "
+            f"{auto['seconds'] / manual['seconds']:.2f}x faster"
+        )
     return 0
 
 

@@ -1,5 +1,5 @@
 """The trigram question: is a V x V x V logits table trained by gradient descent the counting model, and how
-does it compare with the additive one-hot model? `python -m makemore.trigram_question` measures it all and
+does it compare with the additive one-hot model? `python -m makemore.experiments.trigram_question` measures it all and
 writes report.md and its plot, from the numbers, into outputs/trigram_question/<time>/ (`--docs` also into docs/).
 
 Every model here predicts from the two previous tokens only, so a full-batch gradient is a sum over the V^2
@@ -25,7 +25,7 @@ from torch import nn
 from makemore.data import Dataset, load_dataset
 from makemore.models import Additive, NgramCounts, NgramTable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALPHAS = (0.0, 0.01, 0.1, 1.0)
 L2_STRENGTHS = (0.001, 0.01, 0.1)
 RECIPE = {"lr": 50.0, "steps": 200}  # the user's: randn init, full batch, lr 50, 200 steps
@@ -36,7 +36,9 @@ class ContextStats:
     """(context, next) counts of one split over all V^2 contexts: enough to compute its exact mean loss."""
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, vocab_size: int):
-        self.contexts = torch.cartesian_prod(torch.arange(vocab_size), torch.arange(vocab_size))  # the table's row order
+        self.contexts = torch.cartesian_prod(
+            torch.arange(vocab_size), torch.arange(vocab_size)
+        )  # the table's row order
         counting = NgramCounts(vocab_size, 2)
         counting.fit(X, Y)
         self.counts = counting.counts.double()
@@ -65,8 +67,13 @@ def count_probabilities(stats: ContextStats, alpha: float) -> torch.Tensor:
 
 
 def train_on_stats(
-    model: nn.Module, stats: ContextStats, steps: int, optimizer: torch.optim.Optimizer,
-    l2: float = 0.0, kl_to: torch.Tensor | None = None, until_flat: float | None = None,
+    model: nn.Module,
+    stats: ContextStats,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    l2: float = 0.0,
+    kl_to: torch.Tensor | None = None,
+    until_flat: float | None = None,
 ) -> dict:
     """Full-batch descent on the train statistics; records loss (and KL to kl_to on seen contexts) each 10 steps."""
     curve, kl, start = [], [], time.perf_counter()
@@ -99,8 +106,9 @@ def framework_recipe_run() -> dict:
     """The user's recipe through train.py's own path: model=trigram_table optim=full_batch."""
     from makemore.train import run_overrides
 
-    return run_overrides("model=trigram_table", "optim=full_batch", "logger=none", "progress=false", "samples=1",
-                         "checkpoint_interval=0")
+    return run_overrides(
+        "model=trigram_table", "optim=full_batch", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0"
+    )
 
 
 def table_model(vocab_size: int, seed: int) -> NgramTable:
@@ -154,8 +162,11 @@ def interaction_example(stats: ContextStats, vocab, min_count: int = 100, min_pa
         return None
     value, a1, a2, b1, b2, y, z = best
     ch = vocab.chars
-    cells = [{"context": ch[a] + ch[b], "p_y": probs[a, b, y].item(), "p_z": probs[a, b, z].item(), "n": int(support[a, b])}
-             for a in (a1, a2) for b in (b1, b2)]
+    cells = [
+        {"context": ch[a] + ch[b], "p_y": probs[a, b, y].item(), "p_z": probs[a, b, z].item(), "n": int(support[a, b])}
+        for a in (a1, a2)
+        for b in (b1, b2)
+    ]
     return {"interaction": value, "y": ch[y], "z": ch[z], "cells": cells}
 
 
@@ -171,25 +182,41 @@ def run_experiment(dataset: Dataset, seed: int = 42, with_framework: bool = True
     for alpha in ALPHAS:
         counts = NgramCounts(V, 2, alpha)
         counts.fit(dataset.X["train"], dataset.Y["train"])
-        rows.append({"model": f"trigram_count α={alpha:g}", "params": V**3, **evaluate(counts, stats),
-                     "steps": 0, "seconds": 0.0})
+        rows.append(
+            {
+                "model": f"trigram_count α={alpha:g}",
+                "params": V**3,
+                **evaluate(counts, stats),
+                "steps": 0,
+                "seconds": 0.0,
+            }
+        )
     unseen_dev = int((stats["dev"].counts * ((train.counts == 0) & train.seen[:, None])).sum())
     unseen_context_dev = int(stats["dev"].counts[~train.seen].sum())
-    result["unseen"] = {"dev_targets_unseen_triple": unseen_dev, "dev_targets_unseen_context": unseen_context_dev,
-                        "dev_targets": int(stats["dev"].counts.sum()), "unseen_contexts": int((~train.seen).sum()),
-                        "contexts": V * V}
+    result["unseen"] = {
+        "dev_targets_unseen_triple": unseen_dev,
+        "dev_targets_unseen_context": unseen_context_dev,
+        "dev_targets": int(stats["dev"].counts.sum()),
+        "unseen_contexts": int((~train.seen).sum()),
+        "contexts": V * V,
+    }
 
     table = table_model(V, seed)
     initial = table.W.detach().clone().view(V * V, V)
-    recipe = train_on_stats(table, train, RECIPE["steps"], torch.optim.SGD(table.parameters(), lr=RECIPE["lr"]), kl_to=mle)
+    recipe = train_on_stats(
+        table, train, RECIPE["steps"], torch.optim.SGD(table.parameters(), lr=RECIPE["lr"]), kl_to=mle
+    )
     rows.append({"model": "trigram_table, user's recipe", "params": V**3, **evaluate(table, stats), **_cost(recipe)})
     curves["trigram_table, user's recipe"] = recipe
     result["recipe_kl"] = recipe["kl"][-1][1]
 
     table = table_model(V, seed)
-    converged = train_on_stats(table, train, max_steps, torch.optim.Adam(table.parameters(), lr=0.1), kl_to=mle,
-                               until_flat=1e-5)
-    rows.append({"model": "trigram_table, converged (Adam)", "params": V**3, **evaluate(table, stats), **_cost(converged)})
+    converged = train_on_stats(
+        table, train, max_steps, torch.optim.Adam(table.parameters(), lr=0.1), kl_to=mle, until_flat=1e-5
+    )
+    rows.append(
+        {"model": "trigram_table, converged (Adam)", "params": V**3, **evaluate(table, stats), **_cost(converged)}
+    )
     curves["trigram_table, converged (Adam)"] = converged
     moved = (table.W.detach().view(V * V, V) - initial).abs().sum(1)
     result["converged_kl"] = converged["kl"][-1][1]
@@ -201,11 +228,20 @@ def run_experiment(dataset: Dataset, seed: int = 42, with_framework: bool = True
     result["l2"] = []
     for l2 in L2_STRENGTHS:
         table = table_model(V, seed)
-        fit = train_on_stats(table, train, max_steps, torch.optim.Adam(table.parameters(), lr=0.1), l2=l2, until_flat=1e-5)
+        fit = train_on_stats(
+            table, train, max_steps, torch.optim.Adam(table.parameters(), lr=0.1), l2=l2, until_flat=1e-5
+        )
         alpha, kl = best_alpha(table, train)
         rows.append({"model": f"trigram_table, L2 {l2:g}", "params": V**3, **evaluate(table, stats), **_cost(fit)})
-        result["l2"].append({"l2": l2, "alpha": alpha, "kl": kl, "dev": rows[-1]["dev"],
-                             "unseen_rows_max": table.W.detach().view(V * V, V)[~train.seen].abs().max().item()})
+        result["l2"].append(
+            {
+                "l2": l2,
+                "alpha": alpha,
+                "kl": kl,
+                "dev": rows[-1]["dev"],
+                "unseen_rows_max": table.W.detach().view(V * V, V)[~train.seen].abs().max().item(),
+            }
+        )
 
     additive = additive_model(V, seed)
     fit = train_on_stats(additive, train, RECIPE["steps"], torch.optim.SGD(additive.parameters(), lr=RECIPE["lr"]))
@@ -221,9 +257,17 @@ def run_experiment(dataset: Dataset, seed: int = 42, with_framework: bool = True
     if with_framework:
         metrics = framework_recipe_run()
         result["framework_recipe"] = metrics
-        rows.append({"model": "trigram_table, user's recipe via train.py", "params": metrics["params"],
-                     "train": metrics["train_loss"], "dev": metrics["dev_loss"], "test": metrics["test_loss"],
-                     "steps": metrics["steps"], "seconds": metrics["train_seconds"]})
+        rows.append(
+            {
+                "model": "trigram_table, user's recipe via train.py",
+                "params": metrics["params"],
+                "train": metrics["train_loss"],
+                "dev": metrics["dev_loss"],
+                "test": metrics["test_loss"],
+                "steps": metrics["steps"],
+                "seconds": metrics["train_seconds"],
+            }
+        )
     result["rows"], result["curves"], result["vocab_size"] = rows, curves, V
     return result
 
@@ -239,8 +283,17 @@ def references() -> list[dict]:
     rows = []
     for model in ("bigram_count", "mlp"):
         m = run_overrides(f"model={model}", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0")
-        rows.append({"model": f"{model} (reference)", "params": m["params"], "train": m["train_loss"],
-                     "dev": m["dev_loss"], "test": m["test_loss"], "steps": m["steps"], "seconds": m["train_seconds"]})
+        rows.append(
+            {
+                "model": f"{model} (reference)",
+                "params": m["params"],
+                "train": m["train_loss"],
+                "dev": m["dev_loss"],
+                "test": m["test_loss"],
+                "steps": m["steps"],
+                "seconds": m["train_seconds"],
+            }
+        )
     return rows
 
 
@@ -278,30 +331,47 @@ def render(result: dict, seconds: float) -> str:
     """The report: every number below comes from `result`."""
     rows = result["rows"]
     by = {r["model"]: r for r in rows}
-    table = ["| model | free params | train | dev | test | dev, first letter not scored | steps | seconds |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    table = [
+        "| model | free params | train | dev | test | dev, first letter not scored | steps | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
-        table.append(f"| {r['model']} | {r['params']:,} | {fmt(r['train'])} | {fmt(r['dev'])} | {fmt(r['test'])} | "
-                     f"{fmt(r['dev_later']) if 'dev_later' in r else ''} | {r['steps']:,} | {r['seconds']:.2f} |")
+        table.append(
+            f"| {r['model']} | {r['params']:,} | {fmt(r['train'])} | {fmt(r['dev'])} | {fmt(r['test'])} | "
+            f"{fmt(r['dev_later']) if 'dev_later' in r else ''} | {r['steps']:,} | {r['seconds']:.2f} |"
+        )
     u = result["unseen"]
     recipe, converged = by["trigram_table, user's recipe"], by["trigram_table, converged (Adam)"]
     add_recipe, add_conv = by["additive, user's recipe"], by["additive, converged (Adam)"]
     counts01 = by["trigram_count α=0.1"]
     gap = result["additive_converged_train"] - result["table_converged_train"]
     ex = result["interaction"] or {"interaction": math.nan, "y": "?", "z": "?", "cells": []}
-    cells = "; ".join(f"'{c['context']}' (seen {c['n']:,} times): P({ex['y']})={c['p_y']:.3f}, P({ex['z']})={c['p_z']:.3f}"
-                      for c in ex["cells"]) or "(none in this data)"
-    l2 = "\n".join(f"| {e['l2']:g} | {e['alpha']:.3g} | {e['kl']:.4f} | {e['dev']:.4f} | {e['unseen_rows_max']:.2e} |"
-                   for e in result["l2"])
+    cells = (
+        "; ".join(
+            f"'{c['context']}' (seen {c['n']:,} times): P({ex['y']})={c['p_y']:.3f}, P({ex['z']})={c['p_z']:.3f}"
+            for c in ex["cells"]
+        )
+        or "(none in this data)"
+    )
+    l2 = "\n".join(
+        f"| {e['l2']:g} | {e['alpha']:.3g} | {e['kl']:.4f} | {e['dev']:.4f} | {e['unseen_rows_max']:.2e} |"
+        for e in result["l2"]
+    )
     framework = result.get("framework_recipe")
-    agreement = (f"The same recipe through `python train.py model=trigram_table optim=full_batch` (the framework's own "
-                 f"minibatch-free loop over all examples) ends at train {framework['train_loss']:.4f} / dev "
-                 f"{framework['dev_loss']:.4f}, against {recipe['train']:.4f} / {recipe['dev']:.4f} here: the "
-                 "sufficient-statistics shortcut takes the same steps.") if framework else ""
+    agreement = (
+        (
+            f"The same recipe through `python train.py model=trigram_table optim=full_batch` (the framework's own "
+            f"minibatch-free loop over all examples) ends at train {framework['train_loss']:.4f} / dev "
+            f"{framework['dev_loss']:.4f}, against {recipe['train']:.4f} / {recipe['dev']:.4f} here: the "
+            "sufficient-statistics shortcut takes the same steps."
+        )
+        if framework
+        else ""
+    )
     return f"""# The trigram question, measured
 
-Generated by `python -m makemore.trigram_question` on {datetime.now():%Y-%m-%d} in {seconds:.0f} s on one CPU core.
-Standard split (`random.seed(42)`, 80/10/10 by words, {u['dev_targets']:,} dev targets). Nothing below is typed by hand.
+Generated by `python -m makemore.experiments.trigram_question` on {datetime.now():%Y-%m-%d} in {seconds:.0f} s on one CPU core.
+Standard split (`random.seed(42)`, 80/10/10 by words, {u["dev_targets"]:,} dev targets). Nothing below is typed by hand.
 
 Conventions: every item is padded with two boundary tokens, so all 228,146 targets are scored, the first
 letter included. The common `'.' + w + '.'` trigram set never scores the first letter (196,113 targets);
@@ -313,39 +383,39 @@ the column "dev, first letter not scored" gives that convention, which is why lo
 
 ## 1. Are the two implementations equivalent?
 
-No. Implementation 1 gives each of the {u['contexts']} (c1, c2) contexts its own row of {result['vocab_size']} logits
-({recipe['params']:,} free parameters). Implementation 2 gives logits W[c1] + W[V + c2]
-({add_recipe['params']:,} parameters): the two characters can only add their evidence. Trained to convergence
-the additive model's train loss is {result['additive_converged_train']:.4f}, the floor of the additive assumption;
-the table reaches {result['table_converged_train']:.4f}. The gap, {gap:.4f} nats per character, is the price of
+No. Implementation 1 gives each of the {u["contexts"]} (c1, c2) contexts its own row of {result["vocab_size"]} logits
+({recipe["params"]:,} free parameters). Implementation 2 gives logits W[c1] + W[V + c2]
+({add_recipe["params"]:,} parameters): the two characters can only add their evidence. Trained to convergence
+the additive model's train loss is {result["additive_converged_train"]:.4f}, the floor of the additive assumption;
+the table reaches {result["table_converged_train"]:.4f}. The gap, {gap:.4f} nats per character, is the price of
 assuming additivity.
 
 A context no additive model can match: with logits a[c1] + b[c2], the log-odds between two next letters
 y and z must satisfy LOR(c1,c2) − LOR(c1,c2′) − LOR(c1′,c2) + LOR(c1′,c2′) = 0. In the counts (α = 0.1,
-contexts seen at least 100 times, each letter at least 10 times in each) this interaction is {ex['interaction']:.2f} nats for y = '{ex['y']}', z = '{ex['z']}'
+contexts seen at least 100 times, each letter at least 10 times in each) this interaction is {ex["interaction"]:.2f} nats for y = '{ex["y"]}', z = '{ex["z"]}'
 over the contexts {cells}. Whatever its weights, an additive model gets at least one of these four wrong.
 
 ## 2. Which converges to a lower loss?
 
 The table. With the user's recipe (randn init, full batch, lr 50, 200 steps) the table reaches train
-{recipe['train']:.4f} / dev {recipe['dev']:.4f} and the additive model train {add_recipe['train']:.4f} / dev
-{add_recipe['dev']:.4f}. Converged: table train {converged['train']:.4f} / dev {converged['dev']:.4f}; additive
-train {add_conv['train']:.4f} / dev {add_conv['dev']:.4f}. On dev the converged table is hurt by contexts it never
+{recipe["train"]:.4f} / dev {recipe["dev"]:.4f} and the additive model train {add_recipe["train"]:.4f} / dev
+{add_recipe["dev"]:.4f}. Converged: table train {converged["train"]:.4f} / dev {converged["dev"]:.4f}; additive
+train {add_conv["train"]:.4f} / dev {add_conv["dev"]:.4f}. On dev the converged table is hurt by contexts it never
 saw (below); regularised (L2) it gives the best dev loss of the gradient-trained models. The smoothed counts
-(α = 0.1) give dev {counts01['dev']:.4f}. {agreement}
+(α = 0.1) give dev {counts01["dev"]:.4f}. {agreement}
 
 ## 3. Is implementation 1 a lookup table trained by gradient descent, equivalent to counting?
 
 It is a lookup table, and on contexts seen in training gradient descent drives it to the counting model:
 the mean KL divergence from the α = 0 counts to softmax(W[c1, c2]) over seen contexts is
-{result['recipe_kl']:.4f} after the user's 200 steps and {result['converged_kl']:.5f} at convergence (right plot).
+{result["recipe_kl"]:.4f} after the user's 200 steps and {result["converged_kl"]:.5f} at convergence (right plot).
 It is not equivalent everywhere:
 
-- Contexts never seen in training ({u['unseen_contexts']} of {u['contexts']}) get no gradient at all: their rows
-  moved by at most {result['unseen_rows_moved']:.1e} from the random init (seen rows moved at least
-  {result['seen_rows_moved']:.2f}). Counting gives them a uniform (α = 0) or smoothed distribution instead.
-  {u['dev_targets_unseen_context']:,} dev targets have such a context.
-- Counts with α = 0 give probability 0, so infinite dev loss, to {u['dev_targets_unseen_triple']:,} dev targets whose
+- Contexts never seen in training ({u["unseen_contexts"]} of {u["contexts"]}) get no gradient at all: their rows
+  moved by at most {result["unseen_rows_moved"]:.1e} from the random init (seen rows moved at least
+  {result["seen_rows_moved"]:.2f}). Counting gives them a uniform (α = 0) or smoothed distribution instead.
+  {u["dev_targets_unseen_context"]:,} dev targets have such a context.
+- Counts with α = 0 give probability 0, so infinite dev loss, to {u["dev_targets_unseen_triple"]:,} dev targets whose
   (c1, c2, c3) never occurs in train (their context does): the dev loss above is ∞, an honest answer. The
   table only approaches 0 as its logits run to −∞.
 - L2 regularisation (`loss + λ·mean(W²)`, as in lecture 1) is the gradient-descent analogue of smoothing: it also
@@ -361,8 +431,10 @@ Stronger L2 matches stronger smoothing.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m makemore.trigram_question", description=__doc__)
-    parser.add_argument("--out", type=Path, default=None, help="report directory (default outputs/trigram_question/<time>)")
+    parser = argparse.ArgumentParser(prog="python -m makemore.experiments.trigram_question", description=__doc__)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="report directory (default outputs/trigram_question/<time>)"
+    )
     parser.add_argument("--docs", action="store_true", help="also copy the report into docs/")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "outputs" / "trigram_question" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"

@@ -1,0 +1,1 @@
+"""Research scripts built on the framework: the benchmark and the trigram question, each `python -m` runnable."""

@@ -1,0 +1,105 @@
+"""The run-directory contract in one place: the file names, reading and writing a run's record, finding runs.
+
+A run directory holds `.hydra/` (the config that ran), `metrics.json` (written last: a run that has one ended),
+`model.pt`, `checkpoint.pt` (for resume=), `history.csv` and `samples.txt`. Every module that reads or writes
+these files takes their names and helpers from here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+RECORD = ".hydra"
+CONFIG = f"{RECORD}/config.yaml"
+OVERRIDES = f"{RECORD}/overrides.yaml"
+METRICS = "metrics.json"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+HISTORY = "history.csv"
+SAMPLES = "samples.txt"
+SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
+REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
+
+# Keys that say how a run was watched, stored or named, never what it computed: left out of run names,
+# HParams and leaderboard columns, and allowed beside rerun= and resume=.
+WATCH_KEYS = (
+    "progress",
+    "logger",
+    "device",
+    "threads",
+    "samples",
+    "eval_interval",
+    "log_interval",
+    "checkpoint_interval",
+    "diverge_above",
+    "trial",
+    "rerun",
+    "resume",
+    "sweep",
+)
+
+
+def is_watch_key(key: str) -> bool:
+    """`key` (dotted, e.g. `logger.wandb.mode`, or an override `progress=false`) belongs to one of the WATCH_KEYS."""
+    return key.lstrip("+~").split("=", 1)[0].split(".")[0] in WATCH_KEYS
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Valid JSON (no NaN or Infinity), written atomically."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """A run's metrics.json, or None when it has none (never started, still running, or killed)."""
+    path = run_dir / METRICS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ended_metrics(run_dir: Path) -> dict | None:
+    """The metrics of a run that ended (ok, failed, diverged or pruned); None if it never ended or was interrupted."""
+    metrics = read_metrics(run_dir)
+    return None if metrics is None or metrics.get("status") == "interrupted" else metrics
+
+
+def finished(run_dir: Path) -> bool:
+    """The run ended with status ok: its files are final."""
+    return (read_metrics(run_dir) or {}).get("status") == "ok"
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The overrides a run was composed with (.hydra/overrides.yaml), or none."""
+    path = run_dir / OVERRIDES
+    overrides = (yaml.safe_load(path.read_text()) if path.is_file() else None) or []
+    if not isinstance(overrides, list):
+        raise ValueError(f"{path} holds no list of overrides")
+    return [str(o) for o in overrides]
+
+
+def run_directory_of(path: Path) -> Path | None:
+    """The run directory that holds `path` (or is it), if any: a run's files are never changed by another command."""
+    for directory in (path, *path.parents):
+        if (directory / RECORD).is_dir() or (directory / METRICS).is_file():
+            return directory
+    return None
+
+
+def written_by_a_run(path: Path) -> Path | None:
+    """The run or sweep directory whose files `path` is (or is among), or None: such files are never changed by
+    another command. A report's own files (leaderboard.*) anywhere count too."""
+    if path.name in REPORT_FILES and path.is_file():
+        return path.parent
+    for directory in (path, *path.parents):
+        if (directory / RECORD).is_dir() or (directory / METRICS).is_file() or (directory / SWEEP_RECORD).is_file():
+            return directory
+    return None
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run directory under root: one that holds a metrics.json or Hydra's .hydra/ record."""
+    found = {p.parent for p in root.rglob(METRICS)} | {p.parent.parent for p in root.rglob(CONFIG)}
+    return sorted(d for d in found if "wandb" not in d.relative_to(root).parts)

@@ -1,0 +1,59 @@
+"""Shared test helpers: Hydra's compose API over conf/, and real `python train.py` subprocesses as a user runs them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from makemore.config import compose_train_config
+from makemore.rundir import read_metrics as read_run_metrics
+from makemore.shell import hydra_value
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["steps=40", "eval_interval=20", "log_interval=10", "progress=false", "samples=5"]
+
+compose_config = compose_train_config
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
+    """Run a top-level script as a user would, with stdout and stderr captured."""
+    environment = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_train(run_dir: Path, *args: str, **kwargs):
+    """`python train.py` into a given run directory (any path: it is quoted for Hydra)."""
+    return run_script(str(ROOT / "train.py"), f"hydra.run.dir={hydra_value(str(run_dir))}", *args, **kwargs)
+
+
+def run_bash(command: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A command exactly as the project printed it, pasted into bash, with this Python first on the PATH."""
+    environment = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def tree_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file under directory, by relative path."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """A run's metrics.json, which must exist."""
+    metrics = read_run_metrics(run_dir)
+    assert metrics is not None, f"no metrics.json in {run_dir}"
+    return metrics
