@@ -17,4 +17,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     reports = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("report=")]
-    sys.exit(report.main(reports[-1]) if reports else run_app(main))
+    sys.exit(report.main(reports[-1]) if reports else run_app(main, help_shows="sweep=models"))

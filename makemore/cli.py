@@ -12,32 +12,55 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from makemore.errors import MakemoreError, SweepInterrupted, refuse
+from makemore.errors import MakemoreError, SweepInterrupted, one_line, refuse
 from makemore.loop import Diverged, Interrupted
 from makemore.rundir import METRICS, write_json
 from makemore.search import Pruned
-from makemore.shell import override, shell_word, train_command
+from makemore.shell import override, override_parser, shell_word, train_command
 
 
-def run_app(main: Callable[[], object]) -> int:
+def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
     """Run a `@hydra.main` function; a config Hydra refuses, or one we refuse, ends in one `error:` line and exit 1.
 
     Hydra prints its own refusals over several lines; with HYDRA_FULL_ERROR it raises them instead, so they
-    can be told in one line here. A user who set HYDRA_FULL_ERROR=1 keeps the full traceback.
+    can be told in one line here. A user who set HYDRA_FULL_ERROR=1 keeps the full traceback. `help_shows`: an
+    override that --help composes with, where the config has a group that must be chosen (sweep.py's sweep).
     """
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         sys.argv[1:] = expand_seeds(sys.argv[1:])
+        if help_shows and {"--help", "-h"} & set(sys.argv[1:]):
+            key = help_shows.split("=", 1)[0]
+            sys.argv += [] if any(a.startswith(f"{key}=") for a in sys.argv[1:]) else [help_shows]
         main()
     except (MakemoreError, HydraException, OmegaConfBaseException) as e:
         if wants_traceback:
             raise
-        refuse(e)
+        refuse(MakemoreError(f"{one_line(e)}; {quoting_hint(sys.argv[1:])}") if unparsable(sys.argv[1:]) else e)
     except SweepInterrupted as e:  # Ctrl-C or SIGTERM stopped a sweep (a single run exits on its own)
         print(f"sweep interrupted; continue it with: {continue_command(str(e.sweep_dir))}", file=sys.stderr)
         return 128 + e.signum  # as a shell reports a process its signal stopped
     return 0
+
+
+def unparsable(args: list[str]) -> list[str]:
+    """The overrides among `args` that Hydra's grammar cannot read (a value with `=`, brackets, quotes, ...)."""
+    bad = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override_parser().parse_override(arg)
+        except HydraException:
+            bad.append(arg)
+    return bad
+
+
+def quoting_hint(args: list[str]) -> str:
+    """How to write the first unreadable override so that Hydra reads the value as typed."""
+    key, _, value = unparsable(args)[0].partition("=")
+    return f"to pass the value as typed, quote it for Hydra inside the shell's quotes: {override(key, value)}"
 
 
 def expand_seeds(args: list[str]) -> list[str]:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +22,25 @@ from makemore.data import Vocab
 from makemore.models import Additive, NgramCounts, NgramTable
 
 TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
+
+
+@contextmanager
+def missing_glyphs_told_once() -> Iterator[None]:
+    """Characters matplotlib's font cannot draw (CJK, emoji, tabs) become boxes; say so in one line, not one
+    warning per glyph and figure."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    missing = set()
+    for warning in caught:
+        found = re.match(r"Glyph (\d+) .*missing from", str(warning.message))
+        if found:
+            missing.add(chr(int(found.group(1))))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if missing:
+        print(f"note: {len(missing)} characters have no glyph in matplotlib's font and show as boxes in the "
+              "figures (install a font that has them, e.g. Noto, to see them)", file=sys.stderr)
 
 
 def save(figure: plt.Figure, path: Path) -> None:

@@ -12,7 +12,7 @@ SHELL_PLAIN = re.compile(r"[A-Za-z0-9_./=:,@%+-]+")  # bash passes these through
 
 
 @functools.lru_cache(maxsize=1)
-def _override_parser():
+def override_parser():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create()
@@ -21,7 +21,7 @@ def _override_parser():
 def hydra_value(text: str) -> str:
     """`text` written so that Hydra's override parser reads it back as that exact string."""
     try:
-        if _override_parser().parse_override(f"key={text}").value() == text:
+        if override_parser().parse_override(f"key={text}").value() == text:
             return text
     except HydraException:
         pass

@@ -293,7 +293,7 @@ def log_final(
     """Final losses on the full splits, HParams, samples and the model's picture."""
     if not loggers.backends:  # logger=none: don't draw pictures nobody receives
         return
-    from makemore.plots import model_figures  # matplotlib costs half a second to import: only when drawing
+    from makemore.plots import missing_glyphs_told_once, model_figures  # matplotlib takes 0.5 s: only to draw
 
     step = metrics["steps"]
     final = {f"loss/{split}": losses[split] for split in SPLITS}
@@ -309,5 +309,6 @@ def log_final(
         final["run/step_to_target"] = metrics["step_to_target"]
     loggers.summary(hparams, final, step)
     loggers.text("samples", "\n".join(samples), step)
-    for tag, figure in model_figures(model, dataset.vocab).items():
-        loggers.figure(tag, figure, step)
+    with missing_glyphs_told_once():
+        for tag, figure in model_figures(model, dataset.vocab).items():
+            loggers.figure(tag, figure, step)
