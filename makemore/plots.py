@@ -39,8 +39,11 @@ def missing_glyphs_told_once() -> Iterator[None]:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if missing:
-        print(f"note: {len(missing)} characters have no glyph in matplotlib's font and show as boxes in the "
-              "figures (install a font that has them, e.g. Noto, to see them)", file=sys.stderr)
+        print(
+            f"note: {len(missing)} characters have no glyph in matplotlib's font and show as boxes in the "
+            "figures (install a font that has them, e.g. Noto, to see them)",
+            file=sys.stderr,
+        )
 
 
 def save(figure: plt.Figure, path: Path) -> None:
