@@ -115,6 +115,14 @@ def test_a_rerun_records_the_config_that_ran_and_stands_alone(project, tiny_corp
     report = run_script(str(project / "sweep.py"), f"report={project / 'outputs'}", cwd=project)
     assert report.returncode == 0 and "trigram_count" in report.stdout
 
+    watched = run_bash(f"python train.py rerun={rerun} logger=none samples=3 progress=false", cwd=project)
+    assert watched.returncode == 0, watched.stderr[-1000:]  # how a rerun is watched may change; its record says so
+    [fourth] = [d for d in dated_runs(project) if d not in (rerun, third)]
+    saved = yaml.safe_load((fourth / ".hydra" / "config.yaml").read_text())
+    assert saved["logger"]["backends"] == [] and saved["samples"] == 3 and saved["progress"] is False
+    assert not list(fourth.glob("events.out.tfevents.*")) and len((fourth / "samples.txt").read_text().split()) == 3
+    assert [read_metrics(fourth)[f"{s}_loss"] for s in ("train", "dev", "test")] == losses[0]
+
 
 @pytest.mark.slow
 def test_resume_refuses_what_it_cannot_continue_without_writing(project, tmp_path):

@@ -132,51 +132,34 @@ def default_run(*overrides: str) -> dict:
     return metrics
 
 
-def sweep_seconds(*launcher: str) -> float:
-    """Wall time of a 4-member MLP sweep."""
+def timed_sweep(script: str, *overrides: str) -> tuple[float, list[dict]]:
+    """`python <script> <overrides>` into a throwaway sweep directory: its wall time and its members' metrics."""
     with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            str(ROOT / script),
+            *overrides,
+            "progress=false",
+            "logger=none",
+            f"hydra.sweep.dir={tmp}",
+        ]
         start = time.time()
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "train.py"),
-                "-m",
-                "model.emb=8,10,12,14",
-                "steps=15000",
-                "progress=false",
-                "logger=none",
-                *launcher,
-                f"hydra.sweep.dir={tmp}",
-            ],
-            check=True,
-            capture_output=True,
-            cwd=ROOT,
-        )
-        return time.time() - start
+        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+        wall = time.time() - start
+        return wall, [m for m in map(read_metrics, find_runs(Path(tmp))) if m is not None]
 
 
-def optuna_search(pruner: str, trials: int) -> dict:
+def sweep_seconds(*launcher: str, steps: int = 15000) -> float:
+    """Wall time of a 4-member MLP sweep."""
+    return timed_sweep("train.py", "-m", "model.emb=8,10,12,14", f"steps={steps}", *launcher)[0]
+
+
+def optuna_search(pruner: str, trials: int, *overrides: str) -> dict:
     """`python sweep.py sweep=optuna_mlp` (TPE, sampler seed 42) with a pruner: its members' training seconds,
     its wall time, its best dev and the share of trials pruned."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.time()
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "sweep.py"),
-                "sweep=optuna_mlp",
-                f"hydra/sweeper/pruner={pruner}",
-                f"hydra.sweeper.n_trials={trials}",
-                "progress=false",
-                "logger=none",
-                f"hydra.sweep.dir={tmp}",
-            ],
-            check=True,
-            capture_output=True,
-            cwd=ROOT,
-        )
-        wall = time.time() - start
-        members = [m for m in map(read_metrics, find_runs(Path(tmp))) if m is not None]
+    wall, members = timed_sweep(
+        "sweep.py", "sweep=optuna_mlp", f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.n_trials={trials}", *overrides
+    )
     devs = [m["dev_loss"] for m in members if m["status"] == "ok"]
     return {
         "train_seconds": sum(m["train_seconds"] for m in members),
@@ -200,9 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         "hyperband) at equal trial counts",
     )
     parser.add_argument("--trials", type=int, default=20, help="trials per search for --pruning")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every measurement at a token size: checks that the benchmark runs end to end; its figures mean nothing",
+    )
     args = parser.parse_args(argv)
+    runs = ["steps=100"] if args.smoke else []  # the runs' own step counts, unless a smoke test shrinks them
+    if args.smoke:
+        args.steps, args.repeats, args.trials = 50, 1, 2
     if args.pruning:
-        full, pruned = optuna_search("none", args.trials), optuna_search(args.pruning, args.trials)
+        full, pruned = optuna_search("none", args.trials, *runs), optuna_search(args.pruning, args.trials, *runs)
         for name, search in (("no pruner", full), (args.pruning, pruned)):
             print(
                 f"sweep=optuna_mlp, {args.trials} trials, {name}: {search['train_seconds']:.1f} s of training "
@@ -244,14 +235,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"(d) peak memory of `python train.py`: {metrics['peak_rss_mb']:,.0f} MB resident")
     if args.parallel:
-        basic = sweep_seconds()
-        joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+        members = {"steps": 100} if args.smoke else {}
+        basic = sweep_seconds(**members)
+        joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", **members)
         print(
             f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
             f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x"
         )
     if not args.quick:
-        auto, manual = lecture_run_seconds(), lecture_run_seconds("model.backward=manual")
+        auto, manual = lecture_run_seconds(*runs), lecture_run_seconds("model.backward=manual", *runs)
         print(
             f"(e) experiment=karpathy_mlp, 200k steps of training: autograd {auto['seconds']:.1f} s (dev "
             f"{auto['dev']:.4f}), model.backward=manual {manual['seconds']:.1f} s (dev {manual['dev']:.4f}), "

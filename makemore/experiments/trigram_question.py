@@ -25,7 +25,6 @@ from torch import nn
 from makemore.data import Dataset, load_dataset
 from makemore.models import Additive, NgramCounts, NgramTable
 
-ROOT = Path(__file__).resolve().parents[2]
 ALPHAS = (0.0, 0.01, 0.1, 1.0)
 L2_STRENGTHS = (0.001, 0.01, 0.1)
 RECIPE = {"lr": 50.0, "steps": 200}  # the user's: randn init, full batch, lr 50, 200 steps
@@ -437,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--docs", action="store_true", help="also copy the report into docs/")
     args = parser.parse_args(argv)
-    out = args.out or ROOT / "outputs" / "trigram_question" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
+    out = args.out or Path("outputs") / "trigram_question" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}"
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     dataset = load_dataset(None, 2)
@@ -447,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "trigram_question.md").write_text(render(result, time.perf_counter() - start), encoding="utf-8")
     print((out / "trigram_question.md").read_text(encoding="utf-8"))
     if args.docs:
-        docs = ROOT / "docs"
+        docs = Path("docs")  # the checkout's, run from its root as the README does
         docs.mkdir(exist_ok=True)
         for name in ("trigram_question.md", "trigram_question.png"):
             shutil.copy(out / name, docs / name)

@@ -1,0 +1,329 @@
+"""The README executes: every `python train.py`, `python sweep.py` and `python -m makemore...` command in its code
+blocks runs here as written, from a fresh copy of the project's default directories, with at most a cheap-mode
+suffix (`steps=`, `hydra.sweeper.n_trials=`, the benchmark's `--smoke`). A command with no case fails the suite;
+so does a README figure that the code no longer gives."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from makemore.rundir import find_runs, read_overrides
+
+from helpers import ROOT, read_metrics, run_bash
+from wandb_records import read_run as read_wandb_run
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+COMMAND = re.compile(r"^ {4,}((?:PYTHONPATH=\S+ )?python (?:train\.py|sweep\.py|-m makemore)\S*.*?)(?:\s+# .*)?$")
+QUICK = "steps=20 progress=false"
+
+
+def readme_commands() -> list[str]:
+    """Every command of the README's code blocks (indented four spaces), its comment cut off, in order."""
+    found = [m.group(1).strip() for line in README.splitlines() if (m := COMMAND.match(line))]
+    return list(dict.fromkeys(found))
+
+
+def code_block_of(command: str) -> str:
+    """The whole code block that holds `command` (the lines indented four spaces around it), dedented."""
+    lines = README.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith(command))
+    start, end = at, at
+    while start > 0 and (lines[start - 1].startswith("    ") or not lines[start - 1].strip()):
+        start -= 1
+    while end + 1 < len(lines) and (lines[end + 1].startswith("    ") or not lines[end + 1].strip()):
+        end += 1
+    return "\n".join(line[4:] for line in lines[start : end + 1]).strip() + "\n"
+
+
+def bash(project: Path, command: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_bash(command, project, timeout=timeout)
+
+
+def runs_under(project: Path) -> list[Path]:
+    outputs = project / "outputs"
+    return find_runs(outputs) if outputs.is_dir() else []
+
+
+def sweep_roots(project: Path) -> list[Path]:
+    return sorted(p.parent for p in (project / "outputs").rglob("multirun.yaml"))
+
+
+def a_run(project: Path, *overrides: str) -> Path:
+    """A finished run made by `python train.py` in the project, for the commands that take `outputs/<run>`."""
+    before = set(runs_under(project))
+    made = bash(project, " ".join(["python train.py", QUICK, *overrides]))
+    assert made.returncode == 0, made.stderr[-2000:]
+    [run] = set(runs_under(project)) - before
+    return run
+
+
+def an_interrupted_run(project: Path) -> Path:
+    """A run stopped by Ctrl-C after its first checkpoint, for `resume=outputs/<run>`."""
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "steps=3000", "checkpoint_interval=100", "progress=false", "logger=none"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((project / "outputs").rglob("checkpoint.pt")):
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    [run] = runs_under(project)
+    return run
+
+
+@dataclass
+class Case:
+    """How a README command runs here: its cheap-mode suffix, what it needs first, and what it promises."""
+
+    suffix: str = QUICK
+    check: Callable[[Path, subprocess.CompletedProcess], None] | None = None
+    setup: Callable[[Path], dict[str, str]] | None = None  # placeholders (`<run>`, `<sweep>`) to fill in
+    block: bool = False  # run the whole code block (its setup lines with it), the suffix on this command
+    compose_only: str = ""  # why the command can only be composed here, not run
+
+
+def one_ok_run(project: Path, result: subprocess.CompletedProcess) -> dict:
+    [run] = runs_under(project)
+    metrics = read_metrics(run)
+    assert metrics["status"] == "ok"
+    assert all((run / name).is_file() for name in (".hydra/config.yaml", "model.pt", "history.csv", "samples.txt"))
+    return metrics
+
+
+def default_run(project: Path, result: subprocess.CompletedProcess) -> None:
+    """The README's first command: dev ~2.13, and dev evaluated every 150 steps, 20 points with the final one."""
+    metrics = one_ok_run(project, result)
+    [run] = runs_under(project)
+    assert f"dev ~{metrics['dev_loss']:.2f}" in README.split("\n\n")[1]
+    with open(run / "history.csv", newline="") as f:
+        evaluated = [int(row["step"]) for row in csv.DictReader(f) if row["loss/dev"]]
+    assert evaluated == list(range(150, 3001, 150))
+    assert "Dev is evaluated every 150 steps on the full dev split, 20 points over the default" in README
+    assert list(run.glob("events.out.tfevents.*")) and (run / "target").is_dir()
+
+
+def one_sweep(*, status: str = "ok") -> Callable[[Path, subprocess.CompletedProcess], None]:
+    def check(project: Path, result: subprocess.CompletedProcess) -> None:
+        [sweep_dir] = sweep_roots(project)
+        members = [d for d in find_runs(sweep_dir) if (d / "metrics.json").is_file()]
+        with open(sweep_dir / "leaderboard.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == len(members) >= 2  # one row per member
+        assert all(row["status"].startswith(status) or row["status"] == "ok" for row in rows)
+        assert (sweep_dir / "leaderboard.md").is_file() and (sweep_dir / "leaderboard.png").is_file()
+
+    return check
+
+
+def sweep_of(count: int, *, status: str = "ok") -> Callable[[Path, subprocess.CompletedProcess], None]:
+    def check(project: Path, result: subprocess.CompletedProcess) -> None:
+        one_sweep(status=status)(project, result)
+        [sweep_dir] = sweep_roots(project)
+        assert len([d for d in find_runs(sweep_dir) if (d / "metrics.json").is_file()]) == count
+
+    return check
+
+
+def same_losses_as_the_source(project: Path, result: subprocess.CompletedProcess) -> None:
+    source, rerun = sorted(runs_under(project), key=lambda run: (run / "metrics.json").stat().st_mtime)[-2:]
+    losses = [{k: read_metrics(r)[k] for k in ("train_loss", "dev_loss", "test_loss")} for r in (source, rerun)]
+    assert losses[0] == losses[1]
+
+
+def same_losses_as_the_member(project: Path, result: subprocess.CompletedProcess) -> None:
+    [sweep_dir] = sweep_roots(project)
+    [rerun] = [run for run in runs_under(project) if sweep_dir not in run.parents]
+    member = sweep_dir / "model=mlp,seed=43_1"
+    assert [read_metrics(run)["dev_loss"] for run in (member, rerun)] == [read_metrics(member)["dev_loss"]] * 2
+
+
+def sample_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    printed = result.stdout.splitlines()
+    assert len(printed) == 50 and all(line.startswith("em") for line in printed)
+    assert (project / "samples.txt").read_text(encoding="utf-8").splitlines() == printed
+    assert re.match(r"50 samples: \d+% new, \d+% in train, \d+% in dev/test only", result.stderr.splitlines()[-1])
+
+
+def report_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    assert "leaderboard of 1 runs in outputs" in result.stdout
+    assert (project / "outputs" / "leaderboard.md").is_file()
+
+
+def resumed_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    metrics = one_ok_run(project, result)
+    assert metrics["steps"] == 3000
+
+
+def lr_finder_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    [sweep_dir] = sweep_roots(project)
+    assert (sweep_dir / "lr_finder.png").is_file() and "lr finder: suggested lr" in result.stdout
+
+
+def two_processes_share_one_study(project: Path, result: subprocess.CompletedProcess) -> None:
+    members = [d for d in find_runs(project / "outputs" / "search") if (d / "metrics.json").is_file()]
+    trials = sorted(int(o.split("=")[1]) for d in members for o in read_overrides(d) if o.startswith("trial="))
+    assert trials == list(range(len(trials))) and len(trials) >= 4  # each trial run once, none twice
+
+
+def seeds_check(count: int) -> Callable[[Path, subprocess.CompletedProcess], None]:
+    def check(project: Path, result: subprocess.CompletedProcess) -> None:
+        sweep_of(count)(project, result)
+        [sweep_dir] = sweep_roots(project)
+        assert (sweep_dir / "leaderboard_groups.csv").is_file()
+
+    return check
+
+
+def bench_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    assert "ratio" in result.stdout or "pruning with" in result.stdout
+
+
+def user_model_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    metrics = one_ok_run(project, result)
+    assert metrics["params"] == 27 * 27  # LastCharacter: one V x V embedding
+
+
+def wandb_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    one_ok_run(project, result)
+    [run] = runs_under(project)
+    [log] = run.glob("wandb/offline-run-*/run-*.wandb")  # a real offline W&B run, its summary the final losses
+    assert read_wandb_run(log)["summary"]["loss/dev"] == pytest.approx(read_metrics(run)["dev_loss"])
+
+
+def words_file(project: Path) -> dict[str, str]:
+    names = (ROOT / "makemore" / "data" / "names.txt").read_text().split()[:3000]
+    (project / "my_words.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    return {}
+
+
+def finished_run(project: Path) -> dict[str, str]:
+    return {"outputs/<run>": str(a_run(project).relative_to(project))}
+
+
+def interrupted_run(project: Path) -> dict[str, str]:
+    return {"outputs/<run>": str(an_interrupted_run(project).relative_to(project))}
+
+
+def a_sweep_with_a_seed_43_member(project: Path) -> dict[str, str]:
+    made = bash(project, f"python train.py -m model=mlp,additive seed=42,43 {QUICK} logger=none")
+    assert made.returncode == 0, made.stderr[-2000:]
+    [sweep_dir] = sweep_roots(project)
+    assert (sweep_dir / "model=mlp,seed=43_1").is_dir()
+    return {"<sweep>": str(sweep_dir.relative_to(project / "outputs" / "multirun"))}
+
+
+CASES: dict[str, Case] = {
+    "python train.py": Case(suffix="progress=false", check=default_run),
+    "python train.py model=mlp model.emb=10 model.hidden=100": Case(),
+    "python train.py model=trigram_table optim=full_batch": Case(),
+    "python train.py model=additive": Case(),
+    "python train.py model=trigram_count model.alpha=0.1": Case(suffix="progress=false"),
+    "python train.py optim=sgd schedule=cosine": Case(),
+    "python train.py experiment=karpathy_mlp": Case(suffix="steps=200 progress=false"),
+    "python train.py experiment=karpathy_mlp model.backward=manual": Case(suffix="steps=200 progress=false"),
+    "python train.py experiment=best": Case(),
+    "python train.py logger=wandb": Case(check=wandb_check),
+    "python train.py data.path=my_words.txt": Case(setup=words_file),
+    "PYTHONPATH=. python train.py 'hydra.searchpath=[file://my_conf]' model=last_char": Case(
+        block=True, check=user_model_check
+    ),
+    "python train.py rerun=outputs/<run>": Case(suffix="", setup=finished_run, check=same_losses_as_the_source),
+    "python train.py 'rerun=\"outputs/multirun/<sweep>/model=mlp,seed=43_1\"'": Case(
+        suffix="", setup=a_sweep_with_a_seed_43_member, check=same_losses_as_the_member
+    ),
+    "python -m makemore.sample outputs/<run> -n 50 --temperature 0.8 --top-k 10 --seed 1 --prefix em -o samples.txt": (
+        Case(suffix="", setup=finished_run, check=sample_check)
+    ),
+    "python sweep.py sweep=models": Case(check=sweep_of(9)),
+    "python sweep.py sweep=mlp_grid": Case(check=sweep_of(8)),
+    "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3)),
+    "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(
+        suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3, status="pruned")
+    ),
+    "python sweep.py sweep=lr_finder": Case(suffix="steps=100 progress=false", check=lr_finder_check),
+    "python sweep.py report=outputs": Case(suffix="", setup=finished_run, check=report_check),
+    "python train.py -m model=trigram_table,additive,mlp": Case(check=sweep_of(3)),
+    "python sweep.py sweep=mlp_grid seeds=3": Case(check=seeds_check(24)),
+    "python train.py seeds=5": Case(check=seeds_check(5)),
+    "python sweep.py sweep=mlp_grid hydra/launcher=joblib hydra.launcher.n_jobs=2": Case(check=sweep_of(8)),
+    "python sweep.py sweep=mlp_grid hydra/launcher=slurm hydra.launcher.partition=gpu": Case(
+        compose_only="SLURM needs a cluster's sbatch: the command composes here, and submitit_local runs the rest"
+    ),
+    "python sweep.py sweep=mlp_grid hydra/launcher=submitit_local": Case(check=sweep_of(8)),
+    "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median hydra.sweep.dir=outputs/search": Case(
+        suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=two_processes_share_one_study
+    ),
+    "python -m makemore.experiments.bench": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.bench --quick": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.bench --parallel": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.bench --pruning successive_halving": Case(suffix="--smoke", check=bench_check),
+    "python train.py resume=outputs/<run>": Case(suffix="", setup=interrupted_run, check=resumed_check),
+}
+
+
+def test_every_readme_command_has_a_case():
+    assert readme_commands() == list(CASES), "a README command without a case here, or a case for one it dropped"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param(command, marks=pytest.mark.slow, id=command[:80]) for command in CASES],
+)
+def test_the_readme_command_runs_as_written(project, command):
+    case = CASES[command]
+    (project / "docs").mkdir()
+    filled = command
+    for placeholder, value in (case.setup(project) if case.setup else {}).items():
+        filled = filled.replace(placeholder, value)
+    runs_before = set(runs_under(project))
+    if case.compose_only:
+        result = bash(project, f"{filled} --cfg hydra")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
+        assert "partition: gpu" in result.stdout
+        return
+    line = f"{filled} {case.suffix}".strip()
+    if case.block:
+        script = code_block_of(command).replace(command, line)
+    elif "hydra.sweep.dir=outputs/search" in command:  # the README's two terminals, at the same time
+        script = f"({line}) & ({line}); wait"
+    else:
+        script = line
+    result = bash(project, script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    if case.setup is None and not case.block and not command.startswith("python -m"):
+        assert set(runs_under(project)) != runs_before or sweep_roots(project)
+    if case.check:
+        case.check(project, result)
+
+
+def test_the_readme_figures_for_whole_item_batches_and_the_data_hold():
+    from makemore.config import compose_train_config
+    from makemore.data import build_items, make_dataset, read_items, resolve_path
+    from makemore.preflight import prepare
+
+    cfg, items, vocab = prepare(compose_train_config("model=gru"))
+    dataset = make_dataset(items, vocab, cfg.model.block_size)
+    train_items = len(build_items(dataset.words["train"], vocab)[1])
+    per_batch = round(256 * train_items / len(dataset.Y["train"]))
+    assert f"({per_batch} names at the default 256)" in README
+    assert len(read_items(resolve_path(None))) == 32033 and "32,033-name" in README
+    three = make_dataset(items, vocab, 3)
+    sizes = [f"{len(three.Y[split]):,}" for split in ("train", "dev", "test")]
+    assert " / ".join(sizes) == "182,625 / 22,655 / 22,866" and "182,625 / 22,655 / 22,866 examples" in README
