@@ -17,7 +17,16 @@ from omegaconf import DictConfig
 from makemore import plots
 from makemore.errors import MakemoreError, refuse
 from makemore.loggers import experiment_hparams, write_hparams_experiment, write_target_line
-from makemore.rundir import CONFIG, HISTORY, find_runs, is_watch_key, read_metrics, read_overrides, run_directory_of
+from makemore.rundir import (
+    CONFIG,
+    HISTORY,
+    REPORT_FILES,
+    find_runs,
+    is_watch_key,
+    read_metrics,
+    read_overrides,
+    run_directory_of,
+)
 from makemore.shell import train_command
 
 CURVES_SHOWN = 6
@@ -113,10 +122,12 @@ def dev_curve(run: dict) -> list[tuple[int, float]]:
     return points + [(run["metrics"].get("steps", 0), dev_loss(run))]
 
 
-def write_report(root: Path) -> list[dict]:
+def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     """Print the leaderboard of every run under root and write leaderboard.csv/.md/.png into root.
 
-    Into root unless root is (or is inside) a run directory, whose files no command changes: then it only prints.
+    Into root unless root is (or is inside) a run directory, whose files no command changes, or (without
+    `rewrite`: the end of a sweep, continued or not, rewrites its own) a report is already there: then it only
+    prints.
     """
     runs = [r for r in map(read_run, find_runs(root)) if r is not None]
     rows = leaderboard(runs, root)
@@ -137,6 +148,13 @@ def write_report(root: Path) -> list[dict]:
     inside = run_directory_of(root)
     if inside:
         print(f"not written: {root} is inside the run directory {inside}, whose files no command changes")
+        return rows
+    earlier = [name for name in REPORT_FILES if (root / name).exists()]
+    if earlier and not rewrite:
+        print(
+            f"not written: {root / earlier[0]} exists (a sweep or an earlier report wrote it) and no command "
+            "changes what the project wrote; the table above is today's"
+        )
         return rows
     (root / "leaderboard.md").write_text(table, encoding="utf-8")
     write_csv(root / "leaderboard.csv", rows)
@@ -321,5 +339,5 @@ def main(root: str) -> int:
     if not path.is_dir():
         print(f"error: no directory {path}; report=<a sweep directory, or outputs>", file=sys.stderr)
         return 1
-    write_report(path)
+    write_report(path, rewrite=False)
     return 0

@@ -190,6 +190,11 @@ def test_the_sampler_never_overwrites_what_a_sweep_wrote(project):
         assert refused.returncode == 1 and refused.stderr.startswith(f"error: -o {sweep_dir / target}"), refused.stderr
     report = project / "outputs" / "leaderboard.md"
     in_project(project, "python sweep.py report=outputs")
+    first_report = tree_hashes(project / "outputs")
+    for root in ("outputs", str(sweep_dir)):  # a report, or a sweep's own leaderboard, is never rewritten by report=
+        again = in_project(project, f"python sweep.py report={root}")
+        assert again.returncode == 0 and "not written: " in again.stdout and "no command changes" in again.stdout
+    assert tree_hashes(project / "outputs") == first_report
     refused = in_project(project, f"python -m makemore.sample {member} -n 3 -o {report}")
     assert refused.returncode == 1 and "no command changes" in refused.stderr
     assert tree_hashes(sweep_dir) == before
