@@ -327,3 +327,18 @@ def test_the_readme_figures_for_whole_item_batches_and_the_data_hold():
     three = make_dataset(items, vocab, 3)
     sizes = [f"{len(three.Y[split]):,}" for split in ("train", "dev", "test")]
     assert " / ".join(sizes) == "182,625 / 22,655 / 22,866" and "182,625 / 22,655 / 22,866 examples" in README
+
+
+def test_the_readme_parameter_counts_are_the_models():
+    from makemore.config import compose_train_config
+    from makemore.models import build_model
+
+    table = re.findall(r"^\| \d \| (\w+) \| ([\d,]+) \|", README, flags=re.M)  # sweep=models' measured table
+    assert len(table) == 9
+    for family, params in table:
+        model = build_model(compose_train_config(f"model={family}").model, 27)
+        counted = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
+        assert f"{counted:,}" == params, family
+    counts = dict(table)  # the prose's figures are the table's
+    assert f"`wavenet` is lecture 5's hierarchical model ({counts['wavenet']} parameters at its" in README
+    assert f"(a) throughput, MLP {counts['mlp']} params" in README
