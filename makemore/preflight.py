@@ -94,18 +94,24 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_memory(cfg: DictConfig, vocab_size: int, tokens: int) -> None:
-    """Refuse a run that cannot fit in RAM: the model sized on the meta device (no allocation), its optimizer,
-    the examples of every split, and the largest logits of a training step or an evaluation chunk."""
+def memory_needed(cfg: DictConfig, vocab_size: int, tokens: int) -> dict[str, int]:
+    """Bytes a run needs, by part: the model sized on the meta device (no allocation) with its gradient and two
+    optimizer moments, the examples of every split, and the largest logits of a training step or an evaluation
+    chunk."""
     with torch.device("meta"):
         probe = build_model(cfg.model, vocab_size)  # a table too large is refused here, with its own message
     model = sum(t.numel() for t in probe.parameters()) * 4 * 4 + sum(b.numel() for b in probe.buffers()) * 4
     examples = tokens * (cfg.model.block_size + 1) * 8 * 4  # int64 X and Y, and the temporaries that cut them
     train_rows = int(tokens * cfg.data.fractions[0]) + 1 if cfg.batch_size is None else cfg.batch_size
     logits = (train_rows + eval_rows(vocab_size)) * vocab_size * 4 * 3  # logits, softmax and gradient
-    needed, available = model + examples + logits, available_memory()
+    return {"weights and optimizer": model, "examples": examples, "logits": logits}
+
+
+def check_memory(cfg: DictConfig, vocab_size: int, tokens: int) -> None:
+    """Refuse a run that cannot fit in 80% of the memory available now, naming the part that takes the most."""
+    parts = memory_needed(cfg, vocab_size, tokens)
+    needed, available = sum(parts.values()), available_memory()
     if available and needed > 0.8 * available:
-        parts = {"weights and optimizer": model, "examples": examples, "logits": logits}
         shown = ", ".join(f"{name} {size / 2**30:,.1f}" for name, size in parts.items())
         largest = max(parts, key=parts.get)
         raise MakemoreError(

@@ -191,3 +191,13 @@ def test_a_config_saved_by_an_earlier_version_is_upgraded():
     assert dict(new.model) == {"name": "mlp", "block_size": 3, "_target_": "makemore.models.MLP"}
     assert new.schedule == {"name": "step", "decay_at": 0.5, "gamma": 0.1}
     assert dict(new.optim) == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+
+
+def test_uid_is_cached_in_the_config_so_a_launchers_workers_resolve_the_parents_sweep_directory(monkeypatch):
+    parent = OmegaConf.create({"dir": "sweeps/${uid:}", "resume": "${run_dir:null,fresh}"})
+    resolved = parent.dir
+    monkeypatch.setattr(config, "PROCESS_ID", "abcdef")  # a worker process has an id of its own
+    worker = OmegaConf.create({"dir": "sweeps/${uid:}", "resume": "${run_dir:null,fresh}"})
+    OmegaConf.copy_cache(from_config=parent, to_config=worker)  # what Hydra does for each sweep job
+    assert worker.dir == resolved != "sweeps/abcdef"
+    assert OmegaConf.create({"dir": "sweeps/${uid:}"}).dir == "sweeps/abcdef"  # a config of its own: its own id
