@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from makemore.data import Vocab, load_dataset
+from makemore.data import Vocab, load_dataset, tokens_of
 from makemore.errors import MakemoreError
 from makemore.rundir import MODEL, run_directory_of, written_by_a_run
 
@@ -34,7 +34,7 @@ def generate(
         raise MakemoreError(f"top_k must be at least 1, got {top_k}")
     if count < 1:
         return []
-    unknown = sorted(set(prefix) - set(vocab.chars[1:]))
+    unknown = sorted(set(tokens_of(prefix)) - set(vocab.chars[1:]))
     if unknown:
         raise MakemoreError(f"prefix has characters not in the vocabulary: {''.join(unknown)!r}")
     device = next(iter(model.state_dict().values())).device

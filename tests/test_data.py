@@ -199,3 +199,23 @@ def test_utf16_files_are_named_as_such(tmp_path, encoding):
     path.write_bytes("emma\nolivia\nava\n".encode(encoding))
     with pytest.raises(MakemoreError, match="is UTF-16; re-save it as UTF-8"):
         load_dataset(str(path), 3)
+
+
+def test_an_emoji_sequence_is_one_token_and_samples_never_hold_a_stray_modifier(tmp_path):
+    from makemore.data import tokens_of
+    from makemore.models import MLP
+    from makemore.sample import generate
+
+    items = ["ana👍🏽", "bo👍🏿b", "👨‍👩‍👧x", "🇫🇷y", "cafe\u0301", "zoe👍"] * 5
+    assert tokens_of("bo👍🏿b") == ["b", "o", "👍🏿", "b"] and tokens_of("🇫🇷y") == ["🇫🇷", "y"]
+    assert tokens_of("cafe\u0301") == ["c", "a", "f", "e", "\u0301"]  # a combining accent stays a token
+    vocab = build_vocab(items)
+    assert {"👍🏽", "👍🏿", "👍", "👨‍👩‍👧", "🇫🇷"} <= set(vocab.chars) and "🏽" not in vocab.chars
+    data = make_dataset(items, vocab, 3)
+    decoded = [vocab.decode([t]) for t in data.Y["train"].tolist()]
+    assert "👍🏽" in decoded or "👍🏿" in decoded
+    assert vocab.decode(vocab.encode("ana👍🏽")) == "ana👍🏽" and len(vocab.encode("ana👍🏽")) == 4
+    torch.manual_seed(0)
+    samples = generate(MLP(vocab.size, 3, emb=4, hidden=8), vocab, 3, 200, seed=1)
+    modifiers = {chr(c) for c in range(0x1F3FB, 0x1F400)}
+    assert all(not (set(token) & modifiers) or len(token) > 1 for sample in samples for token in tokens_of(sample))
