@@ -99,6 +99,7 @@ def broken(project: Path) -> Path:
     return project
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, message",
     [
@@ -136,6 +137,7 @@ def test_a_model_that_breaks_the_contract_is_refused_in_one_line_before_any_dire
     assert not (broken / "outputs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -156,6 +158,7 @@ def test_bad_input_found_only_by_the_run_creates_nothing(project, args, message)
     assert not (project / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_a_value_hydra_cannot_read_gets_the_quoting_that_works(project):
     (project / "my data=x.txt").write_text("\n".join(["anna", "bob", "carl", "dave", "eve", "frank"] * 3))
     result = in_project(project, "python train.py 'data.path=my data=x.txt' steps=2")
@@ -166,6 +169,7 @@ def test_a_value_hydra_cannot_read_gets_the_quoting_that_works(project):
     assert pasted.returncode == 0, pasted.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_help_works_for_both_entry_points_and_train_takes_every_group_it_lists(project):
     for script in ("train.py", "sweep.py"):
         result = in_project(project, f"python {script} --help")
@@ -179,6 +183,7 @@ def test_help_works_for_both_entry_points_and_train_takes_every_group_it_lists(p
         assert composed.returncode == 0, (group, composed.stderr)
 
 
+@pytest.mark.slow
 def test_the_sampler_never_overwrites_what_a_sweep_wrote(project):
     result = in_project(project, "python train.py -m model=bigram_count,trigram_count logger=none progress=false")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -234,6 +239,7 @@ def test_a_short_run_on_a_tiny_file_is_evaluated_before_its_end_and_warns_of_ove
     assert metrics["best_dev_step"] == 150 and "warning: overfitting: dev loss was" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_cjk_vocabulary_draws_its_figures_with_at_most_one_line_about_glyphs(project):
     chars = [chr(c) for c in range(0x4E00, 0x4E00 + 300)]
     items = ["".join(chars[(i * 7 + j * 13) % 300] for j in range(2 + i % 3)) for i in range(3000)]
@@ -258,6 +264,7 @@ def test_the_memory_refusal_names_the_part_that_takes_it(tmp_path, monkeypatch):
         preflight.prepare(compose_train_config("model=trigram_table", "model.block_size=4"))
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_a_bug_is_marked_failed_not_left_looking_unfinished(project):
     (project / "buggy.py").write_text(
         "import torch\nfrom torch import nn\n\n\nclass Buggy(nn.Module):\n"
