@@ -194,6 +194,9 @@ def test_a_config_saved_by_an_earlier_version_is_upgraded():
 
 
 def test_uid_is_cached_in_the_config_so_a_launchers_workers_resolve_the_parents_sweep_directory(monkeypatch):
+    for name in config.RESOLVERS:
+        OmegaConf.clear_resolver(name)
+    register_resolvers()
     parent = OmegaConf.create({"dir": "sweeps/${uid:}", "resume": "${run_dir:null,fresh}"})
     resolved = parent.dir
     monkeypatch.setattr(config, "PROCESS_ID", "abcdef")  # a worker process has an id of its own

@@ -1,7 +1,6 @@
 """What must hold before a run writes a byte, in-process: the memory a run needs (bytes worked out by hand), the
 model's output on one batch, the device, the split; and the run-directory helpers those checks lean on."""
 
-import json
 import math
 
 import pytest
@@ -53,10 +52,16 @@ def test_a_run_is_refused_above_80_percent_of_the_free_memory(monkeypatch, free,
     )
 
 
-def test_the_free_memory_is_read_from_the_kernel():
+def test_the_free_memory_is_read_from_the_kernel(monkeypatch, tmp_path):
     with open("/proc/meminfo") as f:
         kib = int(next(line for line in f if line.startswith("MemAvailable:")).split()[1])
     assert abs(preflight.available_memory() - kib * 1024) < 2**30  # read a moment apart
+    meminfo = tmp_path / "meminfo"
+    monkeypatch.setattr(preflight, "open", lambda path: open(meminfo), raising=False)
+    meminfo.write_text("MemTotal:       16384 kB\nMemAvailable:    2048 kB\nHugepagesize:    2048 kB\n")
+    assert preflight.available_memory() == 2048 * 1024
+    meminfo.write_text("MemTotal:       16384 kB\n")  # an old kernel: no MemAvailable
+    assert preflight.available_memory() is None
 
 
 class ExtraClass(nn.Module):
@@ -177,7 +182,7 @@ def test_the_run_directory_helpers(tmp_path):
     assert (finished(run), ended_metrics(run)) == (False, None)
     write_json(run / "metrics.json", {"status": "ok", "dev_loss": 2.0})
     assert finished(run) and ended_metrics(run) == {"status": "ok", "dev_loss": 2.0}
-    assert json.loads((run / "metrics.json").read_text()) == {"status": "ok", "dev_loss": 2.0}
+    assert (run / "metrics.json").read_text() == '{\n  "status": "ok",\n  "dev_loss": 2.0\n}\n'  # readable as written
     assert sorted(p.name for p in run.iterdir()) == ["metrics.json"]  # the temporary file was renamed
     with pytest.raises(ValueError):
         write_json(run / "metrics.json", {"dev_loss": math.nan})  # JSON has no NaN
@@ -193,7 +198,9 @@ def test_the_run_directory_helpers(tmp_path):
     (sweep / "multirun.yaml").write_text("{}\n")
     (tmp_path / "leaderboard.md").write_text("|\n")
     assert written_by_a_run(run / "samples.txt") == run and written_by_a_run(sweep / "x.txt") == sweep
+    (tmp_path / "notes.txt").write_text("mine\n")
     assert written_by_a_run(tmp_path / "leaderboard.md") == tmp_path and written_by_a_run(tmp_path / "x") is None
+    assert written_by_a_run(tmp_path / "notes.txt") is None  # a file of the user's own, outside any run
     assert [is_watch_key(k) for k in ("logger.wandb.mode", "progress=false", "+samples=3", "seed", "model.emb")] == [
         True, True, True, False, False,
     ]  # fmt: skip

@@ -332,6 +332,16 @@ def test_the_report_command_needs_a_directory(tmp_path, capsys):
     )
     fake_run(tmp_path, "run", [], dev_loss=2.0, **OK)
     assert main(str(tmp_path)) == 0 and (tmp_path / "leaderboard.md").exists()
+    written = {name: (tmp_path / name).read_bytes() for name in ("leaderboard.md", "leaderboard.csv")}
+    capsys.readouterr()
+    fake_run(tmp_path, "later", [], dev_loss=1.9, **OK)
+    assert main(str(tmp_path)) == 0  # report= never rewrites a leaderboard: it prints today's and says why
+    assert capsys.readouterr().out.endswith(
+        f"not written: {tmp_path / 'leaderboard.md'} exists (a sweep or an earlier report wrote it) and no command "
+        "changes what the project wrote; the table above is today's\n"
+    )
+    assert {name: (tmp_path / name).read_bytes() for name in written} == written
+    assert len(write_report(tmp_path)) == 2 and b"later" in (tmp_path / "leaderboard.md").read_bytes()  # a sweep's end
 
 
 def configured(tmp_path, name, *overrides, steps=10):

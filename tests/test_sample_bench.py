@@ -239,9 +239,22 @@ def test_a_write_that_fails_is_one_line(counted_run, capsys):
             "changes; write elsewhere",
         ),
         (["-p", "É"], "error: prefix has characters not in the vocabulary: 'É'"),
+        (
+            ["-o", "{tmp}/sweep/notes.txt"],
+            "error: -o {tmp}/sweep/notes.txt would overwrite what a sweep or report wrote in {tmp}/sweep, which no "
+            "command changes; write elsewhere",
+        ),
+        (
+            ["-o", "{tmp}/leaderboard.md"],
+            "error: -o {tmp}/leaderboard.md would overwrite what a sweep or report wrote in {tmp}, which no command "
+            "changes; write elsewhere",
+        ),
     ],
 )
 def test_the_sample_command_refuses_in_one_line(counted_run, tmp_path, capsys, args, message):
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text("{}\n")  # a sweep's root
+    (tmp_path / "leaderboard.md").write_text("| a report |\n")
     args = [a.format(tmp=tmp_path, run=counted_run) for a in args]
     assert sample_main([str(counted_run), *args]) == 1
     printed, told = capsys.readouterr()
