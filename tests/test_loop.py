@@ -434,3 +434,11 @@ def test_zero_steps_leave_the_initial_weights(data, tmp_path):
     model, timing, history, _ = train(data, config("steps=0"), tmp_path)
     assert timing.step == 0 and history == []
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh_model().parameters()))
+
+
+def test_a_loss_at_the_ceiling_is_not_yet_divergence():
+    assert loop.diverged(100.0, 100.0, 10, 0.1) is None and loop.diverged(3.0, None, 10, 0.1) is None
+    assert str(loop.diverged(100.5, 100.0, 10, 0.1)) == (
+        "loss reached 100.5, above diverge_above=100, by step 10 (lr 0.1); the learning rate is likely too high: "
+        "lower optim.lr"
+    )

@@ -294,6 +294,12 @@ def test_a_users_model_is_built_from_its_config_or_refused_in_one_line():
             "module test_models has no 'Layerz'; check the spelling of model._target_ (module.Class)",
         ),
         (
+            "makemore.models.Nope",
+            {},
+            "module makemore.models has no 'Nope'; check the spelling of model._target_ (module.Class)",
+        ),
+        ("NoModule", {}, "module ? has no 'NoModule'; check the spelling of model._target_ (module.Class)"),
+        (
             "test_models.Refuses",
             {"why": "size 0"},
             "its constructor failed (ValueError: size 0 is not allowed); "
