@@ -49,7 +49,7 @@ def register_resolvers() -> None:
 
 
 def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
+    return override.partition("=")[0].lstrip("+~")
 
 
 def run_name(model: str, overrides: list[str]) -> str:

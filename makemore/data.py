@@ -147,7 +147,7 @@ def build_examples(items: list[str], vocab: Vocab, block_size: int) -> tuple[tor
     else:  # emoji sequences: one token of several characters each
         index = {c: i for i, c in enumerate(vocab.chars)}
         ids = [i for item in items for i in (*(index[token] for token in tokens_of(item)), 0)]
-        tokens = np.array(ids[:-1], dtype=np.int64)  # the last end is appended below, as for plain characters
+        tokens = np.array(ids[:-1])  # the last end is appended below, as for plain characters
     tokens = np.append(tokens, 0).astype(np.int64)
     is_end = tokens == 0
     item_of = np.cumsum(is_end) - is_end  # how many items end before each position

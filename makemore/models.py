@@ -17,9 +17,11 @@ EVAL_BYTES = 256 * 2**20
 
 
 def _context_index(context: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Row of a V^n-row table for each context: the context read as a base-V number."""
-    powers = vocab_size ** torch.arange(context.shape[1] - 1, -1, -1, device=context.device)
-    return (context * powers).sum(1)
+    """Row of a V^n-row table for each context: the context read as a base-V number (Horner's rule)."""
+    index = torch.zeros_like(context[:, 0])
+    for column in context.unbind(1):
+        index = index * vocab_size + column
+    return index
 
 
 def _check_table_size(name: str, vocab_size: int, block_size: int) -> None:

@@ -204,3 +204,9 @@ def test_uid_is_cached_in_the_config_so_a_launchers_workers_resolve_the_parents_
     OmegaConf.copy_cache(from_config=parent, to_config=worker)  # what Hydra does for each sweep job
     assert worker.dir == resolved != "sweeps/abcdef"
     assert OmegaConf.create({"dir": "sweeps/${uid:}"}).dir == "sweeps/abcdef"  # a config of its own: its own id
+
+
+def test_an_overrides_key_is_what_stands_before_its_first_equals_sign():
+    assert [config._key(o) for o in ("Xavier=1", "+model.emb=a=b", "~seed", "data.path=x=y")] == [
+        "Xavier", "model.emb", "seed", "data.path",
+    ]  # fmt: skip

@@ -212,10 +212,29 @@ def test_an_emoji_sequence_is_one_token_and_samples_never_hold_a_stray_modifier(
     vocab = build_vocab(items)
     assert {"👍🏽", "👍🏿", "👍", "👨‍👩‍👧", "🇫🇷"} <= set(vocab.chars) and "🏽" not in vocab.chars
     data = make_dataset(items, vocab, 3)
-    decoded = [vocab.decode([t]) for t in data.Y["train"].tolist()]
-    assert "👍🏽" in decoded or "👍🏿" in decoded
+    X, Y = build_examples(["bo👍🏿b", "🇫🇷y"], vocab, 2)
+    assert [vocab.decode([t]) for t in Y.tolist()] == ["b", "o", "👍🏿", "b", ".", "🇫🇷", "y", "."]
+    assert [vocab.decode(row) for row in X.tolist()] == ["..", ".b", "bo", "o👍🏿", "👍🏿b", "..", ".🇫🇷", "🇫🇷y"]
+    assert len(data.Y["train"]) == sum(len(tokens_of(item)) + 1 for item in data.words["train"])
     assert vocab.decode(vocab.encode("ana👍🏽")) == "ana👍🏽" and len(vocab.encode("ana👍🏽")) == 4
     torch.manual_seed(0)
     samples = generate(MLP(vocab.size, 3, emb=4, hidden=8), vocab, 3, 200, seed=1)
     modifiers = {chr(c) for c in range(0x1F3FB, 0x1F400)}
     assert all(not (set(token) & modifiers) or len(token) > 1 for sample in samples for token in tokens_of(sample))
+
+
+def test_plain_characters_take_the_vectorised_path(monkeypatch):
+    from makemore import data
+
+    def no_tokenising(item):
+        raise AssertionError("plain characters need no tokenising")
+
+    names = ["emma", "olivia", "ava", "isabella"] * 3
+    vocab = build_vocab(names)
+    monkeypatch.setattr(data, "tokens_of", no_tokenising)
+    X, Y = build_examples(names, vocab, 3)  # without tokens_of: one vectorised pass over the code points
+    assert len(Y) == sum(len(name) + 1 for name in names)
+    monkeypatch.undo()
+    assert data.tokens_of("emma") == ["e", "m", "m", "a"]
+    monkeypatch.setattr(data, "TOKEN", None)  # text with no emoji never reaches the sequence pattern
+    assert data.tokens_of("olivia") == list("olivia")

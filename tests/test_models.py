@@ -330,3 +330,11 @@ def test_evaluation_chunks_are_sized_from_the_vocabulary():
     X, Y = torch.randint(50, (5000, 2)), torch.randint(50, (5000,))
     whole = torch.nn.functional.cross_entropy(model.eval()(X), Y).item()
     assert loss_on(model, X, Y, 50) == pytest.approx(whole, rel=1e-6)
+
+
+def test_table_sizes_up_to_the_cap_are_allowed_and_small_buffers_stay_out_of_checkpoints():
+    models._check_table_size("table", models.MAX_TABLE_ENTRIES, 0)  # exactly the cap: allowed
+    with pytest.raises(MakemoreError, match="above the cap of 50,000,000"):
+        models._check_table_size("table", models.MAX_TABLE_ENTRIES + 1, 0)
+    assert NgramCounts(27, 2).alpha == 1.0  # Laplace's add-one, for a table built without a config
+    assert list(Additive(27, 2).state_dict()) == ["W"]  # the offsets are derived, not saved
