@@ -142,7 +142,7 @@ def evaluate(
     if target is not None and state.dev_loss < target and not state.reached:
         state.reached = {"step_to_target": state.step, "seconds_to_target": elapsed, "target_reached_at": time.time()}
     if state.dev_loss < state.best.dev_loss:
-        state.best = Best(state.dev_loss, state.step, 0)
+        state.best = Best(state.dev_loss, state.step)
         return True
     state.best.stale += 1
     return False
@@ -254,7 +254,7 @@ def fit(
             if row:
                 loggers.scalars(done, row if done < steps else {"lr": lr})  # the full splits give the last losses
                 state.history.append({"step": done, **row})
-                bar.set_postfix(train=f"{train_loss:.4f}", dev=f"{state.dev_loss:.4f}", refresh=False)
+                bar.postfix = f"dev={state.dev_loss:.4f}, train={train_loss:.4f}"  # drawn by the update below
                 bar.update(done - bar.n)
             if save_every and done % save_every == 0 and done < steps:  # any step: it saves the unlogged window too
                 save_checkpoint()

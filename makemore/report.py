@@ -23,6 +23,7 @@ from makemore.rundir import (
     REPORT_FILES,
     find_runs,
     is_watch_key,
+    read_history,
     read_metrics,
     read_overrides,
     run_directory_of,
@@ -114,11 +115,7 @@ def markdown(rows: list[dict]) -> str:
 
 def dev_curve(run: dict) -> list[tuple[int, float]]:
     """(step, dev loss) at every evaluation, ending with the final full-split dev loss."""
-    points = []
-    history = run["dir"] / HISTORY
-    if history.exists():
-        with open(history, newline="") as f:
-            points = [(int(r["step"]), float(r["loss/dev"])) for r in csv.DictReader(f) if r.get("loss/dev")]
+    points = [(int(r["step"]), float(r["loss/dev"])) for r in read_history(run["dir"]) if r.get("loss/dev")]
     return points + [(run["metrics"].get("steps", 0), dev_loss(run))]
 
 
@@ -260,8 +257,7 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float:
 
 def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
     """Plot a finder run's train loss against log10(lr) into out_dir/lr_finder.png; return the suggested lr."""
-    with open(run_dir / HISTORY, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = [r for r in read_history(run_dir) if r.get("loss/train")]  # evaluation-only points have no train loss
     lrs, losses = [float(r["lr"]) for r in rows], [float(r["loss/train"]) for r in rows]
     suggested = suggest_lr(lrs, losses)
     plots.save(plots.lr_finder(lrs, losses, suggested), out_dir / "lr_finder.png")

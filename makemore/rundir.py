@@ -7,6 +7,7 @@ these files takes their names and helpers from here.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -69,6 +70,15 @@ def ended_metrics(run_dir: Path) -> dict | None:
 def finished(run_dir: Path) -> bool:
     """The run ended with status ok: its files are final."""
     return (read_metrics(run_dir) or {}).get("status") == "ok"
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    """history.csv's rows (step, loss/train, loss/dev, lr; a loss left empty where that point has none), or none."""
+    path = run_dir / HISTORY
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def read_overrides(run_dir: Path) -> list[str]:

@@ -338,3 +338,12 @@ def test_table_sizes_up_to_the_cap_are_allowed_and_small_buffers_stay_out_of_che
         models._check_table_size("table", models.MAX_TABLE_ENTRIES + 1, 0)
     assert NgramCounts(27, 2).alpha == 1.0  # Laplace's add-one, for a table built without a config
     assert list(Additive(27, 2).state_dict()) == ["W"]  # the offsets are derived, not saved
+
+
+def test_the_count_table_holds_probabilities():
+    model = NgramCounts(3, block_size=1, alpha=0.01)  # totals below 1 for unseen contexts: no clamp may touch them
+    model.fit(torch.tensor([[0], [0], [1]]), torch.tensor([1, 2, 0]))
+    table = model.probabilities()  # the heatmap shows it as it is: rows must sum to one, not just rank alike
+    assert torch.allclose(table.sum(1), torch.ones(3))
+    assert table[0].tolist() == pytest.approx([0.01 / 2.03, 1.01 / 2.03, 1.01 / 2.03])
+    assert table[2].tolist() == pytest.approx([1 / 3] * 3)
