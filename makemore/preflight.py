@@ -86,11 +86,13 @@ def check_model(cfg: DictConfig, vocab_size: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
-    """cpu, cuda, or auto (cuda when there is one)."""
+    """cpu, cuda, mps (Apple's GPU), or auto: the first of cuda, mps and cpu that this machine has."""
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MakemoreError("device=cuda but no CUDA GPU is available; use device=cpu or device=auto")
+        return torch.device(next(device for device, present in has.items() if present))
+    if not has[name]:
+        what = "a CUDA GPU" if name == "cuda" else "Apple's MPS GPU"
+        raise MakemoreError(f"device={name} but {what} is not available here; use device=cpu or device=auto")
     return torch.device(name)
 
 

@@ -225,7 +225,7 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval_interval": (lambda v: v >= 1, "a positive integer"),
     "log_interval": (lambda v: v >= 1, "a positive integer"),
     "threads": (lambda v: v >= 1, "a positive integer"),
-    "device": _one_of("cpu", "cuda", "auto"),
+    "device": _one_of("cpu", "cuda", "mps", "auto"),
     "samples": (lambda v: v >= 0, "an integer >= 0"),
     "target": (_positive, "a positive number, or null for no target"),
     "label_smoothing": (_fraction, "a number in [0, 1)"),

@@ -25,7 +25,7 @@ LAYERS = [
     ["preflight", "sample", "loop"],
     ["cli", "record", "report"],
     ["train"],
-    ["experiments.bench", "experiments.trigram_question"],
+    ["experiments.bench", "experiments.on_device", "experiments.trigram_question"],
 ]
 
 

@@ -141,7 +141,7 @@ def test_a_model_that_breaks_the_contract_is_refused_in_one_line_before_any_dire
 @pytest.mark.parametrize(
     "args, message",
     [
-        ("device=cuda", "error: device=cuda but no CUDA GPU is available; use device=cpu or device=auto"),
+        ("device=cuda", "error: device=cuda but a CUDA GPU is not available here; use device=cpu or device=auto"),
         (
             "data.path=one.txt",
             "error: 1 items are too few to split [0.8, 0.1, 0.1] (got {'train': 0, 'dev': 0, 'test': 1}); add data",

@@ -157,12 +157,24 @@ def test_the_models_that_keep_the_contract_pass(overrides):
     preflight.check_model(with_model("Masked"), 27)  # -inf logits are probabilities of 0, not an error
 
 
-def test_the_device_is_chosen_or_refused():
+@pytest.mark.parametrize(
+    "cuda, mps, auto", [(True, True, "cuda"), (False, True, "mps"), (True, False, "cuda"), (False, False, "cpu")]
+)
+def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, auto):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert preflight.pick_device("auto") == torch.device(auto)
     assert preflight.pick_device("cpu") == torch.device("cpu")
-    assert preflight.pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(MakemoreError, match=r"^device=cuda but no CUDA GPU is available; use device=cpu or"):
-            preflight.pick_device("cuda")
+    for name, present in (("cuda", cuda), ("mps", mps)):
+        if present:
+            assert preflight.pick_device(name) == torch.device(name)
+        else:
+            with pytest.raises(MakemoreError, match=rf"^device={name} but .* is not available here; use device=cpu"):
+                preflight.pick_device(name)
+
+
+def test_mps_is_a_device_the_schema_takes():
+    assert validate(compose_config("device=mps")).device == "mps"
 
 
 def test_prepare_checks_the_split_and_returns_what_it_read(tmp_path):

@@ -193,6 +193,16 @@ def bench_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert "ratio" in result.stdout or "pruning with" in result.stdout
 
 
+def device_table_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    assert result.stdout.startswith("device=auto picks ")
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `python train.py")]
+    assert [row.split("`")[1] for row in rows] == [
+        "python train.py device=auto",
+        "python train.py experiment=karpathy_mlp device=auto",
+        "python train.py experiment=best device=auto",
+    ]
+
+
 def user_model_check(project: Path, result: subprocess.CompletedProcess) -> None:
     metrics = one_ok_run(project, result)
     assert metrics["params"] == 27 * 27  # LastCharacter: one V x V embedding
@@ -272,6 +282,7 @@ CASES: dict[str, Case] = {
     "python -m makemore.experiments.bench --quick": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --parallel": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --pruning successive_halving": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.on_device": Case(suffix="--smoke", check=device_table_check),
     "python train.py resume=outputs/<run>": Case(suffix="", setup=interrupted_run, check=resumed_check),
 }
 
