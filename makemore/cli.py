@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from makemore.errors import MakemoreError, SweepInterrupted, one_line, refuse
 from makemore.loop import Diverged, Interrupted
+from makemore.provenance import COMMAND_VARIABLE, typed_command
 from makemore.rundir import METRICS, write_json
 from makemore.search import Pruned
 from makemore.shell import override, override_parser, shell_word, train_command
@@ -27,6 +28,7 @@ def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
     override that --help composes with, where the config has a group that must be chosen (sweep.py's sweep).
     """
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ[COMMAND_VARIABLE] = typed_command(sys.argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         sys.argv[1:] = expand_seeds(sys.argv[1:])

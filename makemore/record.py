@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from makemore.checkpoint import load_checkpoint
 from makemore.config import upgrade
 from makemore.errors import MakemoreError, refuse, stop_sweep_on_signals
-from makemore.preflight import prepare
+from makemore.preflight import pick_device, prepare
+from makemore.provenance import check_source
 from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch_key, read_overrides
 from makemore.shell import train_command
 
@@ -61,7 +62,12 @@ def check_run(config: DictConfig) -> None:
             ran.trial = None  # a rerun of an Optuna trial's run is a run of its own, not part of the study
         for key in watched_overrides(overrides):  # how the run is watched may change; what it computes may not
             ran[key] = config[key]
-        checked, _, _ = prepare(ran)
+        ran.use_current_data = bool(config.get("use_current_data"))  # asked of each command, never inherited
+        checked, items, _ = prepare(ran)
+        source = config.get("resume") or config.get("rerun")
+        if source:
+            what = "resume" if config.get("resume") else "rerun"
+            check_source(what, Path(source), checked, items, str(pick_device(checked.device)))
         for key in [key for key in config if key != "hydra"]:
             del config[key]
         config.merge_with(checked)

@@ -1,8 +1,8 @@
 """The run-directory contract in one place: the file names, reading and writing a run's record, finding runs.
 
-A run directory holds `.hydra/` (the config that ran), `metrics.json` (written last: a run that has one ended),
-`model.pt`, `checkpoint.pt` (for resume=), `history.csv` and `samples.txt`. Every module that reads or writes
-these files takes their names and helpers from here.
+A run directory holds `.hydra/` (the config that ran and its provenance), `metrics.json` (written last: a run
+that has one ended), `model.pt`, `checkpoint.pt` (for resume=), `history.csv` and `samples.txt`. Every module
+that reads or writes these files takes their names and helpers from here.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 HISTORY = "history.csv"
 SAMPLES = "samples.txt"
+PROVENANCE = f"{RECORD}/provenance.json"  # data, code and environment: makemore.provenance
+PATCH = f"{RECORD}/code.patch"  # the uncommitted changes of a dirty git tree
 SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
 REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
 
@@ -40,6 +42,7 @@ WATCH_KEYS = (
     "rerun",
     "resume",
     "sweep",
+    "use_current_data",
 )
 
 

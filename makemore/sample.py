@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from makemore import provenance
 from makemore.data import Vocab, load_dataset, tokens_of
 from makemore.errors import MakemoreError
 from makemore.rundir import MODEL, run_directory_of, written_by_a_run
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write {args.out} ({e.strerror}); -o <a file in an existing directory>", file=sys.stderr)
         return 1
     print("\n".join(samples))
-    print(shares_line(samples, vocab, config["data"]), file=sys.stderr)
+    print(shares_line(samples, vocab, config["data"], args.run_dir), file=sys.stderr)
     return 0
 
 
@@ -137,14 +138,18 @@ def check_writable(out: Path) -> None:
         )
 
 
-def shares_line(samples: list[str], vocab: Vocab, data: dict) -> str:
-    """How many samples are new, in train, or only in dev/test; or why that can't be told without the data."""
+def shares_line(samples: list[str], vocab: Vocab, data: dict, run_dir: Path) -> str:
+    """How many samples are new, in train, or only in dev/test; or why that can't be told: the data can't be read,
+    or it changed since training (by the sha256 in the run's provenance; by the vocabulary for an older run)."""
     try:
         dataset = load_dataset(data["path"], 1, data["boundary"], data["fractions"], data["seed"])
+        saved = provenance.read(run_dir)
+        changed = provenance.data_changes(saved["data"], provenance.data_fingerprint(data["path"])) if saved else []
     except MakemoreError as e:
         return f"{len(samples)} samples; new/in-train shares skipped: the training data can't be read ({e})"
-    if dataset.vocab != vocab:
-        return f"{len(samples)} samples; new/in-train shares skipped: the data file has changed since training"
+    if changed or dataset.vocab != vocab:
+        why = changed[0] if changed else f"the data file {data['path']} has changed"
+        return f"{len(samples)} samples; new/in-train shares skipped: {why} since training"
     shares = novelty(samples, dataset.words)
     return (
         f"{len(samples)} samples: {shares['new']:.0%} new, {shares['train']:.0%} in train, "

@@ -44,6 +44,7 @@ class Settings:
     early_stopping: int = 0
     rerun: Optional[str] = None
     resume: Optional[str] = None
+    use_current_data: bool = False
     trial: Optional[int] = None
 
 

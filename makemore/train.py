@@ -16,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from makemore import provenance
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.cli import ended
 from makemore.config import compose_train_config
@@ -104,6 +105,11 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
     model = build_model(cfg.model, vocab.size).to(device)
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     config = OmegaConf.to_container(cfg, resolve=True)
+    record, patch = provenance.collect(cfg, items, dataset, str(device))
+    if resume:  # a resumed run keeps the provenance it started with; its data must be the same (or accepted)
+        provenance.refuse_changed_data("resume", run_dir, cfg, items)
+    else:
+        provenance.write(run_dir, record, patch)
     log.info(
         "%s: %s parameters, %s tokens, %s train examples",
         cfg.model.name,
@@ -115,10 +121,12 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
     counted = getattr(model, "trained_by_counting", False)
     ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
     hparams = experiment_hparams(config, counted=counted)  # W&B's config too
+    start_step = resume["state"]["step"] if resume else 0
     loggers = build_loggers(
-        cfg.logger, run_dir, hparams, run_dir.name, ids["wandb"], resume["state"]["step"] if resume else None
+        cfg.logger, run_dir, {**hparams, "provenance": record}, run_dir.name, ids["wandb"], resume and start_step
     )
     try:
+        loggers.text("provenance", provenance.markdown(record), start_step)
         if counted:
             log.info("trained by counting the train split: no optimizer steps")
             start = time.perf_counter()
@@ -135,12 +143,16 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
         metrics = final_metrics(cfg, state, losses, params, rows_per_batch)
         if cfg.overfit_batch:
             metrics["overfit"] = overfit_verdict(X["train"], Y["train"], losses["train"], counted)
+        if cfg.rerun:
+            metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), record, metrics)
         samples = generate(model, vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
         write_outputs(run_dir, model, dataset, config, metrics, samples, state.history)
         log_final(loggers, model, dataset, hparams, metrics, losses, samples)
     finally:
         loggers.close()
     report_end(cfg, metrics, losses)
+    if cfg.rerun:
+        print(f"rerun verdict: {metrics['rerun_verdict']}")
     return metrics
 
 

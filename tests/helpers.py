@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from makemore.config import compose_train_config
@@ -29,6 +32,27 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = Non
 def run_train(run_dir: Path, *args: str, **kwargs):
     """`python train.py` into a given run directory (any path: it is quoted for Hydra)."""
     return run_script(str(ROOT / "train.py"), f"hydra.run.dir={hydra_value(str(run_dir))}", *args, **kwargs)
+
+
+def interrupted_once(args: list[str], cwd: Path, ready: Callable[[], bool], env: dict | None = None) -> str:
+    """Start `python <args>` and press Ctrl-C once `ready()` holds (its first checkpoint is written, say); the
+    stderr of the process, which must exit with 130 as an interrupted run does."""
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-500:]
+    return stderr
 
 
 def run_bash(command: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -21,9 +21,9 @@ LAYERS = [
     ["models"],
     ["config", "schema", "search", "backprop"],
     ["data"],
-    ["checkpoint", "loggers", "plots"],
+    ["checkpoint", "loggers", "plots", "provenance"],
     ["preflight", "sample", "loop"],
-    ["cli", "record", "report"],
+    ["cli", "record", "report", "diff"],
     ["train"],
     ["experiments.bench", "experiments.on_device", "experiments.trigram_question"],
 ]

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,7 @@ import pytest
 
 from makemore.rundir import find_runs, read_overrides
 
-from helpers import ROOT, read_metrics, run_bash
+from helpers import ROOT, interrupted_once, read_metrics, run_bash
 from wandb_records import read_run as read_wandb_run
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -69,19 +66,8 @@ def a_run(project: Path, *overrides: str) -> Path:
 
 def an_interrupted_run(project: Path) -> Path:
     """A run stopped by Ctrl-C after its first checkpoint, for `resume=outputs/<run>`."""
-    process = subprocess.Popen(
-        [sys.executable, "train.py", "steps=3000", "checkpoint_interval=100", "progress=false", "logger=none"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list((project / "outputs").rglob("checkpoint.pt")):
-        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(60) == 130
+    args = ["train.py", "steps=3000", "checkpoint_interval=100", "progress=false", "logger=none"]
+    interrupted_once(args, project, lambda: bool(list((project / "outputs").rglob("checkpoint.pt"))))
     [run] = runs_under(project)
     return run
 
@@ -193,6 +179,19 @@ def bench_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert "ratio" in result.stdout or "pruning with" in result.stdout
 
 
+def two_seeds(project: Path) -> dict[str, str]:
+    """Two finished runs of one config under seeds 1 and 2."""
+    a, b = (a_run(project, f"seed={seed}").relative_to(project) for seed in (1, 2))
+    return {"outputs/<run-a>": str(a), "outputs/<run-b>": str(b)}
+
+
+def diff_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    rows = [line.split(" | ")[:2] for line in result.stdout.splitlines() if line.startswith("| ")]
+    config_keys = [key for section, key in rows if section == "| config"]
+    assert config_keys == ["seed"] and ["| provenance", "environment.command"] in rows
+    assert ["| metrics", "dev_loss"] in rows
+
+
 def device_table_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert result.stdout.startswith("device=auto picks ")
     rows = [line for line in result.stdout.splitlines() if line.startswith("| `python train.py")]
@@ -256,6 +255,7 @@ CASES: dict[str, Case] = {
     "python train.py 'rerun=\"outputs/multirun/<sweep>/model=mlp,seed=43_1\"'": Case(
         suffix="", setup=a_sweep_with_a_seed_43_member, check=same_losses_as_the_member
     ),
+    "python -m makemore.diff outputs/<run-a> outputs/<run-b>": Case(suffix="", setup=two_seeds, check=diff_check),
     "python -m makemore.sample outputs/<run> -n 50 --temperature 0.8 --top-k 10 --seed 1 --prefix em -o samples.txt": (
         Case(suffix="", setup=finished_run, check=sample_check)
     ),

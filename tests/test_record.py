@@ -5,10 +5,8 @@ import csv
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from helpers import ROOT, read_metrics, run_bash, run_script, run_train, tree_hashes
+from helpers import ROOT, interrupted_once, read_metrics, run_bash, run_script, run_train, tree_hashes
 
 TINY = ["steps=20", "eval_interval=10", "log_interval=10", "progress=false", "samples=2"]
 
@@ -241,26 +239,8 @@ def test_a_sweep_whose_members_all_fail_exits_non_zero(project):
 @pytest.mark.slow
 def test_interrupt_hint_pastes_into_bash_for_a_path_that_needs_quoting(tmp_path):
     run_dir = tmp_path / "run a=1,b"  # '=', ',' and a space: Hydra and bash would both misread it unquoted
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            f'hydra.run.dir="{run_dir}"',
-            "steps=3000",
-            "progress=false",
-            "checkpoint_interval=200",
-            "logger=none",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while not (run_dir / "checkpoint.pt").exists():
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-500:]
+    args = [str(ROOT / "train.py"), f'hydra.run.dir="{run_dir}"', "steps=3000", "checkpoint_interval=200"]
+    stderr = interrupted_once([*args, "progress=false", "logger=none"], tmp_path, (run_dir / "checkpoint.pt").exists)
     command = printed_command(stderr, "continue with ")
     assert re.fullmatch(r"python train\.py '.*'", command)
     resumed = run_bash(command.replace("python train.py", f"python {ROOT / 'train.py'}"), cwd=tmp_path)

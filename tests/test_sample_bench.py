@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from makemore import provenance
 from makemore.checkpoint import load_model
 from makemore.data import Vocab, load_dataset
 from makemore.errors import MakemoreError
@@ -266,16 +267,17 @@ def test_the_sample_command_refuses_in_one_line(counted_run, tmp_path, capsys, a
 def test_shares_are_skipped_when_the_training_data_is_gone_or_changed(tmp_path):
     data = {"path": str(tmp_path / "gone.txt"), "boundary": ".", "fractions": [0.8, 0.1, 0.1], "seed": 42}
     vocab = Vocab((".", "a", "b"))
-    assert shares_line(["ab"], vocab, data).startswith(
+    run = tmp_path / "old_run"  # recorded before provenance: the vocabulary is all it can compare
+    assert shares_line(["ab"], vocab, data, run).startswith(
         f"1 samples; new/in-train shares skipped: the training data can't be read (data file not found: {data['path']}"
     )
     (tmp_path / "gone.txt").write_text("\n".join(["ab", "abc", "ba", "cab"] * 5))
     assert (
-        shares_line(["ab"], vocab, data)
-        == "1 samples; new/in-train shares skipped: the data file has changed since training"
+        shares_line(["ab"], vocab, data, run)
+        == f"1 samples; new/in-train shares skipped: the data file {data['path']} has changed since training"
     )
     assert (
-        shares_line(["ab", "zz"], Vocab((".", "a", "b", "c")), data)
+        shares_line(["ab", "zz"], Vocab((".", "a", "b", "c")), data, run)
         == "2 samples: 50% new, 50% in train, 0% in dev/test only"
     )
     items = ["".join(p) for p in itertools.product("ab", repeat=5)]  # 32 distinct items
@@ -283,9 +285,22 @@ def test_shares_are_skipped_when_the_training_data_is_gone_or_changed(tmp_path):
     seeded = {**data, "seed": 7}  # the split the run trained on, not the default seed's
     train = load_dataset(seeded["path"], 1, ".", (0.8, 0.1, 0.1), 7).words["train"]
     assert (
-        shares_line(train, Vocab((".", "a", "b")), seeded)
+        shares_line(train, Vocab((".", "a", "b")), seeded, run)
         == f"{len(train)} samples: 0% new, 100% in train, 0% in dev/test only"
     )
+
+
+def test_shares_are_skipped_when_the_data_changed_by_its_hash_though_its_vocabulary_did_not(tmp_path):
+    data_file, run = tmp_path / "words.txt", tmp_path / "run"
+    data_file.write_text("\n".join(["ab", "abc", "ba", "cab"] * 5))
+    data = {"path": str(data_file), "boundary": ".", "fractions": [0.8, 0.1, 0.1], "seed": 42}
+    provenance.write(run, {"data": provenance.data_fingerprint(str(data_file))}, "")
+    vocab = Vocab((".", "a", "b", "c"))
+    assert shares_line(["ab"], vocab, data, run).startswith("1 samples: ")
+    data_file.write_text("\n".join(["ba", "cba", "ab", "bac"] * 5))  # the same characters, other lines
+    told = shares_line(["ab"], vocab, data, run)
+    assert told.startswith(f"1 samples; new/in-train shares skipped: data {data_file} changed: sha256 ")
+    assert told.endswith(" since training")
 
 
 @pytest.mark.slow

@@ -1,15 +1,11 @@
 """A user's own model, in their own file and config directory, trains like a built-in one; debug presets."""
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, read_metrics, run_bash
+from helpers import ROOT, interrupted_once, read_metrics, run_bash
 
 # Seconds of training each: in the full suite, not the quick subset.
 SEQUENCE_FAMILIES = [pytest.param(m, marks=pytest.mark.slow) for m in ("wavenet", "rnn", "gru", "transformer")]
@@ -81,31 +77,10 @@ def test_a_users_model_trains_reruns_resumes_and_samples(user_dir):
     sample = run_bash(f"PYTHONPATH={user_dir} python -m makemore.sample outputs/first -n 5", cwd=user_dir)
     assert sample.returncode == 0 and len(sample.stdout.splitlines()) == 5, sample.stderr[-500:]
 
-    environment = {**os.environ, "PYTHONPATH": str(user_dir)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            f"hydra.searchpath=[file://{user_dir / 'my_conf'}]",
-            "model=last_char",
-            "steps=20000",
-            "checkpoint_interval=200",
-            "progress=false",
-            "logger=none",
-            "hydra.run.dir=outputs/long",
-        ],
-        cwd=user_dir,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while not (user_dir / "outputs" / "long" / "checkpoint.pt").exists():
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-500:]
+    args = [str(ROOT / "train.py"), f"hydra.searchpath=[file://{user_dir / 'my_conf'}]", "model=last_char"]
+    args += ["steps=20000", "checkpoint_interval=200", "progress=false", "logger=none", "hydra.run.dir=outputs/long"]
+    checkpoint = user_dir / "outputs" / "long" / "checkpoint.pt"
+    interrupted_once(args, user_dir, checkpoint.exists, env={"PYTHONPATH": str(user_dir)})
     resumed = run_bash(f"PYTHONPATH={user_dir} python {ROOT / 'train.py'} resume=outputs/long", cwd=user_dir)
     assert resumed.returncode == 0, resumed.stderr[-500:]
     assert read_metrics(user_dir / "outputs" / "long")["steps"] == 20000
