@@ -2,14 +2,14 @@
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
 from makemore.cli import run_app
+from makemore.hydra_versions import hydra_main
 from makemore.train import train
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra_main(config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     return train(cfg)
 

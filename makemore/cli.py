@@ -31,7 +31,7 @@ def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
     os.environ[COMMAND_VARIABLE] = typed_command(sys.argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        sys.argv[1:] = expand_seeds(sys.argv[1:])
+        sys.argv[1:] = sweep_is_multirun(expand_seeds(sys.argv[1:]))
         if help_shows and {"--help", "-h"} & set(sys.argv[1:]):
             key = help_shows.split("=", 1)[0]
             sys.argv += [] if any(a.startswith(f"{key}=") for a in sys.argv[1:]) else [help_shows]
@@ -83,6 +83,13 @@ def expand_seeds(args: list[str]) -> list[str]:
         return others + [f"seed={first}"]
     multirun = [] if {"-m", "--multirun"} & set(others) else ["-m"]
     return multirun + others + ["seed=" + ",".join(str(first + i) for i in range(count))]
+
+
+def sweep_is_multirun(args: list[str]) -> list[str]:
+    """`python train.py sweep=<name>` runs that named sweep: a multirun, as `python sweep.py sweep=<name>` is
+    (Hydra 1.4 takes the mode only from the primary config or the command line, not from a sweep's preset)."""
+    named = any(a.startswith("sweep=") and a != "sweep=null" for a in args)
+    return ["-m", *args] if named and not {"-m", "--multirun"} & set(args) else args
 
 
 def continue_command(directory: str) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from makemore import models
+from makemore.hydra_versions import VERSION_BASE, register_resolver
 from makemore.rundir import CONFIG, RECORD, SWEEP_RECORD, ended_metrics, is_watch_key
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -45,14 +47,14 @@ def register_resolvers() -> None:
     sweep directory, not one of their own."""
     for name, resolver in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "uid")
+            register_resolver(name, resolver, use_cache=name == "uid")
 
 
 def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
-def run_name(model: str, overrides: list[str]) -> str:
+def run_name(model: str, overrides: Sequence[str]) -> str:
     """A single run's name, what tells it apart first: its model and overrides (`mlp_model.emb:10`), in
     characters Hydra and bash take unquoted, so `rerun=<its path>` can be typed as it is."""
     kept = [
@@ -61,7 +63,7 @@ def run_name(model: str, overrides: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9.:+_-]+", "-", "_".join([model, *kept])).strip("-")[:120]
 
 
-def member_name(sweep_dir: str, overrides: list[str], number: int) -> str:
+def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
     """A sweep member's name: the overrides that vary across the sweep (read from its multirun.yaml), then the
     job number (`model.emb=8,model.hidden=100_3`); constants like a shared `steps=1500` are left out."""
     saved = Path(sweep_dir) / SWEEP_RECORD
@@ -92,7 +94,7 @@ def compose_train_config(*overrides: str) -> DictConfig:
     """The config `python train.py <overrides>` would run, composed in-process through Hydra's compose API."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
         return compose("train", overrides=list(overrides))
 
 

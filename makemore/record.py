@@ -19,6 +19,7 @@ from makemore.errors import MakemoreError, refuse, stop_sweep_on_signals
 from makemore.preflight import pick_device, prepare
 from makemore.provenance import check_source
 from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch_key, read_overrides
+from makemore.search import SWEEPER
 from makemore.shell import train_command
 
 # Watch keys that name or start a run: never changed beside rerun= and resume=, which take one saved run as it is.
@@ -81,11 +82,21 @@ def check_sweep(config: DictConfig) -> None:
     if config.get("resume") or config.get("rerun"):
         raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
     prepare(config)  # each member is checked again with its own overrides
-    with read_write(config):
+    check_sweeper_settings(config.hydra.sweeper)
+    with read_write(config.hydra.sweep):  # Hydra 1.4 marks this node read-only itself
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
     if not continues_a_sweep(config, Path(sweep_dir)):
         refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
     stop_sweep_on_signals(Path(sweep_dir))
+
+
+def check_sweeper_settings(sweeper: DictConfig) -> None:
+    """The Optuna sweeper's counts: their types are its schema's (hydra_plugins/makemore_optuna/config.py)."""
+    if sweeper.get("_target_") != SWEEPER:
+        return
+    for key in ("n_trials", "n_jobs"):
+        if sweeper[key] < 1:
+            raise MakemoreError(f"hydra.sweeper.{key}={sweeper[key]} is not allowed: it must be at least 1")
 
 
 def continues_a_sweep(config: DictConfig, sweep_dir: Path) -> bool:

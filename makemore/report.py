@@ -302,7 +302,14 @@ class LeaderboardCallback(Callback):
     """At the end of every multirun, print and write the sweep's leaderboard, and tell TensorBoard's HParams
     which keys the members differ in."""
 
+    started = False  # set once the sweep passed its checks (makemore.record.RunRecord runs first)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = True
+
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if not self.started:  # refused before it began (Hydra 1.4 still ends it): no report, nothing written
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         if runs and "tensorboard" in config.logger.backends:

@@ -352,6 +352,8 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
             sub = _unwrap(hints[name])
             typed[name] = OmegaConf.merge(OmegaConf.structured(sub), _typed(f"{key}.", sub, value))
             continue
+        if _unwrap(hints[name]) is float and type(value) is int:
+            value = float(value)  # `target=2` means 2.0 (OmegaConf 2.4 deprecates converting it itself)
         try:
             typed[name] = value  # OmegaConf checks the type on assignment
         except OmegaConfBaseException:

@@ -64,7 +64,8 @@ def trial_reporter(trial_number: int | None) -> Callable[[int, float, float], No
     if hydra is None or hydra.mode != RunMode.MULTIRUN or hydra.sweeper.get("_target_") != SWEEPER:
         return None
     import optuna
-    from hydra.utils import instantiate
+
+    from makemore.hydra_versions import instantiate
 
     sweep_dir = Path(hydra.sweep.dir)
     storage = open_storage(storage_url(hydra.sweeper.storage, sweep_dir))

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "makemore"
 # Each module may import only modules of lower layers (and its own layer's, listed before it): the order in
 # which the package is built up, from the errors users see to the command line.
 LAYERS = [
-    ["errors", "shell", "rundir", "optim", "sequence_models"],
+    ["errors", "shell", "rundir", "hydra_versions", "optim", "sequence_models"],
     ["models"],
     ["config", "schema", "search", "backprop"],
     ["data"],

@@ -100,6 +100,7 @@ def broken(project: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.hydra_versions
 @pytest.mark.parametrize(
     "model, message",
     [
@@ -138,6 +139,7 @@ def test_a_model_that_breaks_the_contract_is_refused_in_one_line_before_any_dire
 
 
 @pytest.mark.slow
+@pytest.mark.hydra_versions
 @pytest.mark.parametrize(
     "args, message",
     [

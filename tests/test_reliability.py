@@ -252,7 +252,9 @@ def test_checkpoint_whose_vocabulary_differs_from_the_data_is_refused(tmp_path, 
     assert run_train(run_dir, *diverging).returncode == 1
     tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")  # the data changed since
     result = run_train(run_dir, f"resume={run_dir}")
-    assert result.returncode == 1 and "vocabulary differs" in result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and f"error: data {tiny_corpus} changed: sha256 " in result.stderr
+    accepted = run_train(run_dir, f"resume={run_dir}", "use_current_data=true")  # data that changed, accepted...
+    assert accepted.returncode == 1 and "vocabulary differs" in accepted.stderr.strip().splitlines()[-1]  # ...but not
 
 
 @pytest.mark.slow
@@ -273,7 +275,7 @@ def test_sampling_needs_only_model_pt_and_skips_the_shares_without_the_data(tmp_
     tiny_corpus.write_text(tiny_corpus.read_text() + "\nxyz")  # the data changed since
     changed = sample()
     assert changed.returncode == 0 and changed.stdout == present.stdout
-    assert "shares skipped: the data file has changed since training" in changed.stderr
+    assert f"shares skipped: data {tiny_corpus} changed: sha256 " in changed.stderr
     tiny_corpus.unlink()  # and then it is gone
     gone = sample()
     assert gone.returncode == 0 and gone.stdout == present.stdout and "data file not found" in gone.stderr

@@ -456,14 +456,27 @@ def sweep_config(sweep_dir, backends=("tensorboard",)):
     return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "logger": {"backends": list(backends)}})
 
 
+def end_of_a_sweep(config) -> None:
+    """What Hydra calls on the leaderboard callback around a sweep that passed its checks."""
+    callback = LeaderboardCallback()
+    callback.on_multirun_start(config)
+    callback.on_multirun_end(config)
+
+
+def test_a_sweep_refused_before_it_began_writes_no_report(tmp_path):
+    configured(tmp_path, "0", "model.emb=4", steps=10)
+    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path))  # Hydra 1.4 ends a sweep its checks stopped
+    assert not (tmp_path / "leaderboard.md").exists()
+
+
 def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_path):
     configured(tmp_path, "0", "model.emb=4", steps=10)
     configured(tmp_path, "1", "model.emb=16", steps=30)
     (tmp_path / "2" / ".hydra").mkdir(parents=True)  # a member that never finished: no metrics, no steps
     (tmp_path / "2" / ".hydra" / "config.yaml").write_text("{}")
-    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path))
+    end_of_a_sweep(sweep_config(tmp_path))
     assert (tmp_path / "leaderboard.md").exists()
-    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path))  # a continued sweep ends again: one target line
+    end_of_a_sweep(sweep_config(tmp_path))  # a continued sweep ends again: one target line
     assert len(list((tmp_path / "target").iterdir())) == 1
     target = EventAccumulator(str(tmp_path / "target"))
     target.Reload()
@@ -476,13 +489,13 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
 
 def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path, capsys):
     configured(tmp_path, "0", "model.emb=4")
-    LeaderboardCallback().on_multirun_end(sweep_config(tmp_path, backends=()))
+    end_of_a_sweep(sweep_config(tmp_path, backends=()))
     assert (tmp_path / "leaderboard.md").exists() and not (tmp_path / "target").exists()
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     failed = tmp_path / "failed"
     fake_run(failed, "0", ["seed=1"], status="diverged", error="nan")
     with pytest.raises(SystemExit) as stop:
-        LeaderboardCallback().on_multirun_end(sweep_config(failed))
+        end_of_a_sweep(sweep_config(failed))
     assert stop.value.code == 1
     assert capsys.readouterr().err == (
         f"error: every member of the sweep failed; their reasons are in {failed}/leaderboard.md\n"

@@ -9,6 +9,7 @@ import time
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from makemore.hydra_versions import VERSION_BASE
 from makemore.rundir import find_runs
 
 from helpers import FAST, ROOT, read_metrics, run_bash, run_script, tree_hashes
@@ -63,7 +64,7 @@ def test_every_named_sweep_composes_and_passes_the_schema(sweep):
 
     from makemore.schema import validate
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), **VERSION_BASE):
         cfg = compose("sweep", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
     validate(cfg)
@@ -72,7 +73,7 @@ def test_every_named_sweep_composes_and_passes_the_schema(sweep):
 def test_the_slurm_launcher_composes_with_one_core_per_member():
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), **VERSION_BASE):
         cfg = compose("sweep", overrides=["sweep=mlp_grid", "hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
@@ -115,7 +116,7 @@ def test_wandb_offline_run_round_trips(tmp_path):
     assert run["summary"]["loss/test"] == pytest.approx(metrics["test_loss"])
     assert run["config"]["model.emb"] in (4, 6)
     session = hparams_content(member)["_hparams_/session_start_info"].session_start_info.hparams
-    assert set(run["config"]) - {"_wandb"} == set(
+    assert set(run["config"]) - {"_wandb", "provenance"} == set(
         session
     )  # the same experiment-defining config as TensorBoard's HParams
     assert {"loss/dev", "loss/train", "run/params", "run/train_seconds", "run/target_met", "run/best_dev_loss"} <= set(
@@ -257,6 +258,7 @@ def test_an_interrupted_grid_sweep_continues_to_the_leaderboard_of_an_uninterrup
 
 
 @pytest.mark.slow
+@pytest.mark.hydra_versions
 def test_a_different_sweep_into_a_sweep_directory_is_refused(tmp_path):
     sweep_dir = tmp_path / "sweep"
     multirun(sweep_dir, "-m", "model=additive,trigram_count", "steps=5", "progress=false", "logger=none")

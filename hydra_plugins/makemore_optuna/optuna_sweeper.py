@@ -21,6 +21,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.makemore_optuna.config import Direction  # importing it registers the settings' schema
 from makemore.rundir import SWEEP_RECORD
 from makemore.search import open_storage, storage_url, study_name
 
@@ -53,7 +54,7 @@ class OptunaSweeper(Sweeper):
 
     def __init__(
         self,
-        direction: str,
+        direction: Direction | str,
         study_name: str | None,
         storage: str | None,
         n_trials: int,
@@ -62,8 +63,10 @@ class OptunaSweeper(Sweeper):
         pruner: Any,
         params: dict | None = None,
     ):
-        self.direction, self.study_name, self.storage = direction, study_name, storage
-        self.n_trials, self.n_jobs, self.sampler, self.pruner = n_trials, n_jobs, sampler, pruner
+        self.direction = direction.name if isinstance(direction, Direction) else str(direction)
+        self.study_name, self.storage = study_name, storage
+        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.sampler, self.pruner = built(sampler), built(pruner)
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -139,10 +142,17 @@ class OptunaSweeper(Sweeper):
         return results
 
 
+def built(part: Any) -> Any:
+    """The sampler or pruner: Hydra 1.3 builds them with the sweeper, 1.4 passes their configs as they are."""
+    from makemore.hydra_versions import instantiate
+
+    return instantiate(part) if OmegaConf.is_config(part) or isinstance(part, dict) else part
+
+
 def continued_sampler(sampler: DictConfig, trials: int):
     """The configured sampler for a study that already holds `trials` trials: its seed moved on by that many, so the
     continued search draws new parameters, and the same ones again each time it continues from the same state."""
-    from hydra.utils import instantiate
+    from makemore.hydra_versions import instantiate
 
     seed = sampler.get("seed")
     return instantiate(sampler, **({"seed": seed + trials} if seed is not None else {}))
