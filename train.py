@@ -1,18 +1,9 @@
-"""Train one makemore model: `python train.py model=mlp model.emb=10`. Configs live in conf/."""
+"""Train one makemore model: `python train.py model=mlp model.emb=10`. Configs live in conf/ beside this file."""
 
 import sys
+from pathlib import Path
 
-from omegaconf import DictConfig
-
-from makemore.cli import run_app
-from makemore.hydra_versions import hydra_main
-from makemore.train import train
-
-
-@hydra_main(config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    return train(cfg)
-
+from makemore.entrypoints import train
 
 if __name__ == "__main__":
-    sys.exit(run_app(main))
+    sys.exit(train(Path(__file__).resolve().parent / "conf"))

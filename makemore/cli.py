@@ -17,7 +17,7 @@ from makemore.loop import Diverged, Interrupted
 from makemore.provenance import COMMAND_VARIABLE, typed_command
 from makemore.rundir import METRICS, write_json
 from makemore.search import Pruned
-from makemore.shell import override, override_parser, shell_word, train_command
+from makemore.shell import override, override_parser, program, shell_word, train_command
 
 
 def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
@@ -85,11 +85,16 @@ def expand_seeds(args: list[str]) -> list[str]:
     return multirun + others + ["seed=" + ",".join(str(first + i) for i in range(count))]
 
 
+# Hydra's flags that pick what it does (run, multirun, print the config, help, ...): it takes one at a time.
+HYDRA_MODES = {"-m", "--multirun", "-r", "--run", "-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help"}
+HYDRA_MODES |= {"-sc", "--shell-completion"}
+
+
 def sweep_is_multirun(args: list[str]) -> list[str]:
     """`python train.py sweep=<name>` runs that named sweep: a multirun, as `python sweep.py sweep=<name>` is
     (Hydra 1.4 takes the mode only from the primary config or the command line, not from a sweep's preset)."""
     named = any(a.startswith("sweep=") and a != "sweep=null" for a in args)
-    return ["-m", *args] if named and not {"-m", "--multirun"} & set(args) else args
+    return ["-m", *args] if named and not HYDRA_MODES & set(args) else args
 
 
 def continue_command(directory: str) -> str:
@@ -97,7 +102,20 @@ def continue_command(directory: str) -> str:
     ones continue from their checkpoints, the rest run (an Optuna search continues its study)."""
     args = [a for a in sys.argv[1:] if not a.startswith("hydra.sweep.dir=")]
     words = [shell_word(a) for a in args] + [override("hydra.sweep.dir", directory)]
-    return " ".join(["python", os.path.basename(sys.argv[0]), *words])
+    return " ".join([program(), *words])
+
+
+def handed_to_the_scheduler(error: Interrupted, run_dir: Path, sweep_dir: Path | None) -> float:
+    """A scheduler's timeout warning (submitit's SIGUSR2), after the checkpoint: its own handler requeues the job,
+    which resumes from that checkpoint, and exits. With no requeue left the run stays `interrupted`, never failed:
+    continuing the sweep resumes it."""
+    try:
+        error.scheduler(error.signum, None)
+    except Exception as e:  # submitit's UncompletedJobError: timed out too many times
+        print(f"{run_dir.name}: not requeued ({e}); it stays interrupted, and continuing the sweep resumes it")
+    if sweep_dir:
+        return math.inf
+    sys.exit(128 + error.signum)
 
 
 def ended(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
@@ -128,6 +146,8 @@ def ended(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
     if not (isinstance(error, MakemoreError) or sweep_dir):
         raise error  # a bug in a single run deserves its traceback (its run is marked failed all the same)
     print(f"error: {reason}", file=sys.stderr)
+    if isinstance(error, Interrupted) and error.scheduler:
+        return handed_to_the_scheduler(error, run_dir, sweep_dir)
     if isinstance(error, Interrupted):
         if sweep_dir:
             raise SweepInterrupted(sweep_dir, error.signum) from None  # stops the whole sweep, not just this member

@@ -15,7 +15,10 @@ from makemore import models
 from makemore.hydra_versions import VERSION_BASE, register_resolver
 from makemore.rundir import CONFIG, RECORD, SWEEP_RECORD, ended_metrics, is_watch_key
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The config tree: conf/ at a checkout's top, shipped inside an installed package as makemore/conf (pyproject.toml).
+PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+CONFIG_PATH = "pkg://makemore.conf" if PACKAGED_CONF.is_dir() else str(CONF_DIR)  # for @hydra.main
 BUILTIN_PATHS = (None, "", "builtin")  # data.path values that mean the packaged names.txt
 # One id per process: Hydra may resolve the run dir more than once, and every resolution must agree.
 PROCESS_ID = secrets.token_hex(3)

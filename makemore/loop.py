@@ -34,11 +34,18 @@ class Diverged(MakemoreError):
 
 
 class Interrupted(MakemoreError):
-    """SIGINT or SIGTERM arrived; a checkpoint was written first."""
+    """SIGINT, SIGTERM or SIGUSR2 (a scheduler's timeout warning) arrived; a checkpoint was written first.
+    `scheduler`: the handler the signal had before training (submitit's requeue), to call now that it is saved."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, scheduler: Callable | None = None):
         super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved")
-        self.signum, self.step = signum, step
+        self.signum, self.step, self.scheduler = signum, step, scheduler
+
+
+class StopRequests(list):
+    """The signals that arrived while training, and the handlers they had before (a scheduler's own)."""
+
+    previous: dict
 
 
 @dataclass
@@ -71,20 +78,24 @@ class TrainState:
         return dataclasses.asdict(self)
 
 
+# Ctrl-C, SIGTERM (SLURM's pre-emption) and SIGUSR2 (submitit's warning before a timeout), where the OS has them.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, name))
+
+
 @contextmanager
 def stop_requests():
-    """While training, Ctrl-C and SIGTERM (SLURM's pre-emption) only set a flag the loop checks after each step."""
-    requested: list[int] = []
+    """While training, a stop signal only sets a flag the loop checks after each step: it saves a checkpoint
+    first, then stops (and hands a scheduler's signal on to the scheduler's own handler: makemore.cli.ended)."""
+    requested = StopRequests()
+    requested.previous = {}
     if threading.current_thread() is not threading.main_thread():
         yield requested
         return
-    previous = {
-        s: signal.signal(s, lambda signum, frame: requested.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
-    }
+    requested.previous = {s: signal.signal(s, lambda signum, frame: requested.append(signum)) for s in STOP_SIGNALS}
     try:
         yield requested
     finally:
-        for s, handler in previous.items():
+        for s, handler in requested.previous.items():
             signal.signal(s, handler)
 
 
@@ -260,7 +271,9 @@ def fit(
                 save_checkpoint()
             if stop:
                 save_checkpoint()
-                raise Interrupted(stop[0], done)
+                handler = stop.previous.get(stop[0])  # submitit's, for SIGUSR2 in one of its jobs
+                scheduled = callable(handler) and stop[0] not in (signal.SIGINT, signal.SIGTERM)
+                raise Interrupted(stop[0], done, handler if scheduled else None)
             if patience and state.best.stale >= patience:
                 state.early_stopped = True
                 model.load_state_dict(best_weights)

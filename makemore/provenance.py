@@ -23,7 +23,7 @@ from pathlib import Path
 from makemore.data import Dataset, read_items, resolve_path
 from makemore.errors import MakemoreError
 from makemore.rundir import METRICS, PATCH, PROVENANCE, read_metrics, write_json
-from makemore.shell import shell_word, train_command
+from makemore.shell import program, shell_word, train_command
 
 # The code that computes a run, relative to the directory that holds the package (a checkout or site-packages).
 SOURCE_DIRS = ("makemore", "hydra_plugins/makemore_optuna")
@@ -140,7 +140,7 @@ def device_name(device: str) -> str:
 
 def typed_command(argv: list[str]) -> str:
     """`argv` as the bash command that gives it: `python train.py model=mlp ...`."""
-    return " ".join(["python", os.path.basename(argv[0]), *map(shell_word, argv[1:])])
+    return " ".join([program(argv[0]), *map(shell_word, argv[1:])])
 
 
 def command_as_typed() -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
+import sys
 
 from hydra.errors import HydraException
 
@@ -41,6 +43,33 @@ def override(key: str, value: object) -> str:
     return shell_word(f"{key}={hydra_value(str(value))}")
 
 
+# How a user starts each program, by the file name Python is given (sys.argv[0]), and the program of the same
+# install that trains one run: a checkout's scripts, the console scripts of an installed package, python -m makemore.
+PROGRAMS = {
+    "train.py": ("python train.py", "python train.py"),
+    "sweep.py": ("python sweep.py", "python train.py"),
+    "makemore-train": ("makemore-train", "makemore-train"),
+    "makemore-sweep": ("makemore-sweep", "makemore-train"),
+    "makemore/__main__.py": ("python -m makemore", "python -m makemore"),
+}
+
+
+def program_name(argv0: str) -> str:
+    """The key of PROGRAMS for sys.argv[0]: its file name, with its folder for a package's __main__.py."""
+    path = argv0.replace(os.sep, "/").split("/")
+    return "/".join(path[-2:]) if path[-1] == "__main__.py" else path[-1]
+
+
+def program(argv0: str | None = None) -> str:
+    """This process's command as its user typed it (`python sweep.py`, `makemore-train`, ...); a script of
+    another name is `python <name>`."""
+    name = program_name(sys.argv[0] if argv0 is None else argv0)
+    return PROGRAMS[name][0] if name in PROGRAMS else f"python {name}"
+
+
 def train_command(key: str, value: object) -> str:
-    """`python train.py key=value`, quoted so that it works when pasted into bash as printed."""
-    return f"python train.py {override(key, value)}"
+    """`python train.py key=value` (or `makemore-train ...`, `python -m makemore ...`, as this process was
+    started), quoted so that it works when pasted into bash as printed."""
+    name = program_name(sys.argv[0])
+    trainer = PROGRAMS[name][1] if name in PROGRAMS else "python train.py"
+    return f"{trainer} {override(key, value)}"

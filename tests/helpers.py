@@ -34,11 +34,13 @@ def run_train(run_dir: Path, *args: str, **kwargs):
     return run_script(str(ROOT / "train.py"), f"hydra.run.dir={hydra_value(str(run_dir))}", *args, **kwargs)
 
 
-def interrupted_once(args: list[str], cwd: Path, ready: Callable[[], bool], env: dict | None = None) -> str:
-    """Start `python <args>` and press Ctrl-C once `ready()` holds (its first checkpoint is written, say); the
-    stderr of the process, which must exit with 130 as an interrupted run does."""
+def interrupted_once(
+    args: list[str], cwd: Path, ready: Callable[[], bool], env: dict | None = None, program: list[str] | None = None
+) -> str:
+    """Start `python <args>` (or `<program> <args>`) and press Ctrl-C once `ready()` holds (its first checkpoint is
+    written, say); the stderr of the process, which must exit with 130 as an interrupted run does."""
     process = subprocess.Popen(
-        [sys.executable, *args],
+        [*(program or [sys.executable]), *args],
         cwd=cwd,
         env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
         stdout=subprocess.PIPE,

@@ -33,6 +33,8 @@ def test_composing_a_config_warns_of_nothing():
         (["-m", "sweep=models"], ["-m", "sweep=models"]),
         (["sweep=null", "steps=5"], ["sweep=null", "steps=5"]),
         (["steps=5"], ["steps=5"]),
+        (["sweep=models", "--cfg", "hydra"], ["sweep=models", "--cfg", "hydra"]),
+        (["sweep=models", "--help"], ["sweep=models", "--help"]),
     ],
 )
 def test_a_named_sweep_on_train_py_is_a_multirun(args, multirun):

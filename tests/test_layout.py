@@ -25,6 +25,7 @@ LAYERS = [
     ["preflight", "sample", "loop"],
     ["cli", "record", "report", "diff"],
     ["train"],
+    ["entrypoints", "__main__"],
     ["experiments.bench", "experiments.on_device", "experiments.trigram_question"],
 ]
 

@@ -20,7 +20,7 @@ from makemore.loggers import Loggers
 from makemore.loop import BATCH_CHUNK, Best, Diverged, Interrupted, batch_indices, fit, step_function
 from makemore.models import MLP, loss_on
 from makemore.optim import is_plain_sgd, plain_step
-from makemore.rundir import CHECKPOINT
+from makemore.rundir import CHECKPOINT, read_metrics
 from makemore.search import Pruned
 from makemore.sequence_models import RNN
 
@@ -442,3 +442,32 @@ def test_a_loss_at_the_ceiling_is_not_yet_divergence():
         "loss reached 100.5, above diverge_above=100, by step 10 (lr 0.1); the learning rate is likely too high: "
         "lower optim.lr"
     )
+
+
+def test_a_schedulers_signal_is_saved_then_handed_to_the_schedulers_own_handler(data, tmp_path):
+    from makemore.cli import ended
+
+    received = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))  # as submitit's
+    try:
+
+        def warn(step, dev_loss, train_seconds):
+            if step == 20:
+                signal.raise_signal(signal.SIGUSR2)  # the scheduler's warning before a timeout
+
+        with pytest.raises(Interrupted) as stopped:
+            train(data, config(), tmp_path, on_eval=warn)
+        assert received == []  # saved first: the scheduler's handler is called by the exit policy, after
+        assert load_checkpoint(tmp_path / CHECKPOINT, {"state"})["state"]["step"] == 20
+        assert ended(stopped.value, tmp_path, tmp_path.parent) == math.inf  # a sweep member: the sweep goes on
+        assert received == [signal.SIGUSR2]
+        assert read_metrics(tmp_path)["status"] == "interrupted"
+
+        def out_of_requeues(signum, frame):
+            raise RuntimeError("Job not requeued because: timed-out too many times.")  # submitit's, in kind
+
+        stopped.value.scheduler = out_of_requeues
+        assert ended(stopped.value, tmp_path, tmp_path.parent) == math.inf
+        assert read_metrics(tmp_path)["status"] == "interrupted"  # not failed: a continued sweep resumes it
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -1,6 +1,8 @@
 """Sweeps through Hydra's real launchers and sweepers, the leaderboard, report mode and W&B offline."""
 
 import csv
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -301,3 +303,50 @@ def test_seeds_must_be_a_positive_integer(tmp_path):
         "integer, e.g. seeds=3 seed=42"
     )
     assert not (tmp_path / "run").exists()
+
+
+SLOW_MODEL = '''import time
+
+from makemore.models import MLP
+
+
+class Slow(MLP):
+    """The MLP, 4 ms slower a step: a run whose length in seconds does not depend on the machine's load."""
+
+    def forward(self, context):
+        time.sleep(0.004)
+        return super().forward(context)
+'''
+
+
+@pytest.mark.slow
+def test_a_scheduler_timeout_saves_requeues_and_resumes_to_the_uninterrupted_losses(tmp_path):
+    """submitit's local executor, as SLURM's launcher runs it, with a 1-minute timeout: its SIGUSR2 comes 30 s
+    before, at ~half of this ~40 s run; the run saves at that step and the requeued job resumes from it."""
+    (tmp_path / "slow_model.py").write_text(SLOW_MODEL)
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = ["model._target_=slow_model.Slow", "steps=8000", "eval_interval=500", "log_interval=100"]
+    run += ["checkpoint_interval=0", "logger=none", "progress=false"]  # no checkpoint but the signal's
+    uninterrupted = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *run, f"hydra.run.dir={tmp_path / 'straight'}"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sweep_dir = tmp_path / "sweep"
+    launcher = ["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1"]
+    result = run_script(str(ROOT / "train.py"), *launcher, *run, f"hydra.sweep.dir={sweep_dir}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert uninterrupted.wait(300) == 0, uninterrupted.stderr.read()[-3000:]
+
+    logs = "".join(p.read_text() for p in (sweep_dir / ".submitit").rglob("*_log.*"))
+    saved = re.search(r"error: SIGUSR2 at step (\d+): checkpoint saved", logs)
+    assert saved and 0 < int(saved.group(1)) < 8000, logs[-3000:]  # the timeout's warning came mid-run
+    assert "Requeued job" in logs
+    [member] = find_runs(sweep_dir)
+    assert read_metrics(member)["status"] == "ok" and read_metrics(member)["steps"] == 8000
+    losses = ("train_loss", "dev_loss", "test_loss")
+    straight = tmp_path / "straight"
+    assert [read_metrics(member)[k] for k in losses] == [read_metrics(straight)[k] for k in losses]
+    assert (member / "history.csv").read_text() == (straight / "history.csv").read_text()  # no step lost or repeated

@@ -1,0 +1,40 @@
+"""The commands: `makemore-train` (also `python -m makemore` and a checkout's `python train.py`) trains one run
+or a multirun, `makemore-sweep` (`python sweep.py`) runs a named sweep or rebuilds a leaderboard with
+`report=<dir>`. `makemore-sample` is makemore.sample's. Each parses its config with Hydra and calls the package."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from makemore import report
+from makemore.cli import run_app
+from makemore.config import CONFIG_PATH
+from makemore.hydra_versions import hydra_main
+from makemore.train import train as train_task
+
+
+def hydra_app(config_name: str, config_dir: Path | None) -> Callable[[], object]:
+    """Hydra's main over `config_name`: from `config_dir` (a checkout's conf/ beside its script) or the package's."""
+
+    @hydra_main(config_path=str(config_dir) if config_dir else CONFIG_PATH, config_name=config_name)
+    def main(cfg: DictConfig) -> float:
+        return train_task(cfg)
+
+    return main
+
+
+def train(config_dir: Path | None = None) -> int:
+    """`makemore-train [group=option ...] [key=value ...]`: one run (or a multirun with -m, seeds=N, sweep=)."""
+    return run_app(hydra_app("train", config_dir))
+
+
+def sweep(config_dir: Path | None = None) -> int:
+    """`makemore-sweep sweep=<name> [overrides]`, or `makemore-sweep report=<dir>`."""
+    reports = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("report=")]
+    if reports:
+        return report.main(reports[-1])
+    return run_app(hydra_app("sweep", config_dir), help_shows="sweep=models")

@@ -1,0 +1,117 @@
+"""The package installs anywhere: its wheel, installed into a fresh venv outside the checkout (nothing of the
+checkout on sys.path), runs the default model, a sweep, an Optuna search, a rerun, a resume and sampling through
+its console scripts, with its config tree, data, licences and sweeper plugin inside it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from makemore.rundir import find_runs
+
+from helpers import ROOT, interrupted_once, read_metrics
+
+QUICK = "steps=30 eval_interval=10 log_interval=10 progress=false samples=3"
+
+
+def check(command: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (command, result.stderr[-3000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    check([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)], dist)
+    [built] = dist.glob("makemore-*.whl")
+    return built
+
+
+def test_the_wheel_holds_the_config_data_licences_and_entry_points(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    shipped_conf = {n.removeprefix("makemore/conf/") for n in names if n.startswith("makemore/conf/")}
+    conf = {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*") if p.suffix in (".py", ".yaml")}
+    assert shipped_conf == conf
+    assert {"makemore/data/names.txt", "makemore/data/names.txt.LICENSE"} <= names
+    assert "License-Expression: MIT" in metadata and "License-File: makemore/data/names.txt.LICENSE" in metadata
+    for entry in ("makemore-train = makemore.entrypoints:train", "makemore-sweep = makemore.entrypoints:sweep"):
+        assert entry in entry_points
+    assert "makemore_optuna = hydra_plugins.makemore_optuna.optuna_sweeper:OptunaSweeper" in entry_points
+
+
+@pytest.mark.slow
+def test_the_wheel_in_a_fresh_venv_runs_every_command_from_anywhere(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the checkout on sys.path
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", WANDB_MODE="offline")
+    check([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    check([*pip, f"torch=={torch.__version__.split('+')[0]}"], tmp_path, env)  # the CPU wheel, from local disk
+    check([*pip, str(wheel)], tmp_path, env)
+    user = tmp_path / "elsewhere"
+    user.mkdir()
+
+    def bash(command: str) -> subprocess.CompletedProcess:
+        return check(["bash", "-c", command], user, env)
+
+    imported = "import makemore, hydra_plugins.makemore_optuna as p; print(makemore.__file__, p.__file__)"
+    where = bash(f"python -c '{imported}'")
+    assert where.stdout.count(str(venv)) == 2 and str(ROOT) not in where.stdout
+
+    bash(f"makemore-train {QUICK}")
+    [single] = find_runs(user / "outputs")
+    assert read_metrics(single)["status"] == "ok"
+    bash(f"python -m makemore seed=7 {QUICK}")
+    sweep = bash(f"makemore-train -m model.emb=4,6 {QUICK}")
+    assert "leaderboard of 2 runs" in sweep.stdout and "makemore-train 'rerun=" in sweep.stdout
+    search = bash(f"makemore-sweep sweep=optuna_mlp hydra.sweeper.n_trials=2 {QUICK}")
+    assert "leaderboard of 2 runs" in search.stdout
+
+    rerun = bash(f"makemore-train rerun={single.relative_to(user)}")
+    assert f"rerun verdict: reproduced: losses identical to {single.relative_to(user)}" in rerun.stdout
+
+    args = ["steps=3000", "checkpoint_interval=100", "progress=false", "logger=none"]
+    stopped = interrupted_once(
+        args,
+        user,
+        lambda: bool(list((user / "outputs").glob("*/*/checkpoint.pt"))),
+        env=env,
+        program=[str(venv / "bin" / "makemore-train")],
+    )
+    [resumed] = [run for run in find_runs(user / "outputs") if (run / "checkpoint.pt").exists()]
+    bash(
+        stopped.split("continue with ", 1)[1].splitlines()[0]
+    )  # the printed command, pasted: makemore-train resume=...
+    assert read_metrics(resumed)["status"] == "ok" and read_metrics(resumed)["steps"] == 3000
+
+    samples = bash(f"makemore-sample {single.relative_to(user)} -n 3")
+    assert len(samples.stdout.splitlines()) == 3 and "samples:" in samples.stderr
+
+    for command in readme_commands():  # the README's block of these commands, as written
+        filled = command.replace("outputs/<run>", str(single.relative_to(user)))
+        cheap = "" if filled.startswith("makemore-sample") else f" {QUICK}"
+        bash(filled + cheap + (" hydra.sweeper.n_trials=2" if "optuna" in filled else ""))
+
+
+def readme_commands() -> list[str]:
+    """The README's `makemore-...` commands (its code blocks are indented four spaces), comments cut off."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.startswith("    makemore-")]
+
+
+def test_the_readme_shows_the_three_commands():
+    assert [command.split()[0] for command in readme_commands()] == [
+        "makemore-train",
+        "makemore-sweep",
+        "makemore-sample",
+    ]
