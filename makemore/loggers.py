@@ -78,14 +78,31 @@ def write_target_line(directory: Path, target: float, last_step: int) -> None:
             writer.add_scalar("loss/dev", target, step)
 
 
-def write_hparams_experiment(sweep_dir: Path, keys: list[str]) -> None:
+def hparam_domain(values: list):
+    """The HParams domain of a key's values: numbers as numbers (sorted and drawn in numeric order), booleans,
+    or strings; None where the runs mix kinds."""
+    from tensorboard.plugins.hparams import summary_v2
+
+    distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
+    if distinct and all(isinstance(v, bool) for v in distinct):
+        return summary_v2.Discrete(distinct)
+    if distinct and all(isinstance(v, int | float) and not isinstance(v, bool) for v in distinct):
+        return summary_v2.Discrete(sorted(float(v) for v in distinct))
+    if distinct and all(isinstance(v, str) for v in distinct):
+        return summary_v2.Discrete(distinct)
+    return None
+
+
+def write_hparams_experiment(sweep_dir: Path, values: dict[str, list]) -> None:
     """An experiment summary at a sweep's root: `tensorboard --logdir <sweep>` opens HParams on the keys the
-    members differ in and the metrics, not on the constants every run shares."""
+    members differ in (`values`: each key's values across the members, in column order) and the metrics, not
+    on the constants every run shares. Typed domains make TensorBoard sort and draw numbers as numbers."""
     from tensorboard.plugins.hparams import summary_v2
     from torch.utils.tensorboard import SummaryWriter
 
     experiment = summary_v2.hparams_config_pb(
-        [summary_v2.HParam(k) for k in keys], [summary_v2.Metric(m) for m in HPARAMS_METRICS]
+        [summary_v2.HParam(k, hparam_domain(v)) for k, v in values.items()],
+        [summary_v2.Metric(m) for m in HPARAMS_METRICS],
     )
     with SummaryWriter(str(sweep_dir)) as writer:
         writer.file_writer.add_summary(experiment)

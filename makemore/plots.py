@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
@@ -155,19 +156,57 @@ def leaderboard_figure(
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # no finished run: nothing to name
         axes.legend(fontsize=7)
-    for name, (seconds, dev) in costs.items():
-        cost_axes.scatter(max(seconds, 1e-3), dev, color="C0")
-        cost_axes.annotate(name, (max(seconds, 1e-3), dev), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    points = {name: (max(seconds, 1e-3), dev) for name, (seconds, dev) in costs.items()}
+    for seconds, dev in points.values():
+        cost_axes.scatter(seconds, dev, color="C0")
     if target is not None:
         cost_axes.axhline(target, color="black", linewidth=1)
     cost_axes.set_xscale("log")
-    cost_axes.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    cost_axes.xaxis.set_minor_formatter(ticker.NullFormatter())  # a narrow log range labels every minor tick
+    if points:
+        seconds_ticks(cost_axes, [seconds for seconds, _ in points.values()])
+        label_points(cost_axes, points)
     cost_axes.set_xlabel("training seconds (one core)")
     cost_axes.set_ylabel("final dev loss")
     cost_axes.set_title("dev loss against training time")
     cost_axes.grid(alpha=0.3, which="both")
     return figure
+
+
+def seconds_ticks(axes, seconds: list[float]) -> None:
+    """Readable ticks on a log axis for any range: five round values spread over it (a range inside one decade
+    gets no decade tick at all from matplotlib's default), labelled plainly."""
+    low, high = min(seconds), max(seconds)
+    low, high = (low / 1.5, high * 1.5) if high / low < 1.5 else (low, high)
+    axes.set_xlim(low / 1.2, high * 1.2)
+    ticks = sorted({float(f"{value:.2g}") for value in np.geomspace(low, high, 5)})
+    axes.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+    axes.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_locator(ticker.NullLocator())
+
+
+def label_points(axes, points: dict[str, tuple[float, float]], gap_points: float = 9.0) -> None:
+    """Name each point beside it; labels that would overlap (close points) are moved up, in order of their
+    height, until each is `gap_points` above the one below it, with a line back to its point."""
+    axes.autoscale_view()
+    figure = axes.figure
+    to_points = 72.0 / figure.dpi
+    placed: list[tuple[float, float]] = []  # (x, y) of the labels placed so far, in points
+    for name, (x, y) in sorted(points.items(), key=lambda item: item[1][1]):
+        px, py = (value * to_points for value in axes.transData.transform((x, y)))
+        label_y = py
+        for other_x, other_y in sorted(placed, key=lambda placed_label: placed_label[1]):
+            if abs(other_x - px) < 120 and abs(label_y - other_y) < gap_points:
+                label_y = other_y + gap_points
+        placed.append((px, label_y))
+        moved = label_y - py > 1
+        axes.annotate(
+            name,
+            (x, y),
+            fontsize=7,
+            xytext=(4, 2 + label_y - py),
+            textcoords="offset points",
+            arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5} if moved else None,
+        )
 
 
 def lr_finder(lrs: list[float], losses: list[float], suggested: float):

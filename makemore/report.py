@@ -131,12 +131,7 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     table = markdown(rows)
     finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)[:CURVES_SHOWN]
     target = finished[0]["metrics"].get("target") if finished else None
-    if finished:
-        best_dev = dev_loss(finished[0])
-        met = "no target" if target is None else f"target {target} {'met' if best_dev < target else 'not met'}"
-        best = f"best dev {best_dev:.4f}: {met}"
-    else:
-        best = "no finished run"
+    best = best_line(runs)
     groups = seed_groups(runs)
     if groups:  # the same configs over several seeds: rank the configs by their mean, against their spread
         grouped = group_rows(groups)
@@ -167,10 +162,13 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     bands = {}
     if groups:  # each group's mean dev curve with a band of one standard deviation over its seeds
         by_label = {row["group"]: row for row in grouped}
+        ranked = []
         for group in groups:
             row = by_label[label(group[0], [k for k in varying if k != "seed"]) or "all"]
             if row["rank"] != "-" and row["rank"] <= CURVES_SHOWN:
-                bands[row["group"]] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
+                ranked.append((row["rank"], row["group"], group))
+        for _, name_of_group, group in sorted(ranked, key=lambda item: item[0]):  # the legend in rank order
+            bands[name_of_group] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
         curves = {}
         costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
     plots.save(plots.leaderboard_figure(curves, costs, target, bands), root / "leaderboard.png")
@@ -216,6 +214,66 @@ def mean_band(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[fl
     steps = sorted(set.intersection(*(set(dict(curve)) for curve in curves)))
     values = [[dict(curve)[step] for curve in curves] for step in steps]
     return steps, [statistics.fmean(v) for v in values], [statistics.pstdev(v) for v in values]
+
+
+def best_line(runs: list[dict]) -> str:
+    """The best dev loss and whether it met the target, or that no run finished."""
+    finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)
+    if not finished:
+        return "no finished run"
+    best_dev, target = dev_loss(finished[0]), finished[0]["metrics"].get("target")
+    met = "no target" if target is None else f"target {target} {'met' if best_dev < target else 'not met'}"
+    return f"best dev {best_dev:.4f}: {met}"
+
+
+def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
+    """The sweep's root as a run of its own in TensorBoard: the leaderboard as text and as its picture, the
+    verdict (the best dev against the target, and for seed groups whether the best beats the second), and for
+    seed groups their rows and their mean dev curves with a band of one standard deviation (custom scalars)."""
+    import matplotlib.pyplot as plt
+    from torch.utils.tensorboard import SummaryWriter
+
+    groups = seed_groups(runs)
+    line = best_line(runs) + (f"; {verdict(group_rows(groups))}" if groups else "")
+    with SummaryWriter(str(sweep_dir)) as writer:
+        if groups:
+            write_seed_bands(writer, groups, len(runs))
+        writer.add_text("sweep/verdict", line, len(runs))
+        if (sweep_dir / "leaderboard.md").is_file():
+            writer.add_text("sweep/leaderboard", (sweep_dir / "leaderboard.md").read_text(encoding="utf-8"), len(runs))
+        if (sweep_dir / "leaderboard.png").is_file():
+            picture = plt.imread(sweep_dir / "leaderboard.png")[..., :3]
+            writer.add_image("sweep/leaderboard", picture, len(runs), dataformats="HWC")
+
+
+def write_seed_bands(writer, groups: list[list[dict]], step: int) -> None:
+    """Each seed group's mean dev curve and mean ± 1 std as scalars `seeds/<group>/{mean,lower,upper}`, a custom
+    scalars layout that draws each as a margin chart (and loss/dev of every run in one chart), and the group
+    rows (mean dev, std, n) as text."""
+    varying = [k for k in varying_overrides([run for group in groups for run in group]) if k != "seed"]
+    charts = {}
+
+    def mean_dev(group: list[dict]) -> float:
+        done = [dev_loss(run) for run in group if dev_loss(run) < math.inf]
+        return statistics.fmean(done) if done else math.inf
+
+    for group in sorted(groups, key=mean_dev):  # the charts in rank order
+        curves = [dev_curve(run) for run in group if dev_loss(run) < math.inf and dev_curve(run)]
+        if not curves:
+            continue
+        name = label(group[0], varying) or "all"
+        for at, mean, std in zip(*mean_band(curves)):
+            writer.add_scalar(f"seeds/{name}/mean", mean, at)
+            writer.add_scalar(f"seeds/{name}/lower", mean - std, at)
+            writer.add_scalar(f"seeds/{name}/upper", mean + std, at)
+        charts[f"{name} (n={len(curves)})"] = ["Margin", [f"seeds/{name}/{p}" for p in ("mean", "lower", "upper")]]
+    writer.add_custom_scalars(
+        {
+            "seed groups: mean dev loss ± 1 std": charts,
+            "dev loss": {"loss/dev of every run, the target line among them": ["Multiline", ["loss/dev"]]},
+        }
+    )
+    writer.add_text("sweep/seed_groups", markdown(group_rows(groups)), step)
 
 
 def verdict(rows: list[dict]) -> str:
@@ -278,9 +336,8 @@ def swept_hparams(runs: list[dict]) -> list[str]:
     return sorted(columns or differing, key=lambda k: (k not in leading, k))
 
 
-def differing_hparams(runs: list[dict]) -> set[str]:
-    """The HParams keys whose values differ between runs (from their saved configs); a key some runs lack (a
-    counting run's optimizer) differs only if it is a model's own option."""
+def logged_hparams(runs: list[dict]) -> list[dict]:
+    """Each run's HParams as it logged them (from its saved config)."""
     from omegaconf import OmegaConf
 
     logged = []
@@ -289,6 +346,19 @@ def differing_hparams(runs: list[dict]) -> set[str]:
         if saved.is_file():
             config = OmegaConf.to_container(OmegaConf.load(saved))
             logged.append(experiment_hparams(config, counted=run["metrics"].get("steps") == 0))
+    return logged
+
+
+def hparam_values(runs: list[dict], keys: list[str]) -> dict[str, list]:
+    """Each key's values across the runs, for its HParams domain (makemore.loggers.hparam_domain)."""
+    logged = logged_hparams(runs)
+    return {key: [hparams[key] for hparams in logged if key in hparams] for key in keys}
+
+
+def differing_hparams(runs: list[dict]) -> set[str]:
+    """The HParams keys whose values differ between runs (from their saved configs); a key some runs lack (a
+    counting run's optimizer) differs only if it is a model's own option."""
+    logged = logged_hparams(runs)
     keys = {k for hparams in logged for k in hparams if k != "model._target_"}
 
     def differs(key: str) -> bool:  # a model's own option differs from the models that lack it
@@ -313,11 +383,13 @@ class LeaderboardCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         if runs and "tensorboard" in config.logger.backends:
-            write_hparams_experiment(sweep_dir, swept_hparams(runs))
+            write_hparams_experiment(sweep_dir, hparam_values(runs, swept_hparams(runs)))
             targets = {run["metrics"].get("target") for run in runs} - {None}
             if len(targets) == 1 and not (sweep_dir / "target").exists():
                 write_target_line(sweep_dir, targets.pop(), max(run["metrics"].get("steps", 0) for run in runs))
         rows = write_report(sweep_dir)
+        if runs and "tensorboard" in config.logger.backends:
+            write_sweep_summary(sweep_dir, runs)
         if rows and not any(row["status"] == "ok" for row in rows):
             refuse(
                 MakemoreError(

@@ -4,7 +4,9 @@ its console scripts, with its config tree, data, licences and sweeper plugin ins
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -34,6 +36,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_the_config_data_licences_and_entry_points(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -47,6 +50,28 @@ def test_the_wheel_holds_the_config_data_licences_and_entry_points(wheel):
     for entry in ("makemore-train = makemore.entrypoints:train", "makemore-sweep = makemore.entrypoints:sweep"):
         assert entry in entry_points
     assert "makemore_optuna = hydra_plugins.makemore_optuna.optuna_sweeper:OptunaSweeper" in entry_points
+
+
+def test_every_package_the_code_imports_is_declared():
+    """Each third-party module imported by makemore/ and the sweeper plugin comes from a declared requirement."""
+    from importlib.metadata import packages_distributions
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = set()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["wandb"]]:
+        declared.add(re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower())
+    imported = set()
+    for path in [*(ROOT / "makemore").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"makemore", "hydra_plugins"}
+    distributions = packages_distributions()
+    undeclared = {m for m in third_party if not {d.lower() for d in distributions[m]} & declared}
+    assert undeclared == set() and "yaml" in third_party
 
 
 @pytest.mark.slow

@@ -307,6 +307,7 @@ def test_the_readme_command_runs_as_written(project, command):
         assert result.returncode == 0, result.stderr[-2000:]
         assert "_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher" in result.stdout
         assert "partition: gpu" in result.stdout
+        assert "max_num_timeout: 20" in result.stdout and "signal_delay_s: 120" in result.stdout  # it requeues
         return
     line = f"{filled} {case.suffix}".strip()
     if case.block:

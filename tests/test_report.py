@@ -485,6 +485,16 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
         (30, pytest.approx(2.2)),
     ]
     assert list(tmp_path.glob("events.out.tfevents.*"))  # the HParams experiment at the sweep's root
+    root = EventAccumulator(str(tmp_path))  # the root as a run of its own: verdict, leaderboard, its picture
+    root.Reload()
+
+    def text(tag: str) -> str:
+        return root.Tensors(f"{tag}/text_summary")[-1].tensor_proto.string_val[0].decode()
+
+    assert text("sweep/verdict") == "best dev 2.0000: target 2.2 met"
+    assert text("sweep/leaderboard") == (tmp_path / "leaderboard.md").read_text()
+    [*_, picture] = root.Images("sweep/leaderboard")
+    assert picture.width > 1000 and picture.height > 300
 
 
 def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path, capsys):
@@ -500,3 +510,75 @@ def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_ex
     assert capsys.readouterr().err == (
         f"error: every member of the sweep failed; their reasons are in {failed}/leaderboard.md\n"
     )
+
+
+def test_the_experiment_summary_types_each_column_so_numbers_sort_as_numbers(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    for name, emb, optim in (("0", 16, "sgd"), ("1", 4, "adamw"), ("2", 10, "adamw")):
+        configured(tmp_path, name, f"model.emb={emb}", f"optim={optim}")
+    end_of_a_sweep(sweep_config(tmp_path))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    columns = {h.name: h for h in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
+    emb = columns["model.emb"]
+    assert emb.type == api_pb2.DATA_TYPE_FLOAT64
+    assert [v.number_value for v in emb.domain_discrete.values] == [4.0, 10.0, 16.0]  # 4 below 10, as numbers
+    assert columns["optim.name"].type == api_pb2.DATA_TYPE_STRING
+    assert [v.string_value for v in columns["optim.name"].domain_discrete.values] == ["adamw", "sgd"]
+
+
+def test_the_cost_panel_has_readable_ticks_and_labels_that_do_not_overlap():
+    import itertools
+
+    from matplotlib.text import Text
+
+    costs = {f"emb={e} hidden={h}": (20 + e / 10, 2.15 + e / 10000) for e, h in itertools.product((4, 8), (50, 100))}
+    costs["far"] = (44.0, 2.4)
+    figure = plots.leaderboard_figure({}, costs, 2.2)
+    figure.canvas.draw()
+    cost_axes = figure.axes[1]
+    assert [t.get_text() for t in cost_axes.get_xticklabels() if t.get_text()]  # 20 to 44 s: inside one decade
+    renderer = figure.canvas.get_renderer()
+    boxes = [Text.get_window_extent(a, renderer) for a in cost_axes.texts]  # the words, not the leader lines
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+
+
+def test_the_legend_lists_seed_groups_in_rank_order(tmp_path, monkeypatch):
+    for seed in (1, 2):
+        fake_run(tmp_path, f"big_{seed}", ["model.emb=16", f"seed={seed}"], dev_loss=2.0 + seed / 100, **OK)
+        fake_run(tmp_path, f"small_{seed}", ["model.emb=4", f"seed={seed}"], dev_loss=2.3 + seed / 100, **OK)
+        fake_run(tmp_path, f"mid_{seed}", ["model.emb=8", f"seed={seed}"], dev_loss=2.1 + seed / 100, **OK)
+    calls = drawn(monkeypatch)
+    write_report(tmp_path)
+    assert list(calls[0]["bands"]) == ["model.emb=16", "model.emb=8", "model.emb=4"]  # not name order
+
+
+def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    history = [{"step": 5, "loss/dev": 2.5}]
+    for seed, dev in ((1, 2.0), (2, 2.2)):
+        config = compose_config("model.emb=16", f"seed={seed}")
+        hist = [{"step": 5, "loss/dev": 2.4 + seed / 10}]
+        fake_run(tmp_path, f"big_{seed}", ["model.emb=16", f"seed={seed}"], hist, config, dev_loss=dev, **OK)
+        config = compose_config("model.emb=4", f"seed={seed}")
+        fake_run(tmp_path, f"small_{seed}", ["model.emb=4", f"seed={seed}"], history, config, dev_loss=2.3, **OK)
+    end_of_a_sweep(sweep_config(tmp_path))
+    root = EventAccumulator(str(tmp_path))
+    root.Reload()
+    mean = [(e.step, round(e.value, 6)) for e in root.Scalars("seeds/model.emb=16/mean")]
+    upper = [(e.step, round(e.value, 6)) for e in root.Scalars("seeds/model.emb=16/upper")]
+    assert mean == [(5, 2.55), (10, 2.1)] and upper == [(5, 2.6), (10, 2.2)]  # mean ± the seeds' spread
+    [config] = root.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = {chart.title: chart for category in layout.category for chart in category.chart}
+    assert [chart.title for chart in layout.category[0].chart] == ["model.emb=16 (n=2)", "model.emb=4 (n=2)"]
+    band = charts["model.emb=16 (n=2)"].margin.series[0]
+    assert (band.value, band.lower, band.upper) == tuple(f"seeds/model.emb=16/{p}" for p in ("mean", "lower", "upper"))
+    every_run = charts["loss/dev of every run, the target line among them"]
+    assert "model.emb=4 (n=2)" in charts and list(every_run.multiline.tag) == ["loss/dev"]
+    rows = root.Tensors("sweep/seed_groups/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "| group" in rows and "model.emb=16" in rows
