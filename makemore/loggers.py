@@ -144,7 +144,23 @@ class WandbLogger:
         self.run.summary.update(metrics)
 
     def close(self) -> None:
+        if self.run.settings.mode == "offline":  # an online run's files/ get these from W&B itself
+            write_readable_files(Path(self.run.dir), dict(self.run.config), dict(self.run.summary))
         self.run.finish()  # every job finishes its run, or a multirun waits on it forever
+
+
+def write_readable_files(files: Path, config: dict, summary: dict) -> None:
+    """An offline run's config and summary as W&B writes them into an online run's files/: config.yaml (each key
+    as `{value: ...}`) and wandb-summary.json, so they can be read without W&B's binary log."""
+    import json
+
+    import yaml
+
+    files.mkdir(parents=True, exist_ok=True)
+    readable = {key: {"value": value} for key, value in config.items() if not key.startswith("_")}
+    (files / "config.yaml").write_text(yaml.safe_dump(readable, sort_keys=False), encoding="utf-8")
+    plain = {key: value for key, value in summary.items() if isinstance(value, int | float | str | bool)}
+    (files / "wandb-summary.json").write_text(json.dumps(plain, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 class Loggers:

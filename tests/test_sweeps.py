@@ -1,6 +1,7 @@
 """Sweeps through Hydra's real launchers and sweepers, the leaderboard, report mode and W&B offline."""
 
 import csv
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from makemore.hydra_versions import VERSION_BASE
@@ -125,6 +127,11 @@ def test_wandb_offline_run_round_trips(tmp_path):
         run["summary"]
     )
     assert run["run"].run_group == sweep_dir.name  # sweep members are grouped by sweep
+    [files] = member.glob("wandb/offline-run-*/files")  # readable as W&B writes them for an online run
+    readable = yaml.safe_load((files / "config.yaml").read_text())
+    assert readable["model.emb"] == {"value": run["config"]["model.emb"]} and "provenance" in readable
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    assert summary["loss/dev"] == pytest.approx(metrics["dev_loss"])
     assert list(member.glob("events.out.tfevents.*"))  # logger=all writes TensorBoard too
 
 
