@@ -249,23 +249,30 @@ def check_source(what: str, source: Path, cfg, items: list[str], device: str) ->
             file=sys.stderr,
         )
         return
-    changed = refuse_changed_data(what, source, cfg, items)
-    code, _ = code_record(cfg.model._target_)
-    others = code_changes(saved["code"], code) + environment_changes(
-        saved["environment"], environment_record(device, cfg.threads)
-    )
-    for line in changed + others:
+    now = {
+        "data": data_fingerprint(cfg.data.path, items),
+        "code": code_record(cfg.model._target_)[0],
+        "environment": environment_record(device, cfg.threads),
+    }
+    refuse_if_data_changed(what, source, data_changes(saved["data"], now["data"]), cfg.use_current_data)
+    for line in differences(saved, now):
         print(f"warning: {line}", file=sys.stderr)
 
 
-def refuse_changed_data(what: str, source: Path, cfg, items: list[str]) -> list[str]:
-    """The change of the data file since `source` was trained, refused unless use_current_data=true."""
+def refuse_changed_data(what: str, source: Path, cfg, items: list[str]) -> None:
+    """The data file changed since `source` was trained (by its recorded sha256) is refused unless
+    use_current_data=true."""
     saved = read(source)
-    changed = data_changes(saved["data"], data_fingerprint(cfg.data.path, items)) if saved else []
-    if changed and not cfg.use_current_data:
+    if saved:
+        changed = data_changes(saved["data"], data_fingerprint(cfg.data.path, items))
+        refuse_if_data_changed(what, source, changed, cfg.use_current_data)
+
+
+def refuse_if_data_changed(what: str, source: Path, changed: list[str], accepted: bool) -> None:
+    """One line naming the change and the command that trains on the data as it is now."""
+    if changed and not accepted:
         again = f"{train_command(what, source)} use_current_data=true"
         raise MakemoreError(f"{changed[0]} since {source} was trained; to train on it as it is now: {again}")
-    return changed
 
 
 def verdict(source: Path, now: dict, metrics: dict) -> tuple[bool, str]:

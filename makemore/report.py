@@ -134,7 +134,8 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     best = best_line(runs)
     groups = seed_groups(runs)
     if groups:  # the same configs over several seeds: rank the configs by their mean, against their spread
-        grouped = group_rows(groups)
+        ranked = ranked_groups(groups)
+        grouped = [row for row, _ in ranked]
         table = f"{markdown(grouped)}\n{verdict(grouped)}\n\nevery run:\n\n{table}"
     print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}", end="")
     inside = run_directory_of(root)
@@ -160,15 +161,10 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     curves = {name(r): dev_curve(r) for r in finished}
     costs = {name(r): (r["metrics"]["train_seconds"], dev_loss(r)) for r in runs if dev_loss(r) < math.inf}
     bands = {}
-    if groups:  # each group's mean dev curve with a band of one standard deviation over its seeds
-        by_label = {row["group"]: row for row in grouped}
-        ranked = []
-        for group in groups:
-            row = by_label[label(group[0], [k for k in varying if k != "seed"]) or "all"]
+    if groups:  # each group's mean dev curve with a band of one standard deviation over its seeds, in rank order
+        for row, group in ranked:
             if row["rank"] != "-" and row["rank"] <= CURVES_SHOWN:
-                ranked.append((row["rank"], row["group"], group))
-        for _, name_of_group, group in sorted(ranked, key=lambda item: item[0]):  # the legend in rank order
-            bands[name_of_group] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
+                bands[row["group"]] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
         curves = {}
         costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
     plots.save(plots.leaderboard_figure(curves, costs, target, bands), root / "leaderboard.png")
@@ -209,6 +205,13 @@ def group_rows(groups: list[list[dict]]) -> list[dict]:
     return [{"rank": i if row["n"] else "-", **row} for i, row in enumerate(rows, 1)]
 
 
+def ranked_groups(groups: list[list[dict]]) -> list[tuple[dict, list[dict]]]:
+    """Each seed group's row (group_rows: ranked by mean dev loss) with the group's runs."""
+    varying = [k for k in varying_overrides([run for group in groups for run in group]) if k != "seed"]
+    by_label = {label(group[0], varying) or "all": group for group in groups}
+    return [(row, by_label[row["group"]]) for row in group_rows(groups)]
+
+
 def mean_band(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
     """Steps every curve has, with the mean and standard deviation of the dev loss there."""
     steps = sorted(set.intersection(*(set(dict(curve)) for curve in curves)))
@@ -233,11 +236,11 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
-    groups = seed_groups(runs)
-    line = best_line(runs) + (f"; {verdict(group_rows(groups))}" if groups else "")
+    ranked = ranked_groups(seed_groups(runs))
+    line = best_line(runs) + (f"; {verdict([row for row, _ in ranked])}" if ranked else "")
     with SummaryWriter(str(sweep_dir)) as writer:
-        if groups:
-            write_seed_bands(writer, groups, len(runs))
+        if ranked:
+            write_seed_bands(writer, ranked, len(runs))
         writer.add_text("sweep/verdict", line, len(runs))
         if (sweep_dir / "leaderboard.md").is_file():
             writer.add_text("sweep/leaderboard", (sweep_dir / "leaderboard.md").read_text(encoding="utf-8"), len(runs))
@@ -246,22 +249,16 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
             writer.add_image("sweep/leaderboard", picture, len(runs), dataformats="HWC")
 
 
-def write_seed_bands(writer, groups: list[list[dict]], step: int) -> None:
+def write_seed_bands(writer, ranked: list[tuple[dict, list[dict]]], step: int) -> None:
     """Each seed group's mean dev curve and mean ± 1 std as scalars `seeds/<group>/{mean,lower,upper}`, a custom
-    scalars layout that draws each as a margin chart (and loss/dev of every run in one chart), and the group
-    rows (mean dev, std, n) as text."""
-    varying = [k for k in varying_overrides([run for group in groups for run in group]) if k != "seed"]
+    scalars layout that draws each as a margin chart in rank order (and loss/dev of every run in one chart), and
+    the group rows (mean dev, std, n) as text. `ranked`: ranked_groups'."""
     charts = {}
-
-    def mean_dev(group: list[dict]) -> float:
-        done = [dev_loss(run) for run in group if dev_loss(run) < math.inf]
-        return statistics.fmean(done) if done else math.inf
-
-    for group in sorted(groups, key=mean_dev):  # the charts in rank order
+    for row, group in ranked:
         curves = [dev_curve(run) for run in group if dev_loss(run) < math.inf and dev_curve(run)]
         if not curves:
             continue
-        name = label(group[0], varying) or "all"
+        name = row["group"]
         for at, mean, std in zip(*mean_band(curves)):
             writer.add_scalar(f"seeds/{name}/mean", mean, at)
             writer.add_scalar(f"seeds/{name}/lower", mean - std, at)
@@ -273,7 +270,7 @@ def write_seed_bands(writer, groups: list[list[dict]], step: int) -> None:
             "dev loss": {"loss/dev of every run, the target line among them": ["Multiline", ["loss/dev"]]},
         }
     )
-    writer.add_text("sweep/seed_groups", markdown(group_rows(groups)), step)
+    writer.add_text("sweep/seed_groups", markdown([row for row, _ in ranked]), step)
 
 
 def verdict(rows: list[dict]) -> str:
@@ -382,13 +379,12 @@ class LeaderboardCallback(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
+        rows = write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
         if runs and "tensorboard" in config.logger.backends:
             write_hparams_experiment(sweep_dir, hparam_values(runs, swept_hparams(runs)))
             targets = {run["metrics"].get("target") for run in runs} - {None}
             if len(targets) == 1 and not (sweep_dir / "target").exists():
                 write_target_line(sweep_dir, targets.pop(), max(run["metrics"].get("steps", 0) for run in runs))
-        rows = write_report(sweep_dir)
-        if runs and "tensorboard" in config.logger.backends:
             write_sweep_summary(sweep_dir, runs)
         if rows and not any(row["status"] == "ok" for row in rows):
             refuse(

@@ -70,6 +70,5 @@ def program(argv0: str | None = None) -> str:
 def train_command(key: str, value: object) -> str:
     """`python train.py key=value` (or `makemore-train ...`, `python -m makemore ...`, as this process was
     started), quoted so that it works when pasted into bash as printed."""
-    name = program_name(sys.argv[0])
-    trainer = PROGRAMS[name][1] if name in PROGRAMS else "python train.py"
+    _, trainer = PROGRAMS.get(program_name(sys.argv[0]), PROGRAMS["train.py"])
     return f"{trainer} {override(key, value)}"

@@ -120,11 +120,11 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
     X, Y, rows_per_batch = examples(model, dataset, cfg, device)
     counted = getattr(model, "trained_by_counting", False)
     ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
-    hparams = experiment_hparams(config, counted=counted)  # W&B's config too
+    hparams = experiment_hparams(config, counted=counted)  # W&B gets them too, with the provenance
     start_step = resume["state"]["step"] if resume else 0
-    loggers = build_loggers(
-        cfg.logger, run_dir, {**hparams, "provenance": record}, run_dir.name, ids["wandb"], resume and start_step
-    )
+    purge_step = start_step if resume else None  # a resumed run's events after its checkpoint are replaced
+    wandb_config = {**hparams, "provenance": record}
+    loggers = build_loggers(cfg.logger, run_dir, wandb_config, run_dir.name, ids["wandb"], purge_step)
     try:
         loggers.text("provenance", provenance.markdown(record), start_step)
         if counted:
