@@ -57,29 +57,60 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+def short_names(overrides: Sequence[str]) -> list[str]:
+    """Overrides as short as they stay readable, distinguishing values first: a group's choice by its option
+    (`model=gru` -> `gru`), a seed as `s43`, a dotted key by its last part (`model.emb=10` -> `emb=10`) unless two
+    of them share it. Watch keys (how a run is watched, never what it computes) are left out."""
+    kept = [(_key(o), o.partition("=")[2]) for o in overrides if "=" in o and not is_watch_key(o)]
+    lasts = [key.rpartition(".")[2] for key, _ in kept]
+    names = []
+    for (key, value), last in zip(kept, lasts):
+        if key == "seed":
+            names.append(f"s{value}")
+        elif "." not in key and (CONF_DIR / key).is_dir():  # a config group: its option says it all
+            names.append(value)
+        else:
+            names.append(f"{last if lasts.count(last) == 1 else key}={value}")
+    return names
+
+
 def run_name(model: str, overrides: Sequence[str]) -> str:
-    """A single run's name, what tells it apart first: its model and overrides (`mlp_model.emb:10`), in
+    """A single run's name, what tells it apart first: its model and short overrides (`mlp_emb:10_s3`), in
     characters Hydra and bash take unquoted, so `rerun=<its path>` can be typed as it is."""
-    kept = [
-        f"{_key(o)}:{o.split('=', 1)[1]}" for o in overrides if not is_watch_key(o) and _key(o) != "model" and "=" in o
-    ]
+    kept = [name.replace("=", ":", 1) for name in short_names([o for o in overrides if _key(o) != "model"])]
     return re.sub(r"[^A-Za-z0-9.:+_-]+", "-", "_".join([model, *kept])).strip("-")[:120]
 
 
 def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
-    """A sweep member's name: the overrides that vary across the sweep (read from its multirun.yaml), then the
-    job number (`model.emb=8,model.hidden=100_3`); constants like a shared `steps=1500` are left out."""
-    saved = Path(sweep_dir) / SWEEP_RECORD
-    swept: set[str] = set()
-    if saved.is_file():
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+    """A sweep member's name: the short overrides that vary across the sweep (read from its multirun.yaml), as
+    `emb=10 hidden=200 s43`, the same in TensorBoard, W&B and the leaderboard. The job number is added only where
+    the values alone may repeat: an Optuna trial starts with its number (`t3 lr=0.012`), and a sweep that lists a
+    value twice or sweeps a range ends with it (`s1 #3`). Constants like a shared `steps=1500` are left out."""
+    swept, unique = swept_keys(Path(sweep_dir) / SWEEP_RECORD)
+    kept = [o for o in overrides if not swept or _key(o) in swept]
+    name = " ".join(short_names(kept)) or "defaults"
+    if any(_key(o) == "trial" for o in overrides):
+        name = f"t{number} {name}"
+    elif not unique:
+        name = f"{name} #{number}"
+    return re.sub(r"[^A-Za-z0-9=,.+_# -]+", "-", name).strip("- ")[:120]
 
-        sweep = OmegaConf.load(saved).hydra
-        parsed = OverridesParser.create().parse_overrides(list(sweep.overrides.task))
-        swept = {o.get_key_element() for o in parsed if o.is_sweep_override()}
-        swept |= {str(k) for k in (sweep.sweeper.get("params") or {})}
-    kept = [o for o in overrides if not is_watch_key(o) and (not swept or _key(o) in swept)]
-    return f"{safe_dirname(','.join(kept))}_{number}"
+
+def swept_keys(saved: Path) -> tuple[set[str], bool]:
+    """The keys a sweep varies (from its multirun.yaml), and whether every member's values are unique: each swept
+    list holds distinct values. Without a record: no keys, not unique."""
+    if not saved.is_file():
+        return set(), False
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweep = OmegaConf.load(saved).hydra
+    params = sweep.sweeper.get("params") or {}
+    parsed = OverridesParser.create().parse_overrides([*sweep.overrides.task, *(f"{k}={v}" for k, v in params.items())])
+    swept = [o for o in parsed if o.is_sweep_override()]
+    unique = all(
+        o.is_choice_sweep() and len(set(values := list(o.sweep_string_iterator()))) == len(values) for o in swept
+    )
+    return {o.get_key_element() for o in swept}, unique
 
 
 def record_dir(resume: str | None, output_dir: str) -> str | None:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from makemore.config import flatten
 from makemore.errors import MakemoreError
-from makemore.rundir import is_watch_key
+from makemore.rundir import SWEEP_RECORD, is_watch_key
 
 
 class TensorBoardLogger:
     """Event files in the run's own directory, so `tensorboard --logdir outputs` shows one run per directory."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
+    def __init__(self, run_dir: Path, trial: str, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        self.trial = trial
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for tag, value in values.items():
@@ -31,12 +33,20 @@ class TensorBoardLogger:
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         # add_hparams would open a sub-run; writing the session summaries here keeps HParams on this run. The
         # experiment summary (which columns TensorBoard shows) is left to the sweep: see write_hparams_experiment.
+        from tensorboard.plugins.hparams import plugin_data_pb2
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         _, session_start, session_end = hparams_summaries(hparams, metrics)
+        plugin = session_start.value[0].metadata.plugin_data  # the HParams table's Trial ID: the run's own name
+        data = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
+        data.session_start_info.group_name = self.trial
+        plugin.content = data.SerializeToString()
         self.writer.file_writer.add_summary(session_start)
         self.writer.file_writer.add_summary(session_end)
         self.scalars(step, metrics)
+
+    def target_line(self, target: float, curve: list[tuple[int, float]]) -> None:
+        """TensorBoard draws the target once for every run under a view (makemore.report.refresh_dashboard)."""
 
     def close(self) -> None:
         self.writer.close()
@@ -55,27 +65,57 @@ def experiment_hparams(config: dict, counted: bool) -> dict:
     return hparams
 
 
-# The metrics every run logs beside its HParams, in the order a user ranks by.
+# The metrics every run logs beside its HParams, in the order a user ranks by. TensorBoard ticks the first five:
+# dev against the target, what it cost; test stays unticked, as the split nobody chooses by.
 HPARAMS_METRICS = (
     "loss/dev",
     "loss/train",
-    "loss/test",
-    "run/best_dev_loss",
     "run/params",
     "run/train_seconds",
     "run/target_met",
+    "loss/test",
+    "run/best_dev_loss",
     "run/step_to_target",
 )
 
 
-def write_target_line(directory: Path, target: float, last_step: int) -> None:
-    """A pseudo-run `target` whose `loss/dev` is the target from step 0 to last_step: TensorBoard draws it as
-    a level line in the dev-loss chart beside the runs' curves."""
+def write_level_line(directory: Path, value: float, last_step: int, points: int = 2) -> None:
+    """A pseudo-run whose `loss/dev` is `value` at `points` steps from 0 to last_step: TensorBoard draws it as a
+    level line in every loss/dev chart beside the runs' curves. It replaces what the directory held before."""
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(directory / "target")) as writer:
-        for step in (0, last_step):
-            writer.add_scalar("loss/dev", target, step)
+    shutil.rmtree(directory, ignore_errors=True)
+    span = max(last_step, points - 1)
+    with SummaryWriter(str(directory)) as writer:
+        for step in sorted({round(i * span / max(points - 1, 1)) for i in range(points)}):
+            writer.add_scalar("loss/dev", value, step)
+
+
+def write_layout(writer, layout: dict) -> None:
+    """A custom scalars layout: {category: {chart title: ("Multiline", [tag regexes]) or ("Margin", [(value, lower,
+    upper) tags, ...])}}; a margin chart may draw several bands (torch's add_custom_scalars draws one)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    def chart(title: str, kind: str, tags: list) -> layout_pb2.Chart:
+        if kind == "Margin":
+            series = [layout_pb2.MarginChartContent.Series(value=v, lower=lo, upper=up) for v, lo, up in tags]
+            return layout_pb2.Chart(title=title, margin=layout_pb2.MarginChartContent(series=series))
+        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=tags))
+
+    proto = layout_pb2.Layout(
+        category=[
+            layout_pb2.Category(title=category, chart=[chart(title, *spec) for title, spec in charts.items()])
+            for category, charts in layout.items()
+        ]
+    )
+    tensor = TensorProto(dtype="DT_STRING", string_val=[proto.SerializeToString()], tensor_shape=TensorShapeProto())
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="custom_scalars"))
+    writer.file_writer.add_summary(
+        Summary(value=[Summary.Value(tag="custom_scalars__config__", tensor=tensor, metadata=metadata)])
+    )
 
 
 def hparam_domain(values: list):
@@ -93,19 +133,29 @@ def hparam_domain(values: list):
     return None
 
 
-def write_hparams_experiment(sweep_dir: Path, values: dict[str, list]) -> None:
-    """An experiment summary at a sweep's root: `tensorboard --logdir <sweep>` opens HParams on the keys the
-    members differ in (`values`: each key's values across the members, in column order) and the metrics, not
-    on the constants every run shares. Typed domains make TensorBoard sort and draw numbers as numbers."""
-    from tensorboard.plugins.hparams import summary_v2
+def write_hparams_experiment(directory: Path, values: dict[str, list], leading: list[str], layout=None) -> None:
+    """The one HParams experiment summary of a view, in a run of its own (`directory`, replaced at each call): a
+    column per key of `values` (each key's values across the runs, for its typed domain, so TensorBoard
+    sorts and draws numbers as numbers) and the metrics. TensorBoard puts the columns marked as differing first,
+    by name, and ticks five: `leading` (what was swept) are marked. `layout`: a custom scalars layout to keep
+    beside it."""
+    from tensorboard.plugins.hparams import plugin_data_pb2, summary_v2
     from torch.utils.tensorboard import SummaryWriter
 
-    experiment = summary_v2.hparams_config_pb(
+    summary = summary_v2.hparams_config_pb(
         [summary_v2.HParam(k, hparam_domain(v)) for k, v in values.items()],
         [summary_v2.Metric(m) for m in HPARAMS_METRICS],
     )
-    with SummaryWriter(str(sweep_dir)) as writer:
-        writer.file_writer.add_summary(experiment)
+    plugin = summary.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in leading
+    plugin.content = data.SerializeToString()
+    shutil.rmtree(directory, ignore_errors=True)
+    with SummaryWriter(str(directory)) as writer:
+        writer.file_writer.add_summary(summary)
+        if layout:
+            write_layout(writer, layout)
 
 
 class WandbLogger:
@@ -143,6 +193,19 @@ class WandbLogger:
         self.scalars(step, metrics)
         self.run.summary.update(metrics)
 
+    def target_line(self, target: float, curve: list[tuple[int, float]]) -> None:
+        """The target in the summary, and a chart of the run's dev loss beside it as a level line."""
+        steps = [step for step, _ in curve]
+        chart = self.wandb.plot.line_series(
+            xs=steps,
+            ys=[[dev for _, dev in curve], [target] * len(curve)],
+            keys=["loss/dev", f"target {target}"],
+            title="loss/dev against the target",
+            xname="step",
+        )
+        self.run.log({"loss/dev against the target": chart}, step=steps[-1] if steps else 0)
+        self.run.summary["target"] = target
+
     def close(self) -> None:
         if self.run.settings.mode == "offline":  # an online run's files/ get these from W&B itself
             write_readable_files(Path(self.run.dir), dict(self.run.config), dict(self.run.summary))
@@ -178,11 +241,14 @@ class Loggers:
 
 
 def build_loggers(cfg, run_dir: Path, config: dict, name: str, wandb_id: str | None = None, purge_step=None) -> Loggers:
-    """The backends listed in cfg.backends (tensorboard, wandb); an empty list logs nothing."""
+    """The backends listed in cfg.backends (tensorboard, wandb); an empty list logs nothing. `name`: the run's
+    name (its directory's), qualified by its sweep's in TensorBoard's HParams table, where sweeps meet."""
     backends = []
     for backend in cfg.backends:
         if backend == "tensorboard":
-            backends.append(TensorBoardLogger(run_dir, purge_step))
+            sweep = run_dir.parent if (run_dir.parent / SWEEP_RECORD).is_file() else None
+            trial = f"{name} ({sweep.name})" if sweep else name
+            backends.append(TensorBoardLogger(run_dir, trial, purge_step))
         elif backend == "wandb":
             backends.append(WandbLogger(run_dir, cfg.wandb, config, name, wandb_id))
         else:

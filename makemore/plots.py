@@ -117,15 +117,16 @@ def additive_weights(model: Additive, vocab: Vocab):
 
 
 def model_figures(model: nn.Module, vocab: Vocab) -> dict:
-    """The picture that explains this kind of model, keyed by its dashboard tag."""
+    """The picture that explains this kind of model, keyed by its dashboard tag (under `model/`, which sorts after
+    `loss/`: TensorBoard's Time Series opens on the loss curves, the pictures below them)."""
     if isinstance(model, (NgramCounts, NgramTable)):
-        return {"next_token": next_token_heatmap(model, vocab)}
+        return {"model/next_token": next_token_heatmap(model, vocab)}
     if isinstance(model, Additive):
-        return {"weights": additive_weights(model, vocab)}
+        return {"model/weights": additive_weights(model, vocab)}
     embedding = token_embedding(
         model, vocab.size
     )  # the MLP, WaveNet, RNN, GRU, transformer, and a user's model that has one
-    return {"embeddings": embedding_scatter(embedding, vocab)} if embedding is not None else {}
+    return {"model/embeddings": embedding_scatter(embedding, vocab)} if embedding is not None else {}
 
 
 def leaderboard_figure(

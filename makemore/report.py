@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import statistics
 import sys
 import warnings
@@ -15,8 +16,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from makemore import plots
+from makemore.config import short_names
 from makemore.errors import MakemoreError, refuse
-from makemore.loggers import experiment_hparams, write_hparams_experiment, write_target_line
+from makemore.loggers import experiment_hparams, write_hparams_experiment, write_layout, write_level_line
 from makemore.rundir import (
     CONFIG,
     HISTORY,
@@ -91,8 +93,9 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
 
 
 def label(run: dict, varying: list[str]) -> str:
-    """A run told apart by what differs: its overrides that vary across the runs, no job number, no constants."""
-    return ",".join(f"{k}={run['overrides'][k]}" for k in varying if k in run["overrides"])
+    """A run told apart by what differs: its overrides that vary across the runs, short (`emb=10 hidden=200`, as
+    makemore.config.short_names writes them), no job number, no constants."""
+    return " ".join(short_names([f"{k}={run['overrides'][k]}" for k in varying if k in run["overrides"]]))
 
 
 def _loss(value) -> str:
@@ -229,18 +232,32 @@ def best_line(runs: list[dict]) -> str:
     return f"best dev {best_dev:.4f}: {met}"
 
 
+# The custom scalars chart a view opens on: every run's dev curve with the level lines of refresh_dashboard.
+ANSWER_LAYOUT = {
+    "dev loss": {"loss/dev of every run, against the target and the best dev": ["Multiline", ["loss/dev"]]}
+}
+
+
 def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
     """The sweep's root as a run of its own in TensorBoard: the leaderboard as text and as its picture, the
     verdict (the best dev against the target, and for seed groups whether the best beats the second), and for
-    seed groups their rows and their mean dev curves with a band of one standard deviation (custom scalars)."""
+    seed groups their rows and their mean dev curves with a band of one standard deviation (custom scalars). A
+    sweep that is a view of its own (dashboard_root) holds the view's dev chart in the same layout: TensorBoard
+    reads one layout per run."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
     ranked = ranked_groups(seed_groups(runs))
     line = best_line(runs) + (f"; {verdict([row for row, _ in ranked])}" if ranked else "")
+    charts = write_seed_bands(sweep_dir, ranked) if ranked else {}
+    layout = {f"{sweep_dir.name}: seed groups, mean dev loss ± 1 std": charts} if charts else {}
+    if dashboard_root(sweep_dir) == sweep_dir:
+        layout.update(ANSWER_LAYOUT)
     with SummaryWriter(str(sweep_dir)) as writer:
+        if layout:
+            write_layout(writer, layout)
         if ranked:
-            write_seed_bands(writer, ranked, len(runs))
+            writer.add_text("sweep/seed_groups", markdown([row for row, _ in ranked]), len(runs))
         writer.add_text("sweep/verdict", line, len(runs))
         if (sweep_dir / "leaderboard.md").is_file():
             writer.add_text("sweep/leaderboard", (sweep_dir / "leaderboard.md").read_text(encoding="utf-8"), len(runs))
@@ -249,28 +266,72 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
             writer.add_image("sweep/leaderboard", picture, len(runs), dataformats="HWC")
 
 
-def write_seed_bands(writer, ranked: list[tuple[dict, list[dict]]], step: int) -> None:
-    """Each seed group's mean dev curve and mean ± 1 std as scalars `seeds/<group>/{mean,lower,upper}`, a custom
-    scalars layout that draws each as a margin chart in rank order (and loss/dev of every run in one chart), and
-    the group rows (mean dev, std, n) as text. `ranked`: ranked_groups'."""
-    charts = {}
+def write_seed_bands(sweep_dir: Path, ranked: list[tuple[dict, list[dict]]]) -> dict:
+    """Each seed group's mean dev curve and mean ± 1 std as scalars `seeds/<group>/{mean,lower,upper}`, in a run of
+    its own (`<sweep>/seeds <group>`: TensorBoard colours by run, so each group gets its colour). Returns the custom
+    scalars charts, as TensorBoard shows them: every group's band in one chart, then each group's, in rank order.
+    `ranked`: ranked_groups'."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    charts, bands = {}, []
     for row, group in ranked:
         curves = [dev_curve(run) for run in group if dev_loss(run) < math.inf and dev_curve(run)]
         if not curves:
             continue
         name = row["group"]
-        for at, mean, std in zip(*mean_band(curves)):
-            writer.add_scalar(f"seeds/{name}/mean", mean, at)
-            writer.add_scalar(f"seeds/{name}/lower", mean - std, at)
-            writer.add_scalar(f"seeds/{name}/upper", mean + std, at)
-        charts[f"{name} (n={len(curves)})"] = ["Margin", [f"seeds/{name}/{p}" for p in ("mean", "lower", "upper")]]
-    writer.add_custom_scalars(
-        {
-            "seed groups: mean dev loss ± 1 std": charts,
-            "dev loss": {"loss/dev of every run, the target line among them": ["Multiline", ["loss/dev"]]},
-        }
-    )
-    writer.add_text("sweep/seed_groups", markdown([row for row, _ in ranked]), step)
+        directory = sweep_dir / f"seeds {name}"
+        shutil.rmtree(directory, ignore_errors=True)  # derived from the runs: a continued sweep's end redraws it
+        with SummaryWriter(str(directory)) as writer:
+            for at, mean, std in zip(*mean_band(curves)):
+                writer.add_scalar(f"seeds/{name}/mean", mean, at)
+                writer.add_scalar(f"seeds/{name}/lower", mean - std, at)
+                writer.add_scalar(f"seeds/{name}/upper", mean + std, at)
+        band = tuple(f"seeds/{name}/{part}" for part in ("mean", "lower", "upper"))
+        bands.append(band)
+        charts[f"#{row['rank']} {name} (n={len(curves)})"] = ("Margin", [band])
+    shown = {"every group, in one chart": ("Margin", bands), **charts}
+    return dict(reversed(shown.items()))  # TensorBoard draws a category's charts last first
+
+
+def dashboard_root(directory: Path) -> Path:
+    """The directory whose TensorBoard view a run or sweep joins: the top directory of its path under the working
+    directory (`outputs` for outputs/<date>/<run> and outputs/multirun/<sweep>), where `tensorboard --logdir
+    outputs` looks; a directory not below one is a view of its own."""
+    try:
+        relative = directory.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return directory
+    return Path(relative.parts[0]) if len(relative.parts) > 1 else directory
+
+
+# The level lines' points: TensorBoard's "ignore outliers" drops the lowest 5% of a chart's points from its scale,
+# so the best-dev line carries more than that share, at the lowest value, and no run's curve leaves the chart. The
+# target line as many: custom scalars mark every point, so both read as thick rows of markers beside the runs.
+OUTLIER_SHARE = 0.06
+MAX_POINTS = 1000  # TensorBoard keeps at most this many points of a series
+
+
+def refresh_dashboard(root: Path, layout: bool = True) -> None:
+    """`tensorboard --logdir <root>` opens on what differs across everything under it. One HParams experiment
+    summary, in the run `<root>/dashboard`, replaced at each refresh (TensorBoard reads a single one and picks
+    arbitrarily among several): the keys swept anywhere under it first, then every other key that differs, each
+    typed, and the metrics. Level lines in every loss/dev chart: `target <t>` per target and `best dev`, the
+    lowest dev loss reached. And (`layout`; a sweep's root holds it in its own layout) a custom scalars chart
+    of every run's loss/dev against them."""
+    runs = [r for r in map(read_run, find_runs(root)) if r is not None]
+    if not runs:
+        return
+    swept = swept_hparams(runs) or ["model.name", "steps"]  # one run, or runs alike: what they are
+    others = sorted(differing_hparams(runs) - set(swept))
+    columns = hparam_values(runs, swept + others)
+    write_hparams_experiment(root / "dashboard", columns, swept, ANSWER_LAYOUT if layout else None)
+    curves = [dev_curve(run) for run in runs if dev_loss(run) < math.inf]
+    last_step = max((step for curve in curves for step, _ in curve), default=0)
+    points = min(MAX_POINTS, max(2, math.ceil(OUTLIER_SHARE * sum(map(len, curves)))))
+    for target in {run["metrics"].get("target") for run in runs} - {None}:  # dense: a thick row of markers
+        write_level_line(root / f"target {target}", target, last_step, points)
+    if curves:
+        write_level_line(root / "best dev", min(dev for curve in curves for _, dev in curve), last_step, points)
 
 
 def verdict(rows: list[dict]) -> str:
@@ -366,8 +427,8 @@ def differing_hparams(runs: list[dict]) -> set[str]:
 
 
 class LeaderboardCallback(Callback):
-    """At the end of every multirun, print and write the sweep's leaderboard, and tell TensorBoard's HParams
-    which keys the members differ in."""
+    """At the end of every multirun, print and write the sweep's leaderboard, show it in TensorBoard, and refresh
+    the view the sweep joins (refresh_dashboard)."""
 
     started = False  # set once the sweep passed its checks (makemore.record.RunRecord runs first)
 
@@ -381,11 +442,9 @@ class LeaderboardCallback(Callback):
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         rows = write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
         if runs and "tensorboard" in config.logger.backends:
-            write_hparams_experiment(sweep_dir, hparam_values(runs, swept_hparams(runs)))
-            targets = {run["metrics"].get("target") for run in runs} - {None}
-            if len(targets) == 1 and not (sweep_dir / "target").exists():
-                write_target_line(sweep_dir, targets.pop(), max(run["metrics"].get("steps", 0) for run in runs))
             write_sweep_summary(sweep_dir, runs)
+            root = dashboard_root(sweep_dir)
+            refresh_dashboard(root, layout=root != sweep_dir)
         if rows and not any(row["status"] == "ok" for row in rows):
             refuse(
                 MakemoreError(

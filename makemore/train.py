@@ -22,10 +22,11 @@ from makemore.cli import ended
 from makemore.config import compose_train_config
 from makemore.data import SPLITS, Dataset, build_items, make_dataset
 from makemore.errors import MakemoreError
-from makemore.loggers import Loggers, build_loggers, experiment_hparams, write_target_line
+from makemore.loggers import Loggers, build_loggers, experiment_hparams
 from makemore.loop import TrainState, fit
 from makemore.models import build_model, loss_on
 from makemore.preflight import pick_device, prepare
+from makemore.report import dashboard_root, refresh_dashboard
 from makemore.rundir import CHECKPOINT, HISTORY, METRICS, MODEL, SAMPLES, ended_metrics, write_json
 from makemore.sample import generate
 from makemore.search import trial_reporter
@@ -65,8 +66,8 @@ def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> float:
         with open_dict(cfg):
             cfg.logger.wandb.group = sweep_dir.name  # W&B groups a sweep's members together
     metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial")))
-    if not sweep_dir and metrics["target"] is not None and "tensorboard" in cfg.logger.backends:
-        write_target_line(run_dir, metrics["target"], metrics["steps"])  # a sweep draws one for all members
+    if not sweep_dir and "tensorboard" in cfg.logger.backends:  # a sweep refreshes its view once, at its end
+        refresh_dashboard(dashboard_root(run_dir))
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
 
 
@@ -148,6 +149,9 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
         samples = generate(model, vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
         write_outputs(run_dir, model, dataset, config, metrics, samples, state.history)
         log_final(loggers, model, dataset, hparams, metrics, losses, samples)
+        if metrics["target"] is not None and loggers.backends:
+            curve = [(row["step"], row["loss/dev"]) for row in state.history if row.get("loss/dev") is not None]
+            loggers.target_line(metrics["target"], curve or [(metrics["steps"], losses["dev"])])
     finally:
         loggers.close()
     report_end(cfg, metrics, losses)

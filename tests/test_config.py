@@ -64,17 +64,18 @@ def test_safe_dirname_keeps_what_a_directory_name_can_hold(text, name):
 
 def test_a_single_run_is_named_by_its_model_and_what_it_changes():
     overrides = ["model=mlp", "model.emb=10", "progress=false", "+seed=3", "data.path=/x y", "logger=none", "flag"]
-    assert run_name("mlp", overrides) == "mlp_model.emb:10_seed:3_data.path:-x-y"
+    assert run_name("mlp", overrides) == "mlp_emb:10_s3_path:-x-y"
     assert run_name("mlp", []) == "mlp"
-    assert run_name("mlp", ["data.path=a=b=c", "model.init=Xavier"]) == "mlp_data.path:a-b-c_model.init:Xavier"
-    assert run_name("mlp", ["data.path=/x/"]) == "mlp_data.path:-x"  # no trailing dash
-    assert run_name("mlp", ["model.init=X"]) == "mlp_model.init:X"
+    assert run_name("mlp", ["data.path=a=b=c", "model.init=Xavier"]) == "mlp_path:a-b-c_init:Xavier"
+    assert run_name("mlp", ["data.path=/x/"]) == "mlp_path:-x"  # no trailing dash
+    assert run_name("mlp", ["optim=sgd", "optim.lr=0.1"]) == "mlp_sgd_lr:0.1"  # a group's choice by its option
+    assert run_name("mlp", ["model.dropout=0.1", "optim.dropout=2"]) == "mlp_model.dropout:0.1_optim.dropout:2"
     assert run_name("mlp", ["model.emb=10"] * 40) == ("mlp" + "_model.emb:10" * 40)[:120]
 
 
 def test_a_sweep_member_is_named_by_what_its_sweep_varies(tmp_path):
     overrides = ["model.emb=4", "steps=10", "model.hidden=20", "progress=false"]
-    assert member_name(str(tmp_path), overrides, 3) == "model.emb=4,steps=10,model.hidden=20_3"  # no multirun.yaml
+    assert member_name(str(tmp_path), overrides, 3) == "emb=4 steps=10 hidden=20 #3"  # no multirun.yaml
     multirun = {
         "hydra": {
             "overrides": {"task": ["model.emb=4,8", "steps=10"]},
@@ -82,11 +83,16 @@ def test_a_sweep_member_is_named_by_what_its_sweep_varies(tmp_path):
         }
     }
     (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml(multirun))
-    assert member_name(str(tmp_path), overrides, 3) == "model.emb=4,model.hidden=20_3"
+    assert member_name(str(tmp_path), overrides, 3) == "emb=4 hidden=20"  # every member's values are unique
     (tmp_path / "multirun.yaml").write_text(
-        OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["seed=1,2"]}, "sweeper": {}}})
+        OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["seed=1,2", "model=mlp,gru"]}, "sweeper": {}}})
     )
-    assert member_name(str(tmp_path), ["seed=2", "+steps=5"], 0) == "seed=2_0"
+    assert member_name(str(tmp_path), ["seed=2", "+steps=5", "model=gru"], 0) == "s2 gru"
+    (tmp_path / "multirun.yaml").write_text(
+        OmegaConf.to_yaml({"hydra": {"overrides": {"task": ["seed=1,1", "steps=range(1,3)"]}, "sweeper": {}}})
+    )
+    assert member_name(str(tmp_path), ["seed=1", "steps=2"], 3) == "s1 steps=2 #3"  # values that may repeat
+    assert member_name(str(tmp_path), ["seed=1", "steps=2", "trial=7"], 7) == "t7 s1 steps=2"  # an Optuna trial
 
 
 def test_a_run_that_already_has_a_record_is_not_recorded_again(tmp_path):

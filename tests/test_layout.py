@@ -26,7 +26,7 @@ LAYERS = [
     ["cli", "record", "report", "diff"],
     ["train"],
     ["entrypoints", "__main__"],
-    ["experiments.bench", "experiments.on_device", "experiments.trigram_question"],
+    ["experiments.bench", "experiments.on_device", "experiments.screenshots", "experiments.trigram_question"],
 ]
 
 

@@ -234,11 +234,11 @@ def test_every_model_has_a_picture(model):
     net = build_model(compose_config(f"model={model}").model, vocab.size)
     (tag,) = model_figures(net, vocab)
     expected = {
-        "bigram_count": "next_token",
-        "trigram_count": "next_token",
-        "trigram_table": "next_token",
-        "additive": "weights",
-    }.get(model, "embeddings")
+        "bigram_count": "model/next_token",
+        "trigram_count": "model/next_token",
+        "trigram_table": "model/next_token",
+        "additive": "model/weights",
+    }.get(model, "model/embeddings")
     assert tag == expected
 
 

@@ -65,19 +65,23 @@ def test_search_space_syntax_maps_to_optuna_distributions():
     assert distribution(parse("a=0.1,0.2")) == CategoricalDistribution(["0.1", "0.2"])
 
 
+def trial_runs(sweep_dir) -> dict:
+    """Each trial's run directory by trial number: a trial's name starts with it (`t3 emb=12 ...`)."""
+    return {int(d.name.split()[0].removeprefix("t")): d for d in find_runs(sweep_dir)}
+
+
 @pytest.mark.slow
 def test_optuna_mlp_runs_ranks_and_keeps_its_study_in_a_journal_in_the_sweep_dir(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = sweep(sweep_dir, "hydra.sweeper.n_trials=3")
     assert (sweep_dir / JOURNAL).is_file()
     study = load(sweep_dir)
-    runs = {
-        int(d.name.rsplit("_", 1)[1]): d for d in find_runs(sweep_dir)
-    }  # each run's name ends with its trial number
+    runs = trial_runs(sweep_dir)
     assert sorted(runs) == [t.number for t in study.trials] == [0, 1, 2]
     for trial in study.trials:  # Optuna's value is the run's own final dev loss, and its params the run's config
         assert trial.value == pytest.approx(read_metrics(runs[trial.number])["dev_loss"])
-        assert all(f"{k}={v}" in runs[trial.number].name for k, v in trial.params.items() if k != "optim.lr")
+        short = {k.rpartition(".")[2]: v for k, v in trial.params.items() if k != "optim.lr"}
+        assert all(f"{k}={v}" in runs[trial.number].name.split() for k, v in short.items())
     assert "leaderboard of 3 runs" in result.stdout
     results = (sweep_dir / "optimization_results.yaml").read_text()
     assert f"best_value: {study.best_value}" in results and "complete: 3" in results
@@ -104,7 +108,7 @@ def test_a_pruner_stops_losing_trials_and_the_leaderboard_says_at_which_step(tmp
     study = load(sweep_dir)
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and len(study.trials) == 8
-    runs = {int(d.name.rsplit("_", 1)[1]): d for d in find_runs(sweep_dir)}
+    runs = trial_runs(sweep_dir)
     leaderboard = (sweep_dir / "leaderboard.md").read_text()
     for trial in pruned:
         step = trial.user_attrs["pruned_at_step"]
@@ -143,7 +147,7 @@ def test_an_interrupted_optuna_sweep_resumes_with_its_finished_trials_kept(tmp_p
     sweep_dir = tmp_path / "sweep"
     process = start_sweep(sweep_dir, "hydra.sweeper.n_trials=5", "steps=2000", "eval_interval=500")
     wait_for(lambda: len(list(sweep_dir.glob("*/metrics.json"))) >= 2)  # two trials finished, a third running
-    wait_for(lambda: len(list(sweep_dir.glob("*_2/.hydra"))) == 1)
+    wait_for(lambda: len(list(sweep_dir.glob("t2 */.hydra"))) == 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
@@ -181,7 +185,7 @@ def test_two_processes_share_one_study_without_losing_or_duplicating_a_trial(tmp
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))) and 8 <= len(numbers) <= 9  # a race may add one, never lose one
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    runs = {int(d.name.rsplit("_", 1)[1]): d for d in find_runs(sweep_dir)}
+    runs = trial_runs(sweep_dir)
     assert sorted(runs) == numbers  # one run directory per trial
     assert all(t.value == pytest.approx(read_metrics(runs[t.number])["dev_loss"]) for t in study.trials)
     assert len({t.user_attrs["owner"] for t in study.trials}) == 2  # both processes ran trials

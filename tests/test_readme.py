@@ -134,7 +134,7 @@ def same_losses_as_the_source(project: Path, result: subprocess.CompletedProcess
 def same_losses_as_the_member(project: Path, result: subprocess.CompletedProcess) -> None:
     [sweep_dir] = sweep_roots(project)
     [rerun] = [run for run in runs_under(project) if sweep_dir not in run.parents]
-    member = sweep_dir / "model=mlp,seed=43_1"
+    member = sweep_dir / "mlp s43"
     assert [read_metrics(run)["dev_loss"] for run in (member, rerun)] == [read_metrics(member)["dev_loss"]] * 2
 
 
@@ -232,7 +232,7 @@ def a_sweep_with_a_seed_43_member(project: Path) -> dict[str, str]:
     made = bash(project, f"python train.py -m model=mlp,additive seed=42,43 {QUICK} logger=none")
     assert made.returncode == 0, made.stderr[-2000:]
     [sweep_dir] = sweep_roots(project)
-    assert (sweep_dir / "model=mlp,seed=43_1").is_dir()
+    assert (sweep_dir / "mlp s43").is_dir()
     return {"<sweep>": str(sweep_dir.relative_to(project / "outputs" / "multirun"))}
 
 
@@ -251,15 +251,16 @@ CASES: dict[str, Case] = {
     "PYTHONPATH=. python train.py 'hydra.searchpath=[file://my_conf]' model=last_char": Case(
         block=True, check=user_model_check
     ),
+    "python train.py -m model.emb=4,10 model.hidden=50,200 seeds=3": Case(check=seeds_check(12)),
+    "python sweep.py sweep=models": Case(check=sweep_of(9)),
     "python train.py rerun=outputs/<run>": Case(suffix="", setup=finished_run, check=same_losses_as_the_source),
-    "python train.py 'rerun=\"outputs/multirun/<sweep>/model=mlp,seed=43_1\"'": Case(
+    "python train.py 'rerun=\"outputs/multirun/<sweep>/mlp s43\"'": Case(
         suffix="", setup=a_sweep_with_a_seed_43_member, check=same_losses_as_the_member
     ),
     "python -m makemore.diff outputs/<run-a> outputs/<run-b>": Case(suffix="", setup=two_seeds, check=diff_check),
     "python -m makemore.sample outputs/<run> -n 50 --temperature 0.8 --top-k 10 --seed 1 --prefix em -o samples.txt": (
         Case(suffix="", setup=finished_run, check=sample_check)
     ),
-    "python sweep.py sweep=models": Case(check=sweep_of(9)),
     "python sweep.py sweep=mlp_grid": Case(check=sweep_of(8)),
     "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3)),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(

@@ -98,8 +98,8 @@ def test_leaderboard_ranks_by_dev_loss_and_puts_failures_last(tmp_path, capsys, 
     assert rows[4]["model.emb"] == "" and rows[6]["params"] == rows[6]["steps"] == ""  # absent, not None
     assert rows[0]["steps"] == 10 and rows[6]["seconds"] == ""
     [picture] = pictures  # curves of the finished runs, named by what differs, else by their directory
-    assert list(picture["curves"]) == ["model.emb=16", "model.emb=8", "model.emb=4", "nested/0"]
-    assert picture["costs"]["model.emb=16"] == (1.5, 2.15) and picture["target"] == 2.2 and not picture["bands"]
+    assert list(picture["curves"]) == ["emb=16", "emb=8", "emb=4", "nested/0"]
+    assert picture["costs"]["emb=16"] == (1.5, 2.15) and picture["target"] == 2.2 and not picture["bands"]
     assert shlex.split(rows[0]["rerun"]) == ["python", "train.py", f"rerun={os.path.relpath(tmp_path / 'z_best')}"]
     out = capsys.readouterr().out
     assert f"leaderboard of 7 runs in {tmp_path} (best dev 2.1500: target 2.2 met)" in out
@@ -202,9 +202,9 @@ def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, cap
     with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
         groups = list(csv.DictReader(f))
     assert [(g["rank"], g["group"], g["n"], g["seeds"], g["status"]) for g in groups] == [
-        ("1", "model.emb=4", "2", "2 10", "2 of 2 ok"),
-        ("2", "model.emb=16", "2", "2 10", "2 of 2 ok"),
-        ("-", "model.emb=8", "0", "2 10", "0 of 2 ok"),
+        ("1", "emb=4", "2", "2 10", "2 of 2 ok"),
+        ("2", "emb=16", "2", "2 10", "2 of 2 ok"),
+        ("-", "emb=8", "0", "2 10", "0 of 2 ok"),
     ]
     best = groups[0]
     assert best["dev mean"] == f"{statistics.fmean([2.10, 2.12]):.4f}" == "2.1100"
@@ -213,11 +213,11 @@ def test_seed_groups_are_ranked_by_their_mean_against_their_spread(tmp_path, cap
     assert groups[2]["dev mean"] == groups[2]["dev std"] == groups[2]["seconds"] == ""
     out = capsys.readouterr().out
     expected = (
-        "model.emb=4 beats model.emb=16 by 0.2100 dev, more than their seed-to-seed spread "
+        "emb=4 beats emb=16 by 0.2100 dev, more than their seed-to-seed spread "
         "(0.0141 + 0.0283 = 0.0424): a real difference"
     )
     assert expected in out and expected in (tmp_path / "leaderboard.md").read_text()
-    assert (tmp_path / "leaderboard.md").read_text().startswith("| rank | group        | n | seeds | dev mean |")
+    assert (tmp_path / "leaderboard.md").read_text().startswith("| rank | group  | n | seeds | dev mean |")
     assert "every run:" in (tmp_path / "leaderboard.md").read_text()
 
 
@@ -226,17 +226,17 @@ def test_the_picture_shows_the_six_best_seed_groups_as_bands(tmp_path, monkeypat
     pictures = drawn(monkeypatch)
     write_report(tmp_path)
     [picture] = pictures
-    assert list(picture["bands"]) == [f"model.emb={emb}" for emb in range(1, 7)] and picture["curves"] == {}
-    steps, means, _ = picture["bands"]["model.emb=1"]
+    assert list(picture["bands"]) == [f"emb={emb}" for emb in range(1, 7)] and picture["curves"] == {}
+    steps, means, _ = picture["bands"]["emb=1"]
     assert steps == [0, 5, 10] and means == pytest.approx([3.015, 2.515, 2.015])  # the seeds' mean at each step
-    assert picture["costs"]["model.emb=7"] == (2.1, 2.075) and len(picture["costs"]) == 7 and picture["target"] == 2.2
+    assert picture["costs"]["emb=7"] == (2.1, 2.075) and len(picture["costs"]) == 7 and picture["target"] == 2.2
 
 
 def test_seed_groups_within_their_spread_are_no_difference(tmp_path, capsys):
     seeded(tmp_path, {"16": [2.11, 2.15], "4": [2.10, 2.12]})
     write_report(tmp_path)
     assert (
-        "model.emb=4 beats model.emb=16 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
+        "emb=4 beats emb=16 by 0.0200 dev, within their seed-to-seed spread (0.0141 + 0.0283 = "
         "0.0424): not a difference these seeds can tell apart"
     ) in capsys.readouterr().out
 
@@ -247,13 +247,13 @@ def test_a_group_of_one_seed_a_seed_left_default_and_a_sweep_over_seeds_alone(tm
     write_report(tmp_path)
     with open(tmp_path / "leaderboard_groups.csv", newline="") as f:
         groups = {g["group"]: g for g in csv.DictReader(f)}
-    assert (groups["model.emb=16"]["seeds"], groups["model.emb=16"]["n"], groups["model.emb=16"]["dev std"]) == (
+    assert (groups["emb=16"]["seeds"], groups["emb=16"]["n"], groups["emb=16"]["dev std"]) == (
         " 2 10",
         "2",
         "0.0707",
     )
-    assert [groups[g]["rank"] for g in ("model.emb=4", "model.emb=8", "model.emb=16")] == ["1", "2", "3"]
-    assert "model.emb=4 beats model.emb=8 by 0.1100 dev" in capsys.readouterr().out  # three finished: the first two
+    assert [groups[g]["rank"] for g in ("emb=4", "emb=8", "emb=16")] == ["1", "2", "3"]
+    assert "emb=4 beats emb=8 by 0.1100 dev" in capsys.readouterr().out  # three finished: the first two
     alone = tmp_path / "alone"
     for seed, dev in (("1", 2.1), ("2", 2.2)):
         fake_run(alone, seed, [f"seed={seed}", "steps=5"], dev_loss=dev, **OK)
@@ -265,7 +265,7 @@ def test_a_group_of_one_seed_a_seed_left_default_and_a_sweep_over_seeds_alone(tm
     fake_run(one, "b", ["seed=2", "model.emb=8"], dev_loss=2.2, **OK)
     write_report(one)
     with open(one / "leaderboard_groups.csv", newline="") as f:
-        assert [(g["group"], g["dev std"]) for g in csv.DictReader(f)] == [("model.emb=4", ""), ("model.emb=8", "")]
+        assert [(g["group"], g["dev std"]) for g in csv.DictReader(f)] == [("emb=4", ""), ("emb=8", "")]
 
 
 def test_a_gap_equal_to_the_spread_is_within_it():
@@ -279,7 +279,7 @@ def test_a_gap_equal_to_the_spread_is_within_it():
 
 def test_a_label_is_every_varying_key_of_the_run():
     run = {"overrides": {"model.emb": "4", "seed": "1", "steps": "5"}}
-    assert label(run, ["model.emb", "model.hidden", "seed"]) == "model.emb=4,seed=1"
+    assert label(run, ["model.emb", "model.hidden", "seed"]) == "emb=4 s1"  # as the run's directory is named
 
 
 def test_an_empty_leaderboard_csv_still_has_a_header(tmp_path):
@@ -476,15 +476,15 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
     (tmp_path / "2" / ".hydra" / "config.yaml").write_text("{}")
     end_of_a_sweep(sweep_config(tmp_path))
     assert (tmp_path / "leaderboard.md").exists()
-    end_of_a_sweep(sweep_config(tmp_path))  # a continued sweep ends again: one target line
-    assert len(list((tmp_path / "target").iterdir())) == 1
-    target = EventAccumulator(str(tmp_path / "target"))
+    end_of_a_sweep(sweep_config(tmp_path))  # a continued sweep ends again: one target line, one experiment
+    assert len(list((tmp_path / "target 2.2").iterdir())) == 1
+    target = EventAccumulator(str(tmp_path / "target 2.2"))
     target.Reload()
     assert [(e.step, e.value) for e in target.Scalars("loss/dev")] == [
         (0, pytest.approx(2.2)),
         (30, pytest.approx(2.2)),
     ]
-    assert list(tmp_path.glob("events.out.tfevents.*"))  # the HParams experiment at the sweep's root
+    assert len(list((tmp_path / "dashboard").glob("events.out.tfevents.*"))) == 1  # the HParams experiment
     root = EventAccumulator(str(tmp_path))  # the root as a run of its own: verdict, leaderboard, its picture
     root.Reload()
 
@@ -500,7 +500,7 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
 def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path, capsys):
     configured(tmp_path, "0", "model.emb=4")
     end_of_a_sweep(sweep_config(tmp_path, backends=()))
-    assert (tmp_path / "leaderboard.md").exists() and not (tmp_path / "target").exists()
+    assert (tmp_path / "leaderboard.md").exists() and not (tmp_path / "target 2.2").exists()
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     failed = tmp_path / "failed"
     fake_run(failed, "0", ["seed=1"], status="diverged", error="nan")
@@ -518,7 +518,7 @@ def test_the_experiment_summary_types_each_column_so_numbers_sort_as_numbers(tmp
     for name, emb, optim in (("0", 16, "sgd"), ("1", 4, "adamw"), ("2", 10, "adamw")):
         configured(tmp_path, name, f"model.emb={emb}", f"optim={optim}")
     end_of_a_sweep(sweep_config(tmp_path))
-    events = EventAccumulator(str(tmp_path))
+    events = EventAccumulator(str(tmp_path / "dashboard"))  # the sweep is a view of its own: its summary's run
     events.Reload()
     content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
     columns = {h.name: h for h in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.hparam_infos}
@@ -553,7 +553,7 @@ def test_the_legend_lists_seed_groups_in_rank_order(tmp_path, monkeypatch):
         fake_run(tmp_path, f"mid_{seed}", ["model.emb=8", f"seed={seed}"], dev_loss=2.1 + seed / 100, **OK)
     calls = drawn(monkeypatch)
     write_report(tmp_path)
-    assert list(calls[0]["bands"]) == ["model.emb=16", "model.emb=8", "model.emb=4"]  # not name order
+    assert list(calls[0]["bands"]) == ["emb=16", "emb=8", "emb=4"]  # not name order
 
 
 def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
@@ -569,16 +569,24 @@ def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
     end_of_a_sweep(sweep_config(tmp_path))
     root = EventAccumulator(str(tmp_path))
     root.Reload()
-    mean = [(e.step, round(e.value, 6)) for e in root.Scalars("seeds/model.emb=16/mean")]
-    upper = [(e.step, round(e.value, 6)) for e in root.Scalars("seeds/model.emb=16/upper")]
+    group = EventAccumulator(str(tmp_path / "seeds emb=16"))  # a run of its own: its own colour
+    group.Reload()
+    mean = [(e.step, round(e.value, 6)) for e in group.Scalars("seeds/emb=16/mean")]
+    upper = [(e.step, round(e.value, 6)) for e in group.Scalars("seeds/emb=16/upper")]
     assert mean == [(5, 2.55), (10, 2.1)] and upper == [(5, 2.6), (10, 2.2)]  # mean ± the seeds' spread
     [config] = root.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
     charts = {chart.title: chart for category in layout.category for chart in category.chart}
-    assert [chart.title for chart in layout.category[0].chart] == ["model.emb=16 (n=2)", "model.emb=4 (n=2)"]
-    band = charts["model.emb=16 (n=2)"].margin.series[0]
-    assert (band.value, band.lower, band.upper) == tuple(f"seeds/model.emb=16/{p}" for p in ("mean", "lower", "upper"))
-    every_run = charts["loss/dev of every run, the target line among them"]
-    assert "model.emb=4 (n=2)" in charts and list(every_run.multiline.tag) == ["loss/dev"]
+    assert layout.category[0].title == f"{tmp_path.name}: seed groups, mean dev loss ± 1 std"
+    assert [chart.title for chart in layout.category[0].chart] == [
+        "#2 emb=4 (n=2)",
+        "#1 emb=16 (n=2)",
+        "every group, in one chart",
+    ]  # TensorBoard draws them last first: every group, then #1, #2
+    bands = [(band.value, band.lower, band.upper) for band in charts["every group, in one chart"].margin.series]
+    assert bands == [tuple(f"seeds/emb={e}/{p}" for p in ("mean", "lower", "upper")) for e in (16, 4)]
+    assert list(charts["#1 emb=16 (n=2)"].margin.series) == charts["every group, in one chart"].margin.series[:1]
+    every_run = charts["loss/dev of every run, against the target and the best dev"]  # the sweep is its own view
+    assert list(every_run.multiline.tag) == ["loss/dev"]
     rows = root.Tensors("sweep/seed_groups/text_summary")[-1].tensor_proto.string_val[0].decode()
-    assert "| group" in rows and "model.emb=16" in rows
+    assert "| group" in rows and "emb=16" in rows

@@ -41,13 +41,13 @@ def leaderboard_rows(sweep_dir):
 def test_three_member_multirun_names_members_and_ends_with_a_leaderboard(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = multirun(sweep_dir, "-m", "model=trigram_table,additive,mlp", *SMALL)
-    names = [f"model={m}_{i}" for i, m in enumerate(["trigram_table", "additive", "mlp"])]  # no constant steps=40
+    names = ["trigram_table", "additive", "mlp"]  # a group's choice by its option; no constant steps=40
     assert sorted(member_losses(sweep_dir)) == sorted(names)
     rows = leaderboard_rows(sweep_dir)
     assert [row["rank"] for row in rows] == ["1", "2", "3"]
     assert [float(row["dev"]) for row in rows] == sorted(float(row["dev"]) for row in rows)
     assert {row["model"] for row in rows} == {"trigram_table", "additive", "mlp"}
-    assert all(row["rerun"].startswith("python train.py 'rerun=\"") for row in rows)  # quoted: = and , in names
+    assert all(row["rerun"].startswith("python train.py rerun=") for row in rows)
     assert (sweep_dir / "leaderboard.md").read_text().count("\n") == 5
     assert (sweep_dir / "leaderboard.png").stat().st_size > 10_000
     assert "leaderboard of 3 runs" in result.stdout
@@ -127,12 +127,26 @@ def test_wandb_offline_run_round_trips(tmp_path):
         run["summary"]
     )
     assert run["run"].run_group == sweep_dir.name  # sweep members are grouped by sweep
-    [files] = member.glob("wandb/offline-run-*/files")  # readable as W&B writes them for an online run
+    assert run["run"].display_name == member.name  # the name TensorBoard and the leaderboard show
+    assert run["summary"]["target"] == 2.2
+    [chart] = files_of(member).glob("media/table/loss/dev against the target_table_*.table.json")
+    table = json.loads(chart.read_text())  # the chart's data: the run's dev curve and the target beside it
+    lines = {
+        key: [(step, value) for step, key_, value in table["data"] if key_ == key] for key in ("loss/dev", "target 2.2")
+    }
+    assert lines["loss/dev"][-1] == (metrics["steps"], pytest.approx(metrics["dev_loss"]))
+    assert {value for _, value in lines["target 2.2"]} == {2.2} and len(lines["target 2.2"]) == len(lines["loss/dev"])
+    files = files_of(member)  # readable as W&B writes them for an online run
     readable = yaml.safe_load((files / "config.yaml").read_text())
     assert readable["model.emb"] == {"value": run["config"]["model.emb"]} and "provenance" in readable
     summary = json.loads((files / "wandb-summary.json").read_text())
     assert summary["loss/dev"] == pytest.approx(metrics["dev_loss"])
     assert list(member.glob("events.out.tfevents.*"))  # logger=all writes TensorBoard too
+
+
+def files_of(member):
+    [files] = member.glob("wandb/offline-run-*/files")
+    return files
 
 
 @pytest.mark.slow
@@ -184,16 +198,14 @@ def hparams_content(directory):
 def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(tmp_path):
     sweep_dir = tmp_path / "sweep"
     multirun(sweep_dir, "-m", "model=mlp,trigram_count,additive", "model.block_size=2,3", *SMALL)
-    experiment = hparams_content(sweep_dir)["_hparams_/experiment"].experiment
+    experiment = hparams_content(sweep_dir / "dashboard")["_hparams_/experiment"].experiment
     columns = [h.name for h in experiment.hparam_infos]
-    assert columns == ["model.name", "model.block_size"]  # what was swept, the model first; no constant
-    assert not {"seed", "data.path", "batch_size"} & set(columns)
+    swept = [h.name for h in experiment.hparam_infos if h.differs]
+    assert swept == columns[:2] == ["model.name", "model.block_size"]  # what was swept: first, ticked
+    assert "model.alpha" in columns  # differs between the models, unswept: a column, unticked
+    assert not {"seed", "data.path", "batch_size"} & set(columns)  # the same everywhere: no column
     metrics = [m.name.tag for m in experiment.metric_infos]
-    assert metrics[:3] == ["loss/dev", "loss/train", "loss/test"] and {
-        "run/params",
-        "run/train_seconds",
-        "run/target_met",
-    } <= set(metrics)
+    assert metrics[:5] == ["loss/dev", "loss/train", "run/params", "run/train_seconds", "run/target_met"]
     infrastructure = (
         "device",
         "threads",
@@ -213,7 +225,7 @@ def test_tensorboard_hparams_of_a_sweep_open_on_the_swept_keys_and_the_metrics(t
         assert "_hparams_/experiment" not in hparams_content(run_dir)  # the sweep's experiment alone sets the columns
         events = EventAccumulator(str(run_dir))
         events.Reload()
-        picture = {"mlp": "embeddings", "trigram_count": "next_token", "additive": "weights"}
+        picture = {"mlp": "model/embeddings", "trigram_count": "model/next_token", "additive": "model/weights"}
         assert events.Tags()["images"] == [picture[session["model.name"].string_value]]  # every model has one
         if "trigram_count" in run_dir.name:  # a counting run says what happened: no steps, no optimizer
             assert session["steps"].number_value == 0 and session["optim.name"].string_value == "none (counted)"
@@ -245,14 +257,17 @@ def test_an_interrupted_grid_sweep_continues_to_the_leaderboard_of_an_uninterrup
         text=True,
     )
     deadline = time.monotonic() + 120
-    while not list(sweep_dir.glob("*_1/checkpoint.pt")):  # the first member done, the second part way
+    while not list(sweep_dir.glob("emb=4 hidden=40/checkpoint.pt")):  # the first member done, the second part way
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.02)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr[-2000:]  # 130 for SIGINT, 143 for SIGTERM
-    members = sorted((d.name for d in sweep_dir.iterdir() if d.is_dir()), key=lambda name: name.rsplit("_", 1)[1])
-    assert len(members) == 2 and read_metrics(sweep_dir / members[1])["status"] == "interrupted"
+    members = sorted(d.name for d in sweep_dir.iterdir() if d.is_dir())
+    assert (
+        members == ["emb=4 hidden=20", "emb=4 hidden=40"]
+        and read_metrics(sweep_dir / members[1])["status"] == "interrupted"
+    )
     finished = tree_hashes(sweep_dir / members[0])
     command = stderr.strip().splitlines()[-1].split("continue it with: ")[1]
     result = run_bash(command, ROOT)  # the printed command, pasted into bash
@@ -293,7 +308,7 @@ def test_seeds_runs_each_config_over_several_seeds_and_the_leaderboard_groups_th
     with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     means = {emb: statistics.fmean(devs) for emb, devs in groups.items()}
-    assert [row["group"] for row in rows] == [f"model.emb={emb}" for emb in sorted(means, key=means.get)]  # by mean
+    assert [row["group"] for row in rows] == [f"emb={emb}" for emb in sorted(means, key=means.get)]  # by mean
     for row in rows:
         devs = groups[row["group"].split("=")[1]]
         assert row["n"] == "3" and row["seeds"] == "7 8 9"

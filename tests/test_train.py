@@ -37,7 +37,7 @@ def test_train_subprocess_writes_a_run_that_tensorboard_reads_back(tmp_path):
     hparams = events.PluginTagToContent("hparams")  # in the run's own directory, not a sub-run
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["model.emb"].number_value == 10
-    assert "embeddings" in events.Tags()["images"]
+    assert "model/embeddings" in events.Tags()["images"]
 
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert len((run_dir / "samples.txt").read_text().splitlines()) == 5

@@ -1,0 +1,236 @@
+"""The dashboard as a user sees it: `python -m makemore.experiments.screenshots` runs the README's three commands
+(a 2x2 grid over three seeds, `sweep=models`, one single run) in a fresh directory, serves `tensorboard --logdir
+outputs` there on 127.0.0.1, and takes each view with headless Chromium (Debian's `chromium` package) into
+docs/dashboard/. `--quick` trains every run for 300 steps only (a look, not the docs' pictures); `--workdir DIR`
+keeps the directory, and reuses the runs already made in it.
+
+Chromium is driven through its DevTools protocol (a WebSocket, spoken here with the standard library): each view
+gets 8 s of real time to load, and HParams' parallel coordinates view, which has no address of its own, is
+reached by clicking its tab."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from makemore.rundir import METRICS
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "dashboard"
+COMMANDS = (
+    ["train.py", "-m", "model.emb=4,10", "model.hidden=50,200", "seeds=3"],
+    ["sweep.py", "sweep=models"],
+    ["train.py"],
+)
+# name: (the view's address after the port, the window's size)
+VIEWS = {
+    "hparams": ("#hparams", "1600,1150"),
+    "custom_scalars": ("#custom_scalars&_smoothingWeight=0", "1600,1500"),
+    "scalars": ("#scalars&_smoothingWeight=0&tagFilter=loss", "1600,1300"),
+    "timeseries": ("?smoothing=0#timeseries", "1600,1200"),
+    "text": ("#text&tagFilter=sweep", "1600,1500"),
+    "images": ("#images&tagFilter=sweep", "1600,1300"),
+}
+PARALLEL_COORDINATES = """(() => {  // through every shadow root: TensorBoard's views are web components
+  const find = (root) => {
+    for (const element of root.querySelectorAll("*")) {
+      if (element.shadowRoot) { const found = find(element.shadowRoot); if (found) return found; }
+      if (!element.children.length && element.textContent.trim().toLowerCase() === "parallel coordinates view")
+        return element;
+    }
+    return null;
+  };
+  const tab = find(document);
+  if (tab) tab.click();
+  return Boolean(tab);
+})()"""
+
+
+class DevTools:
+    """Chromium's DevTools protocol over its WebSocket, in the standard library: navigate, click, screenshot."""
+
+    def __init__(self, chromium: str, profile: Path):
+        port = free_port()
+        self.browser = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--remote-debugging-port={port}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as answer:
+                    page = next(t for t in json.load(answer) if t["type"] == "page")
+                break
+            except (OSError, StopIteration):
+                if time.monotonic() > deadline:
+                    raise SystemExit("error: headless Chromium did not start within 60 s") from None
+                time.sleep(0.5)
+        address = urllib.parse.urlparse(page["webSocketDebuggerUrl"])
+        self.socket = socket.create_connection((address.hostname, address.port), timeout=60)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.socket.sendall(
+            f"GET {address.path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += self.socket.recv(1)
+        if b" 101 " not in answer.split(b"\r\n")[0]:
+            raise SystemExit(f"error: Chromium refused its DevTools connection: {answer[:80]!r}")
+        self.calls = 0
+
+    def call(self, method: str, **params) -> dict:
+        """Send one command and return its result (events that arrive in between are skipped)."""
+        self.calls += 1
+        message = json.dumps({"id": self.calls, "method": method, "params": params}).encode()
+        mask = os.urandom(4)
+        size = len(message)
+        header = bytes([0x81, 0x80 | (size if size < 126 else 126 if size < 65536 else 127)])
+        header += size.to_bytes(2, "big") if 126 <= size < 65536 else size.to_bytes(8, "big") if size >= 65536 else b""
+        self.socket.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(message)))
+        while True:
+            reply = json.loads(self.receive())
+            if reply.get("id") == self.calls:
+                if "error" in reply:
+                    raise SystemExit(f"error: Chromium: {method}: {reply['error']}")
+                return reply["result"]
+
+    def receive(self) -> bytes:
+        payload = b""
+        while True:
+            first, second = self.read(2)
+            size = second & 0x7F
+            if size >= 126:
+                size = int.from_bytes(self.read(2 if size == 126 else 8), "big")
+            payload += self.read(size)
+            if first & 0x80:  # the message's last frame
+                return payload
+
+    def read(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.socket.recv(count - len(data))
+            if not chunk:
+                raise SystemExit("error: Chromium closed its DevTools connection")
+            data += chunk
+        return data
+
+    def screenshot(self, url: str, size: str, out: Path, script: str | None = None) -> None:
+        """Open `url` in a window of `size`, let TensorBoard load (and run `script`, a click), save a PNG."""
+        width, height = map(int, size.split(","))
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.call("Page.navigate", url="about:blank")
+        self.call("Page.navigate", url=url)
+        time.sleep(8)
+        if script:
+            if not self.call("Runtime.evaluate", expression=script, returnByValue=True)["result"].get("value"):
+                raise SystemExit(f"error: the click on {url} found nothing to click")
+            time.sleep(5)
+        picture = self.call("Page.captureScreenshot", format="png")["data"]
+        out.write_bytes(base64.b64decode(picture))
+        print(f"written: {out}")
+
+    def close(self) -> None:
+        self.socket.close()
+        self.browser.terminate()
+        self.browser.wait(timeout=30)
+
+
+def make_runs(workdir: Path, quick: bool) -> None:
+    """The README's three commands, as a user types them, in `workdir`; skipped where its outputs/ holds runs."""
+    if (workdir / "outputs").is_dir() and any((workdir / "outputs").rglob(METRICS)):
+        print(f"reusing the runs in {workdir / 'outputs'}")
+        return
+    for script, *args in COMMANDS:
+        extra = ["steps=300"] if quick else []
+        print(f"$ python {script} {' '.join(args + extra)}", flush=True)
+        command = [sys.executable, str(ROOT / script), *args, *extra, "progress=false"]
+        subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(workdir: Path, port: int) -> subprocess.Popen:
+    """`tensorboard --logdir outputs` on 127.0.0.1, once it answers with every run loaded."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", "outputs", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    expected = len({p.parent for p in (workdir / "outputs").rglob("events.out.tfevents.*")})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as answer:
+                if len(json.load(answer)) >= expected:
+                    time.sleep(5)  # every plugin's data loaded, not only the run list
+                    return server
+        except OSError:
+            pass
+        time.sleep(1)
+    server.kill()
+    raise SystemExit(f"error: TensorBoard did not serve {workdir / 'outputs'} on port {port} within 120 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 steps a run: a look, not the docs' pictures")
+    parser.add_argument("--workdir", type=Path, help="where the runs are made (kept), or reused when there")
+    parser.add_argument("--out", type=Path, default=DOCS, help="where the screenshots go (default docs/dashboard)")
+    args = parser.parse_args(argv)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("error: no chromium on PATH; install it: apt-get update && apt-get install -y chromium", file=sys.stderr)
+        return 1
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="makemore-dashboard-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    make_runs(workdir, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = serve(workdir, port)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            browser = DevTools(chromium, Path(scratch))
+            try:
+                board = f"http://127.0.0.1:{port}/"
+                for name, (view, size) in VIEWS.items():
+                    browser.screenshot(board + view, size, args.out / f"{name}.png")
+                out = args.out / "parallel_coordinates.png"
+                browser.screenshot(board + "#hparams", "1600,1150", out, PARALLEL_COORDINATES)
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"the runs: {workdir / 'outputs'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
