@@ -241,21 +241,16 @@ ANSWER_LAYOUT = {
 def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
     """The sweep's root as a run of its own in TensorBoard: the leaderboard as text and as its picture, the
     verdict (the best dev against the target, and for seed groups whether the best beats the second), and for
-    seed groups their rows and their mean dev curves with a band of one standard deviation (custom scalars). A
-    sweep that is a view of its own (dashboard_root) holds the view's dev chart in the same layout: TensorBoard
-    reads one layout per run."""
+    seed groups their rows and their mean dev curves with a band of one standard deviation (custom scalars)."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
     ranked = ranked_groups(seed_groups(runs))
     line = best_line(runs) + (f"; {verdict([row for row, _ in ranked])}" if ranked else "")
     charts = write_seed_bands(sweep_dir, ranked) if ranked else {}
-    layout = {f"{sweep_dir.name}: seed groups, mean dev loss ± 1 std": charts} if charts else {}
-    if dashboard_root(sweep_dir) == sweep_dir:
-        layout.update(ANSWER_LAYOUT)
     with SummaryWriter(str(sweep_dir)) as writer:
-        if layout:
-            write_layout(writer, layout)
+        if charts:
+            write_layout(writer, {f"{sweep_dir.name}: seed groups, mean dev loss ± 1 std": charts})
         if ranked:
             writer.add_text("sweep/seed_groups", markdown([row for row, _ in ranked]), len(runs))
         writer.add_text("sweep/verdict", line, len(runs))
@@ -311,20 +306,20 @@ OUTLIER_SHARE = 0.06
 MAX_POINTS = 1000  # TensorBoard keeps at most this many points of a series
 
 
-def refresh_dashboard(root: Path, layout: bool = True) -> None:
+def refresh_dashboard(root: Path) -> None:
     """`tensorboard --logdir <root>` opens on what differs across everything under it. One HParams experiment
     summary, in the run `<root>/dashboard`, replaced at each refresh (TensorBoard reads a single one and picks
     arbitrarily among several): the keys swept anywhere under it first, then every other key that differs, each
     typed, and the metrics. Level lines in every loss/dev chart: `target <t>` per target and `best dev`, the
-    lowest dev loss reached. And (`layout`; a sweep's root holds it in its own layout) a custom scalars chart
-    of every run's loss/dev against them."""
+    lowest dev loss reached. And, beside the summary, the custom scalars chart of every run's loss/dev against
+    them."""
     runs = [r for r in map(read_run, find_runs(root)) if r is not None]
     if not runs:
         return
     swept = swept_hparams(runs) or ["model.name", "steps"]  # one run, or runs alike: what they are
     others = sorted(differing_hparams(runs) - set(swept))
     columns = hparam_values(runs, swept + others)
-    write_hparams_experiment(root / "dashboard", columns, swept, ANSWER_LAYOUT if layout else None)
+    write_hparams_experiment(root / "dashboard", columns, swept, ANSWER_LAYOUT)
     curves = [dev_curve(run) for run in runs if dev_loss(run) < math.inf]
     last_step = max((step for curve in curves for step, _ in curve), default=0)
     points = min(MAX_POINTS, max(2, math.ceil(OUTLIER_SHARE * sum(map(len, curves)))))
@@ -443,8 +438,7 @@ class LeaderboardCallback(Callback):
         rows = write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
         if runs and "tensorboard" in config.logger.backends:
             write_sweep_summary(sweep_dir, runs)
-            root = dashboard_root(sweep_dir)
-            refresh_dashboard(root, layout=root != sweep_dir)
+            refresh_dashboard(dashboard_root(sweep_dir))
         if rows and not any(row["status"] == "ok" for row in rows):
             refuse(
                 MakemoreError(

@@ -14,6 +14,8 @@ from makemore.rundir import find_runs, read_history, read_metrics
 
 from helpers import ROOT, run_script
 
+pytestmark = pytest.mark.slow  # real runs; the layout, the typed domains and the summary also have fast tests
+
 QUICK = ["steps=40", "eval_interval=10", "progress=false", "samples=2"]
 
 

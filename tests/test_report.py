@@ -586,7 +586,10 @@ def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
     bands = [(band.value, band.lower, band.upper) for band in charts["every group, in one chart"].margin.series]
     assert bands == [tuple(f"seeds/emb={e}/{p}" for p in ("mean", "lower", "upper")) for e in (16, 4)]
     assert list(charts["#1 emb=16 (n=2)"].margin.series) == charts["every group, in one chart"].margin.series[:1]
-    every_run = charts["loss/dev of every run, against the target and the best dev"]  # the sweep is its own view
-    assert list(every_run.multiline.tag) == ["loss/dev"]
+    [config] = EventAccumulator(str(tmp_path / "dashboard")).Reload().Tensors("custom_scalars__config__")
+    [view] = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0]).category  # the sweep is its own view
+    assert [(chart.title, list(chart.multiline.tag)) for chart in view.chart] == [
+        ("loss/dev of every run, against the target and the best dev", ["loss/dev"])
+    ]
     rows = root.Tensors("sweep/seed_groups/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "| group" in rows and "emb=16" in rows
