@@ -229,7 +229,15 @@ def test_divergence_stops_at_the_log_point_it_shows(data, tmp_path):
         train(data, config("optim.lr=nan", "diverge_above=null"), tmp_path)
 
 
-def test_a_signal_saves_a_checkpoint_that_resumes_bit_identically(data, tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, whatever an earlier test in this worker process left; put back after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_saves_a_checkpoint_that_resumes_bit_identically(data, tmp_path, python_sigint):
     straight, _, straight_history, _ = train(data, config(), tmp_path / "straight")
 
     def interrupt(step, dev_loss, train_seconds):

@@ -99,8 +99,10 @@ def default_run(project: Path, result: subprocess.CompletedProcess) -> None:
     with open(run / "history.csv", newline="") as f:
         evaluated = [int(row["step"]) for row in csv.DictReader(f) if row["loss/dev"]]
     assert evaluated == list(range(150, 3001, 150))
-    assert "Dev is evaluated every 150 steps on the full dev split, 20 points over the default" in README
-    assert list(run.glob("events.out.tfevents.*")) and (run / "target").is_dir()
+    assert "Dev is evaluated every 150 steps on the full dev split, 20 points over the default" in " ".join(
+        README.split()
+    )
+    assert list(run.glob("events.out.tfevents.*")) and (project / "outputs" / "target 2.2").is_dir()
 
 
 def one_sweep(*, status: str = "ok") -> Callable[[Path, subprocess.CompletedProcess], None]:

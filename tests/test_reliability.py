@@ -369,7 +369,7 @@ def test_runs_and_sweeps_started_together_never_share_a_directory(tmp_path):
     for p in processes:
         p.communicate(timeout=120)
         assert p.returncode == 0
-    singles = [d for d in (project / "outputs").glob("*/*") if d.parent.name != "multirun"]
+    singles = list((project / "outputs").glob("[0-9]*/*"))  # outputs/<date>/<run>
     sweeps = list((project / "outputs" / "multirun").glob("*/*"))
     assert len(singles) == 2 and len(sweeps) == 2
     assert all(read_metrics(d)["status"] == "ok" for d in singles)
