@@ -23,6 +23,7 @@ from makemore.rundir import (
     CONFIG,
     HISTORY,
     REPORT_FILES,
+    SWEEP_RECORD,
     find_runs,
     is_watch_key,
     read_history,
@@ -327,6 +328,23 @@ def refresh_dashboard(root: Path) -> None:
         write_level_line(root / f"target {target}", target, last_step, points)
     if curves:
         write_level_line(root / "best dev", min(dev for curve in curves for _, dev in curve), last_step, points)
+    earlier = [d for d in earlier_summaries(root) if d != root / "dashboard"]
+    if earlier:
+        print(
+            f"warning: {earlier[0]} holds an HParams summary of its own (a sweep from an earlier makemore), "
+            f"and {len(earlier) - 1} more; TensorBoard may open {root} on it instead of {root / 'dashboard'}: move "
+            "those sweeps out of it, or delete the events.out.tfevents.* files at their roots",
+            file=sys.stderr,
+        )
+
+
+def earlier_summaries(root: Path) -> list[Path]:
+    """The directories under root whose own event files hold an HParams experiment summary: sweeps that wrote
+    theirs at their root before one view held one (the tag's name is plain bytes in the file)."""
+    roots = {p.parent for p in root.rglob(SWEEP_RECORD)} | {root / "dashboard"}
+    return sorted(
+        {d for d in roots for f in d.glob("events.out.tfevents.*") if b"_hparams_/experiment" in f.read_bytes()}
+    )
 
 
 def verdict(rows: list[dict]) -> str:

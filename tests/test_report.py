@@ -24,6 +24,7 @@ from makemore.report import (
     markdown,
     mean_band,
     read_run,
+    refresh_dashboard,
     seed_groups,
     suggest_lr,
     swept_hparams,
@@ -495,6 +496,24 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
     assert text("sweep/leaderboard") == (tmp_path / "leaderboard.md").read_text()
     [*_, picture] = root.Images("sweep/leaderboard")
     assert picture.width > 1000 and picture.height > 300
+
+
+def test_a_sweep_with_its_own_summary_from_an_earlier_makemore_is_named(tmp_path, capsys):
+    from makemore.loggers import write_hparams_experiment
+
+    configured(tmp_path / "old", "0", "model.emb=4")
+    (tmp_path / "old" / "multirun.yaml").write_text("{}")
+    write_hparams_experiment(tmp_path / "scratch", {"model.emb": [4]}, ["model.emb"])
+    [summary] = (tmp_path / "scratch").glob("events.out.tfevents.*")
+    summary.rename(tmp_path / "old" / summary.name)  # where an earlier makemore wrote a sweep's summary
+    refresh_dashboard(tmp_path)
+    warning = capsys.readouterr().err
+    assert (
+        warning.startswith(f"warning: {tmp_path / 'old'} holds an HParams summary of its own") and "0 more" in warning
+    )
+    (tmp_path / "old" / summary.name).unlink()
+    refresh_dashboard(tmp_path)  # one summary in the view: nothing to say
+    assert capsys.readouterr().err == ""
 
 
 def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path, capsys):
