@@ -32,7 +32,7 @@ class TensorBoardLogger:
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         # add_hparams would open a sub-run; writing the session summaries here keeps HParams on this run. The
-        # experiment summary (which columns TensorBoard shows) is left to the sweep: see write_hparams_experiment.
+        # experiment summary (which columns TensorBoard shows) is the view's: see report.refresh_dashboard.
         from tensorboard.plugins.hparams import plugin_data_pb2
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 

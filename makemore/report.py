@@ -117,6 +117,11 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)]) + "\n"
 
 
+def finished_curves(runs: list[dict]) -> list[list[tuple[int, float]]]:
+    """The dev curves (dev_curve) of the runs that finished with a finite dev loss."""
+    return [dev_curve(run) for run in runs if dev_loss(run) < math.inf]
+
+
 def dev_curve(run: dict) -> list[tuple[int, float]]:
     """(step, dev loss) at every evaluation, ending with the final full-split dev loss."""
     points = [(int(r["step"]), float(r["loss/dev"])) for r in read_history(run["dir"]) if r.get("loss/dev")]
@@ -168,7 +173,7 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     if groups:  # each group's mean dev curve with a band of one standard deviation over its seeds, in rank order
         for row, group in ranked:
             if row["rank"] != "-" and row["rank"] <= CURVES_SHOWN:
-                bands[row["group"]] = mean_band([dev_curve(run) for run in group if dev_loss(run) < math.inf])
+                bands[row["group"]] = mean_band(finished_curves(group))
         curves = {}
         costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
     plots.save(plots.leaderboard_figure(curves, costs, target, bands), root / "leaderboard.png")
@@ -271,7 +276,7 @@ def write_seed_bands(sweep_dir: Path, ranked: list[tuple[dict, list[dict]]]) -> 
 
     charts, bands = {}, []
     for row, group in ranked:
-        curves = [dev_curve(run) for run in group if dev_loss(run) < math.inf and dev_curve(run)]
+        curves = finished_curves(group)  # each ends with the final dev loss: never empty
         if not curves:
             continue
         name = row["group"]
@@ -321,14 +326,14 @@ def refresh_dashboard(root: Path) -> None:
     others = sorted(differing_hparams(runs) - set(swept))
     columns = hparam_values(runs, swept + others)
     write_hparams_experiment(root / "dashboard", columns, swept, ANSWER_LAYOUT)
-    curves = [dev_curve(run) for run in runs if dev_loss(run) < math.inf]
+    curves = finished_curves(runs)
     last_step = max((step for curve in curves for step, _ in curve), default=0)
     points = min(MAX_POINTS, max(2, math.ceil(OUTLIER_SHARE * sum(map(len, curves)))))
     for target in {run["metrics"].get("target") for run in runs} - {None}:  # dense: a thick row of markers
         write_level_line(root / f"target {target}", target, last_step, points)
     if curves:
         write_level_line(root / "best dev", min(dev for curve in curves for _, dev in curve), last_step, points)
-    earlier = [d for d in earlier_summaries(root) if d != root / "dashboard"]
+    earlier = earlier_summaries(root)
     if earlier:
         print(
             f"warning: {earlier[0]} holds an HParams summary of its own (a sweep from an earlier makemore), "
@@ -341,7 +346,7 @@ def refresh_dashboard(root: Path) -> None:
 def earlier_summaries(root: Path) -> list[Path]:
     """The directories under root whose own event files hold an HParams experiment summary: sweeps that wrote
     theirs at their root before one view held one (the tag's name is plain bytes in the file)."""
-    roots = {p.parent for p in root.rglob(SWEEP_RECORD)} | {root / "dashboard"}
+    roots = {p.parent for p in root.rglob(SWEEP_RECORD)}
     return sorted(
         {d for d in roots for f in d.glob("events.out.tfevents.*") if b"_hparams_/experiment" in f.read_bytes()}
     )
@@ -408,16 +413,17 @@ def swept_hparams(runs: list[dict]) -> list[str]:
 
 
 def logged_hparams(runs: list[dict]) -> list[dict]:
-    """Each run's HParams as it logged them (from its saved config)."""
+    """Each run's HParams as it logged them (from its saved config), read once per run: the columns, their
+    values and what differs all ask for them."""
     from omegaconf import OmegaConf
 
-    logged = []
     for run in runs:
-        saved = run["dir"] / CONFIG
-        if saved.is_file():
-            config = OmegaConf.to_container(OmegaConf.load(saved))
-            logged.append(experiment_hparams(config, counted=run["metrics"].get("steps") == 0))
-    return logged
+        if "hparams" not in run:
+            saved = run["dir"] / CONFIG
+            config = OmegaConf.to_container(OmegaConf.load(saved)) if saved.is_file() else None
+            counted = run["metrics"].get("steps") == 0
+            run["hparams"] = None if config is None else experiment_hparams(config, counted=counted)
+    return [run["hparams"] for run in runs if run["hparams"] is not None]
 
 
 def hparam_values(runs: list[dict], keys: list[str]) -> dict[str, list]:
