@@ -76,16 +76,11 @@ class DevTools:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as answer:
-                    page = next(t for t in json.load(answer) if t["type"] == "page")
-                break
-            except (OSError, StopIteration):
-                if time.monotonic() > deadline:
-                    raise SystemExit("error: headless Chromium did not start within 60 s") from None
-                time.sleep(0.5)
+        pages = f"http://127.0.0.1:{port}/json/list"
+        page = poll_json(pages, 60, lambda targets: next((t for t in targets if t["type"] == "page"), None))
+        if page is None:
+            self.browser.kill()
+            raise SystemExit("error: headless Chromium did not start within 60 s")
         address = urllib.parse.urlparse(page["webSocketDebuggerUrl"])
         self.socket = socket.create_connection((address.hostname, address.port), timeout=60)
         key = base64.b64encode(os.urandom(16)).decode()
@@ -184,18 +179,27 @@ def serve(workdir: Path, port: int) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
     )
     expected = len({p.parent for p in (workdir / "outputs").rglob("events.out.tfevents.*")})
-    deadline = time.monotonic() + 120
+    if poll_json(f"http://127.0.0.1:{port}/data/runs", 120, lambda runs: len(runs) >= expected or None) is None:
+        server.kill()
+        raise SystemExit(f"error: TensorBoard did not serve {workdir / 'outputs'} on port {port} within 120 s")
+    time.sleep(5)  # every plugin's data loaded, not only the run list
+    return server
+
+
+def poll_json(url: str, seconds: float, accept):
+    """GET `url` until `accept(its JSON)` gives something other than None, and return that; None when it never
+    does within `seconds` (the server not up yet, or not ready)."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as answer:
-                if len(json.load(answer)) >= expected:
-                    time.sleep(5)  # every plugin's data loaded, not only the run list
-                    return server
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                found = accept(json.load(answer))
+            if found is not None:
+                return found
         except OSError:
             pass
-        time.sleep(1)
-    server.kill()
-    raise SystemExit(f"error: TensorBoard did not serve {workdir / 'outputs'} on port {port} within 120 s")
+        time.sleep(0.5)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 board = f"http://127.0.0.1:{port}/"
                 for name, (view, size) in VIEWS.items():
                     browser.screenshot(board + view, size, args.out / f"{name}.png")
-                out = args.out / "parallel_coordinates.png"
-                browser.screenshot(board + "#hparams", "1600,1150", out, PARALLEL_COORDINATES)
+                view, size = VIEWS["hparams"]  # then a click on its parallel coordinates tab
+                browser.screenshot(board + view, size, args.out / "parallel_coordinates.png", PARALLEL_COORDINATES)
             finally:
                 browser.close()
     finally:
