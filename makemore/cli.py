@@ -125,24 +125,9 @@ def ended(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
     line, a status in metrics.json (never over a finished run's) and exit 1, or 128 + the signal for an
     interrupted run. In a sweep a failed member is recorded and the sweep goes on; an interrupt stops it.
     """
+    reason = record_end(error, run_dir)
     if isinstance(error, Pruned):
-        write_json(
-            run_dir / METRICS,
-            {
-                "status": f"pruned at step {error.step}",
-                "pruned_at_step": error.step,
-                "dev_loss_at_prune": error.dev_loss,
-                "train_seconds": error.train_seconds,
-            },
-        )
-        print(f"trial {error.trial} {error}")
         return math.inf
-    status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(error), "failed")
-    reason = str(error) if isinstance(error, MakemoreError) else f"{type(error).__name__}: {error}"
-    if isinstance(error, Interrupted):
-        reason += f"; continue with {train_command('resume', run_dir)}"
-    if run_dir.is_dir() and (not (run_dir / METRICS).exists() or status != "failed"):  # a finished run's result stays
-        write_json(run_dir / METRICS, {"status": status, "error": reason})
     if not (isinstance(error, MakemoreError) or sweep_dir):
         raise error  # a bug in a single run deserves its traceback (its run is marked failed all the same)
     print(f"error: {reason}", file=sys.stderr)
@@ -155,3 +140,27 @@ def ended(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
     if sweep_dir:
         return math.inf  # the sweep records this member as failed and goes on
     sys.exit(1)
+
+
+def record_end(error: Exception, run_dir: Path) -> str:
+    """Write how `error` ended the run into its metrics.json: pruned (a result), diverged, interrupted (with the
+    command that continues it) or failed, never over a finished run's result. Returns the reason, one line."""
+    if isinstance(error, Pruned):
+        write_json(
+            run_dir / METRICS,
+            {
+                "status": f"pruned at step {error.step}",
+                "pruned_at_step": error.step,
+                "dev_loss_at_prune": error.dev_loss,
+                "train_seconds": error.train_seconds,
+            },
+        )
+        print(f"trial {error.trial} {error}")
+        return str(error)
+    status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(error), "failed")
+    reason = str(error) if isinstance(error, MakemoreError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, Interrupted):
+        reason += f"; continue with {train_command('resume', run_dir)}"
+    if run_dir.is_dir() and (not (run_dir / METRICS).exists() or status != "failed"):  # a finished run's result stays
+        write_json(run_dir / METRICS, {"status": status, "error": reason})
+    return reason

@@ -188,3 +188,10 @@ def make_dataset(items: list[str], vocab: Vocab, block_size: int, fractions=(0.8
     for split, split_words in words.items():
         X[split], Y[split] = build_examples(split_words, vocab, block_size)
     return Dataset(vocab, block_size, words, X, Y)
+
+
+def trains_on_whole_items(model: object, dataset: Dataset, overfit_batch: int = 0) -> bool:
+    """A causal model (one with forward_items) whose block_size holds every item's whole prefix trains on items:
+    the same examples and predictions as windows, ~8x fewer forward passes. debug=overfit keeps its windows."""
+    longest = max(len(item) for items in dataset.words.values() for item in items)
+    return hasattr(model, "forward_items") and dataset.block_size > longest and not overfit_batch

@@ -20,6 +20,7 @@ OMEGACONF_2_4 = int(omegaconf.__version__.split(".")[1]) >= 4
 TRUSTED_TARGETS = [
     "makemore.*",
     "hydra_plugins.makemore_optuna.*",
+    "hydra_plugins.makemore_population.*",
     "hydra_plugins.hydra_joblib_launcher.*",
     "hydra_plugins.hydra_submitit_launcher.*",
     "optuna.samplers.*",
@@ -47,3 +48,16 @@ def register_resolver(name: str, resolver: Callable, use_cache: bool) -> None:
     """OmegaConf 2.4 renames register_new_resolver to register_resolver (2.3's register_resolver is the legacy one)."""
     register = OmegaConf.register_resolver if OMEGACONF_2_4 else OmegaConf.register_new_resolver
     register(name, resolver, use_cache=use_cache)
+
+
+def configure_console_log(config: Any, hydra_context: Any) -> None:
+    """Hydra's own logging (the console), as its basic launcher sets it between jobs."""
+    from hydra.core.utils import configure_log
+
+    whitelist = {"execution_whitelist": hydra_context.execution_whitelist} if HAS_WHITELIST else {}
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose, **whitelist)
+
+
+def job_id(number: int) -> int | str:
+    """A sweep job's hydra.job.id: 1.4 makes it a string."""
+    return str(number) if HAS_WHITELIST else number

@@ -178,6 +178,7 @@ class WandbLogger:
             id=run_id,
             resume="allow" if run_id else None,
             config=config,
+            reinit="create_new",  # a population's members log into runs open side by side in one process
         )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:

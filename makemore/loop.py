@@ -148,8 +148,14 @@ def evaluate(
     """The dev loss at state.step, kept as the last, the best and the first below the target; True if it is a new best.
     `elapsed`: training seconds up to this evaluation."""
     start = time.perf_counter()
-    state.dev_loss = loss_on(model, X, Y, vocab_size)
+    dev_loss = loss_on(model, X, Y, vocab_size)
     state.eval_seconds += time.perf_counter() - start
+    return record_evaluation(state, dev_loss, target, elapsed)
+
+
+def record_evaluation(state: TrainState, dev_loss: float, target: float | None, elapsed: float) -> bool:
+    """Keep an evaluation's dev loss as the last, the best and the first below the target; True if it is a new best."""
+    state.dev_loss = dev_loss
     if target is not None and state.dev_loss < target and not state.reached:
         state.reached = {"step_to_target": state.step, "seconds_to_target": elapsed, "target_reached_at": time.time()}
     if state.dev_loss < state.best.dev_loss:
@@ -157,6 +163,11 @@ def evaluate(
         return True
     state.best.stale += 1
     return False
+
+
+def checkpoint(weights: dict, optimizer: dict, rng: torch.Tensor, window: torch.Tensor, state: TrainState) -> dict:
+    """The training state a checkpoint holds (with the run's `extra`): resume continues from it exactly."""
+    return {"model": weights, "optimizer": optimizer, "rng": rng, "window": window.cpu(), "state": state.saved()}
 
 
 def diverged(train_loss: float, ceiling: float | None, step: int, lr: float) -> Diverged | None:
@@ -217,18 +228,11 @@ def fit(
         return earlier_seconds + time.perf_counter() - start
 
     def save_checkpoint() -> None:
-        window = step_losses[state.step - (state.step % log_every) : state.step].cpu()  # the unfinished log window
-        saved = dataclasses.replace(state, train_seconds=elapsed()).saved()
+        window = step_losses[state.step - (state.step % log_every) : state.step]  # the unfinished log window
+        training = dataclasses.replace(state, train_seconds=elapsed())
+        saved = checkpoint(model.state_dict(), optimizer.state_dict(), torch.get_rng_state(), window, training)
         save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": torch.get_rng_state(),
-                "window": window,
-                "state": saved,
-                **({"best_model": best_weights} if best_weights is not None else {}),
-                **extra,
-            },
+            {**saved, **({"best_model": best_weights} if best_weights is not None else {}), **extra},
             run_dir / CHECKPOINT,
         )
 

@@ -16,7 +16,7 @@ MAX_TABLE_ENTRIES = 50_000_000
 EVAL_BYTES = 256 * 2**20
 
 
-def _context_index(context: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def context_index(context: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Row of a V^n-row table for each context: the context read as a base-V number (Horner's rule)."""
     index = torch.zeros_like(context[:, 0])
     for column in context.unbind(1):
@@ -53,7 +53,7 @@ class NgramCounts(nn.Module):
 
     def fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
         """Count every (context, next) pair of the training split."""
-        flat = _context_index(X, self.vocab_size) * self.vocab_size + Y
+        flat = context_index(X, self.vocab_size) * self.vocab_size + Y
         self.counts.copy_(torch.bincount(flat, minlength=self.counts.numel()).view_as(self.counts))
 
     def probabilities(self) -> torch.Tensor:
@@ -63,7 +63,7 @@ class NgramCounts(nn.Module):
         return torch.where(totals > 0, smoothed / totals.clamp_min(1e-30), 1.0 / self.vocab_size)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        return self.probabilities()[_context_index(context, self.vocab_size)].log()  # -inf for unseen pairs at alpha 0
+        return self.probabilities()[context_index(context, self.vocab_size)].log()  # -inf for unseen pairs at alpha 0
 
 
 class NgramTable(nn.Module):
@@ -76,7 +76,7 @@ class NgramTable(nn.Module):
         self.W = nn.Parameter(torch.randn((vocab_size,) * (block_size + 1)))
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        return self.W.view(-1, self.vocab_size)[_context_index(context, self.vocab_size)]
+        return self.W.view(-1, self.vocab_size)[context_index(context, self.vocab_size)]
 
 
 class Additive(nn.Module):

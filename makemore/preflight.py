@@ -22,17 +22,21 @@ SHRINK = {
 }
 
 
-def prepare(cfg: DictConfig) -> tuple[DictConfig, list[str], Vocab]:
+def prepare(cfg: DictConfig, known: tuple[list[str], Vocab] | None = None) -> tuple[DictConfig, list[str], Vocab]:
     """Everything that can refuse a run before it writes a byte: the schema, the device, the data file and its
-    split, the memory it needs and the model's output on one batch.
+    split, the memory it needs and the model's output on one batch. `known`: the data's items and vocabulary,
+    already read and checked for a run of the same data.
 
     Returns the checked config, the data's items and its vocabulary.
     """
     cfg = validate(cfg)
     pick_device(cfg.device)
-    items = read_items(resolve_path(cfg.data.path))
-    vocab = build_vocab(items, cfg.data.boundary)
-    split_items(items, tuple(cfg.data.fractions), cfg.data.seed)  # too few items for the split are refused here
+    if known is None:
+        items = read_items(resolve_path(cfg.data.path))
+        vocab = build_vocab(items, cfg.data.boundary)
+        split_items(items, tuple(cfg.data.fractions), cfg.data.seed)  # too few items for the split are refused here
+    else:
+        items, vocab = known
     check_memory(cfg, vocab.size, sum(map(len, items)) + len(items))
     check_model(cfg, vocab.size)
     return cfg, items, vocab

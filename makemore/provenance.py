@@ -26,7 +26,7 @@ from makemore.rundir import METRICS, PATCH, PROVENANCE, read_metrics, write_json
 from makemore.shell import program, shell_word, train_command
 
 # The code that computes a run, relative to the directory that holds the package (a checkout or site-packages).
-SOURCE_DIRS = ("makemore", "hydra_plugins/makemore_optuna")
+SOURCE_DIRS = ("makemore", "hydra_plugins/makemore_optuna", "hydra_plugins/makemore_population")
 NOT_RUN_CODE = "makemore/experiments"  # the benchmark and experiment scripts: no run executes them
 PACKAGES = ("torch", "hydra-core", "omegaconf", "numpy")  # besides python: the versions that change numbers
 COMPARED_ENVIRONMENT = ("python", *PACKAGES, "device", "threads", "cpu")  # not the host or the command line

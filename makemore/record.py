@@ -22,6 +22,8 @@ from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch
 from makemore.search import SWEEPER
 from makemore.shell import train_command
 
+POPULATION_LAUNCHER = "hydra_plugins.makemore_population.population_launcher.PopulationLauncher"
+
 # Watch keys that name or start a run: never changed beside rerun= and resume=, which take one saved run as it is.
 RUN_SELECTORS = ("rerun", "resume", "trial", "sweep")
 
@@ -83,6 +85,7 @@ def check_sweep(config: DictConfig) -> None:
         raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
     prepare(config)  # each member is checked again with its own overrides
     check_sweeper_settings(config.hydra.sweeper)
+    check_launcher_settings(config.hydra.launcher)
     with read_write(config.hydra.sweep):  # Hydra 1.4 marks this node read-only itself
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
     if not continues_a_sweep(config, Path(sweep_dir)):
@@ -97,6 +100,17 @@ def check_sweeper_settings(sweeper: DictConfig) -> None:
     for key in ("n_trials", "n_jobs"):
         if sweeper[key] < 1:
             raise MakemoreError(f"hydra.sweeper.{key}={sweeper[key]} is not allowed: it must be at least 1")
+
+
+def check_launcher_settings(launcher: DictConfig) -> None:
+    """The population launcher's numbers: their types are its schema's (hydra_plugins/makemore_population/config.py)."""
+    if launcher.get("_target_") != POPULATION_LAUNCHER:
+        return
+    for key in ("max_members", "workers"):
+        value = launcher[key]
+        if value is not None and value < 1:
+            nullable = "" if key == "max_members" else ", or null for its default"
+            raise MakemoreError(f"hydra.launcher.{key}={value} is not allowed: it must be at least 1{nullable}")
 
 
 def continues_a_sweep(config: DictConfig, sweep_dir: Path) -> bool:

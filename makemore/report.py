@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from makemore import plots
 from makemore.config import short_names
+from makemore.ensemble import ensemble_losses
 from makemore.errors import MakemoreError, refuse
 from makemore.loggers import experiment_hparams, write_hparams_experiment, write_layout, write_level_line
 from makemore.rundir import (
@@ -145,7 +146,7 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     if groups:  # the same configs over several seeds: rank the configs by their mean, against their spread
         ranked = ranked_groups(groups)
         grouped = [row for row, _ in ranked]
-        table = f"{markdown(grouped)}\n{verdict(grouped)}\n\nevery run:\n\n{table}"
+        table = f"{markdown(with_ensembles(ranked))}\n{verdict(grouped)}\n\nevery run:\n\n{table}"
     print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}", end="")
     inside = run_directory_of(root)
     if inside:
@@ -161,7 +162,7 @@ def write_report(root: Path, rewrite: bool = True) -> list[dict]:
     (root / "leaderboard.md").write_text(table, encoding="utf-8")
     write_csv(root / "leaderboard.csv", rows)
     if groups:
-        write_csv(root / "leaderboard_groups.csv", grouped)
+        write_csv(root / "leaderboard_groups.csv", with_ensembles(ranked))
     varying = varying_overrides(runs)
 
     def name(run: dict) -> str:  # the plot's label: what differs, not the directory's job number and constants
@@ -221,6 +222,30 @@ def ranked_groups(groups: list[list[dict]]) -> list[tuple[dict, list[dict]]]:
     return [(row, by_label[row["group"]]) for row in group_rows(groups)]
 
 
+def with_ensembles(ranked: list[tuple[dict, list[dict]]]) -> list[dict]:
+    """The seed groups' rows (ranked_groups'), each followed by its ensemble's: its finished members' averaged
+    probabilities scored on dev and test (makemore.ensemble), unranked."""
+    rows = []
+    for row, group in ranked:
+        rows.append(row)
+        done = [run["dir"] for run in group if dev_loss(run) < math.inf]
+        losses = ensemble_losses(done) if len(done) > 1 else None
+        if losses:
+            empty = dict.fromkeys(row, "")
+            rows.append(
+                {
+                    **empty,
+                    "group": f"{row['group']}: ensemble of {len(done)}",
+                    "n": len(done),
+                    "seeds": row["seeds"],
+                    "dev mean": f"{losses['dev']:.4f}",
+                    "test mean": f"{losses['test']:.4f}",
+                    "status": "averaged probabilities",
+                }
+            )
+    return rows
+
+
 def mean_band(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
     """Steps every curve has, with the mean and standard deviation of the dev loss there."""
     steps = sorted(set.intersection(*(set(dict(curve)) for curve in curves)))
@@ -258,7 +283,7 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
         if charts:
             write_layout(writer, {f"{sweep_dir.name}: seed groups, mean dev loss ± 1 std": charts})
         if ranked:
-            writer.add_text("sweep/seed_groups", markdown([row for row, _ in ranked]), len(runs))
+            writer.add_text("sweep/seed_groups", markdown(with_ensembles(ranked)), len(runs))
         writer.add_text("sweep/verdict", line, len(runs))
         if (sweep_dir / "leaderboard.md").is_file():
             writer.add_text("sweep/leaderboard", (sweep_dir / "leaderboard.md").read_text(encoding="utf-8"), len(runs))

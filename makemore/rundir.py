@@ -23,6 +23,7 @@ HISTORY = "history.csv"
 SAMPLES = "samples.txt"
 PROVENANCE = f"{RECORD}/provenance.json"  # data, code and environment: makemore.provenance
 PATCH = f"{RECORD}/code.patch"  # the uncommitted changes of a dirty git tree
+POPULATION = f"{RECORD}/population.json"  # a member of a population: its size, its index, the members, the engine
 SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
 REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
 

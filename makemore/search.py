@@ -51,26 +51,21 @@ def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:
     return sweeper.get("study_name") or sweep_dir.name
 
 
-def trial_reporter(trial_number: int | None) -> Callable[[int, float, float], None] | None:
-    """For a member of an Optuna sweep: a function that reports (step, dev loss, training seconds) to its trial
-    and raises Pruned when the study's pruner stops it. None for any other run (a rerun or resume of a member
-    included)."""
-    if trial_number is None:
-        return None
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    if hydra is None or hydra.mode != RunMode.MULTIRUN or hydra.sweeper.get("_target_") != SWEEPER:
+def trial_reporter(
+    trial_number: int | None, sweeper: DictConfig | None, sweep_dir: Path | None
+) -> Callable[[int, float, float], None] | None:
+    """For a member of an Optuna sweep (`sweeper`: the sweep's hydra.sweeper config): a function that reports
+    (step, dev loss, training seconds) to its trial and raises Pruned when the study's pruner stops it. None for
+    any other run (a rerun or resume of a member included)."""
+    if trial_number is None or sweeper is None or sweep_dir is None or sweeper.get("_target_") != SWEEPER:
         return None
     import optuna
 
     from makemore.hydra_versions import instantiate
 
-    sweep_dir = Path(hydra.sweep.dir)
-    storage = open_storage(storage_url(hydra.sweeper.storage, sweep_dir))
-    name = study_name(hydra.sweeper, sweep_dir)
-    study = optuna.load_study(study_name=name, storage=storage, pruner=instantiate(hydra.sweeper.pruner))
+    storage = open_storage(storage_url(sweeper.storage, sweep_dir))
+    name = study_name(sweeper, sweep_dir)
+    study = optuna.load_study(study_name=name, storage=storage, pruner=instantiate(sweeper.pruner))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), trial_number)
     trial = optuna.trial.Trial(study, trial_id)
 

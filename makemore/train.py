@@ -8,6 +8,7 @@ import math
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from makemore import provenance
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.cli import ended
 from makemore.config import compose_train_config
-from makemore.data import SPLITS, Dataset, build_items, make_dataset
+from makemore.data import SPLITS, Dataset, Vocab, build_items, make_dataset, trains_on_whole_items
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, build_loggers, experiment_hparams
 from makemore.loop import TrainState, fit
@@ -47,13 +48,14 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(hydra.runtime.output_dir)
     sweep_dir = Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
     try:
-        return train_job(cfg, run_dir, sweep_dir)
+        return train_job(cfg, run_dir, sweep_dir, hydra.sweeper if sweep_dir else None)
     except Exception as error:
         return ended(error, run_dir, sweep_dir)
 
 
-def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> float:
-    """A single run, or a member of the sweep in `sweep_dir`; its final dev loss."""
+def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: DictConfig | None = None) -> float:
+    """A single run, or a member of the sweep in `sweep_dir` (`sweeper`: its hydra.sweeper config); its final dev
+    loss."""
     if sweep_dir and (cfg.get("resume") or cfg.get("rerun")):
         raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
     if sweep_dir:  # in a continued sweep, a member that ended is kept; an interrupted one continues
@@ -65,7 +67,7 @@ def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None) -> float:
     if sweep_dir and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
         with open_dict(cfg):
             cfg.logger.wandb.group = sweep_dir.name  # W&B groups a sweep's members together
-    metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial")))
+    metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
     if not sweep_dir and "tensorboard" in cfg.logger.backends:  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir))
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
@@ -87,13 +89,67 @@ def run_overrides(*overrides: str) -> dict:
         return run(compose_train_config(*overrides), Path(tmp))
 
 
+@dataclass
+class Run:
+    """A run between its start and its end. `start` checks it and builds it (data, model at its seed's initial
+    weights, provenance, loggers); one model trains it (`train_alone`) or a population does (makemore.population);
+    `finish` evaluates it and writes its record."""
+
+    cfg: DictConfig
+    run_dir: Path
+    data: RunData
+    model: nn.Module
+    params: int
+    config: dict  # the resolved config, as model.pt and every checkpoint carry it
+    record: dict  # the provenance
+    hparams: dict
+    loggers: Loggers
+    ids: dict  # the logger ids a resumed run logs into again (W&B's run id)
+    rng: torch.Tensor  # the global generator's state once the model was built: what training starts from
+
+    @property
+    def counted(self) -> bool:
+        return getattr(self.model, "trained_by_counting", False)
+
+    @property
+    def extra(self) -> dict:
+        """What every checkpoint carries besides the training state."""
+        return {"vocab": list(self.data.dataset.vocab.chars), "config": self.config, "ids": self.ids}
+
+
+@dataclass
+class RunData:
+    """A run's data as it trains on it: the items, the split and its example tensors on the device (windows, or
+    whole items: `rows_per_batch` then counts the items a batch draws). Runs that share their data share one."""
+
+    items: list[str]
+    dataset: Dataset
+    X: dict
+    Y: dict
+    rows_per_batch: int | None
+
+
 def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None) -> dict:
     """Train (or continue from the checkpoint `resume`), evaluate on every split, write the run directory.
     `on_eval(step, dev_loss, train_seconds)`: see makemore.loop.fit (an Optuna trial's pruning).
 
     Returns metrics.json's contents.
     """
-    cfg, items, vocab = prepare(cfg)
+    job = start(cfg, run_dir, resume)
+    try:
+        state = train_alone(job, resume, on_eval)
+        metrics = finish(job, state)
+    finally:
+        job.loggers.close()
+    report_end(job.cfg, metrics)
+    return metrics
+
+
+def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: dict | None = None) -> Run:
+    """Everything before the first step: the checks, the data, the model at its seed's initial weights, the
+    provenance (or, resumed, the check that its data is the same) and the loggers. `shared`: data already read
+    and cut, by its key (run_data), for runs that train together."""
+    cfg, items, vocab = prepare(cfg, known_data(shared, cfg))
     if resume and tuple(resume["vocab"]) != vocab.chars:
         raise MakemoreError(
             f"the checkpoint's vocabulary differs from the data in {cfg.data.path}; resume with the same data"
@@ -101,12 +157,13 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
     device = pick_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)  # tiny models run ~12x slower on 2 threads than on 1
-    dataset = make_dataset(items, vocab, cfg.model.block_size, tuple(cfg.data.fractions), cfg.data.seed)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, vocab.size).to(device)
+    rng = torch.get_rng_state()
+    data = run_data(cfg, items, vocab, model, device, shared)
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     config = OmegaConf.to_container(cfg, resolve=True)
-    record, patch = provenance.collect(cfg, items, dataset, str(device))
+    record, patch = provenance.collect(cfg, items, data.dataset, str(device))
     if resume:  # a resumed run keeps the provenance it started with; its data must be the same (or accepted)
         provenance.refuse_changed_data("resume", run_dir, cfg, items)
     else:
@@ -116,48 +173,96 @@ def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None
         cfg.model.name,
         f"{params:,}",
         vocab.size,
-        f"{len(dataset.Y['train']):,}",
+        f"{len(data.dataset.Y['train']):,}",
     )
-    X, Y, rows_per_batch = examples(model, dataset, cfg, device)
-    counted = getattr(model, "trained_by_counting", False)
+    if data.Y["train"].dim() == 2:
+        log.info(
+            "training and evaluating on whole items, a loss at every position: %s train items, %s a batch",
+            f"{len(data.Y['train']):,}",
+            data.rows_per_batch or "all",
+        )
     ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
-    hparams = experiment_hparams(config, counted=counted)  # W&B gets them too, with the provenance
-    start_step = resume["state"]["step"] if resume else 0
-    purge_step = start_step if resume else None  # a resumed run's events after its checkpoint are replaced
-    wandb_config = {**hparams, "provenance": record}
+    hparams = experiment_hparams(config, counted=getattr(model, "trained_by_counting", False))
+    purge_step = resume["state"]["step"] if resume else None  # a resumed run's events after its checkpoint go
+    wandb_config = {**hparams, "provenance": record}  # W&B gets the HParams too, with the provenance
     loggers = build_loggers(cfg.logger, run_dir, wandb_config, run_dir.name, ids["wandb"], purge_step)
-    try:
-        loggers.text("provenance", provenance.markdown(record), start_step)
-        if counted:
-            log.info("trained by counting the train split: no optimizer steps")
-            start = time.perf_counter()
-            model.fit(X["train"], Y["train"])
-            state = TrainState(train_seconds=time.perf_counter() - start)
-        else:
-            extra = {"vocab": list(vocab.chars), "config": config, "ids": ids}
-            state = fit(model, X, Y, cfg, loggers, run_dir, extra, resume, on_eval, rows_per_batch)
-        start = time.perf_counter()
-        losses = {split: loss_on(model, X[split], Y[split], vocab.size) for split in SPLITS}
-        state.eval_seconds += time.perf_counter() - start  # the final evaluation counts too
-        if state.history and state.step == cfg.steps:  # the last row holds the final evaluation's dev loss
-            state.history[-1]["loss/dev"] = losses["dev"]
-        metrics = final_metrics(cfg, state, losses, params, rows_per_batch)
-        if cfg.overfit_batch:
-            metrics["overfit"] = overfit_verdict(X["train"], Y["train"], losses["train"], counted)
-        if cfg.rerun:
-            metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), record, metrics)
-        samples = generate(model, vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
-        write_outputs(run_dir, model, dataset, config, metrics, samples, state.history)
-        log_final(loggers, model, dataset, hparams, metrics, losses, samples)
-        if metrics["target"] is not None and loggers.backends:
-            curve = [(row["step"], row["loss/dev"]) for row in state.history if row.get("loss/dev") is not None]
-            loggers.target_line(metrics["target"], curve or [(metrics["steps"], losses["dev"])])
-    finally:
-        loggers.close()
-    report_end(cfg, metrics, losses)
+    loggers.text("provenance", provenance.markdown(record), resume["state"]["step"] if resume else 0)
+    return Run(cfg, run_dir, data, model, params, config, record, hparams, loggers, ids, rng)
+
+
+def train_alone(job: Run, resume: dict | None, on_eval=None) -> TrainState:
+    """The run's model trained on its own: counted, or by the gradient-descent loop (makemore.loop.fit)."""
+    if job.counted:
+        log.info("trained by counting the train split: no optimizer steps")
+        begin = time.perf_counter()
+        job.model.fit(job.data.X["train"], job.data.Y["train"])
+        return TrainState(train_seconds=time.perf_counter() - begin)
+    data = job.data
+    return fit(
+        job.model, data.X, data.Y, job.cfg, job.loggers, job.run_dir, job.extra, resume, on_eval, data.rows_per_batch
+    )
+
+
+def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:
+    """The final evaluation on every split (or `losses`, computed for several runs at once, with the seconds they
+    took in state.eval_seconds), the metrics, samples and outputs, and the last logs. Returns metrics.json's
+    contents; the caller closes the loggers."""
+    cfg, model, data = job.cfg, job.model, job.data
+    if losses is None:
+        begin = time.perf_counter()
+        losses = {split: loss_on(model, data.X[split], data.Y[split], data.dataset.vocab.size) for split in SPLITS}
+        state.eval_seconds += time.perf_counter() - begin  # the final evaluation counts too
+    if state.history and state.step == cfg.steps:  # the last row holds the final evaluation's dev loss
+        state.history[-1]["loss/dev"] = losses["dev"]
+    metrics = final_metrics(cfg, state, losses, job.params, data.rows_per_batch)
+    if cfg.overfit_batch:
+        metrics["overfit"] = overfit_verdict(data.X["train"], data.Y["train"], losses["train"], job.counted)
     if cfg.rerun:
-        print(f"rerun verdict: {metrics['rerun_verdict']}")
+        metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), job.record, metrics)
+    samples = generate(model, data.dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
+    write_outputs(job.run_dir, model, data.dataset, job.config, metrics, samples, state.history)
+    log_final(job.loggers, model, data.dataset, job.hparams, metrics, losses, samples)
+    if metrics["target"] is not None and job.loggers.backends:
+        curve = [(row["step"], row["loss/dev"]) for row in state.history if row.get("loss/dev") is not None]
+        job.loggers.target_line(metrics["target"], curve or [(metrics["steps"], losses["dev"])])
     return metrics
+
+
+def data_key(cfg: DictConfig) -> tuple:
+    """What decides a run's data tensors: the file, its split, the context and the batch's rows."""
+    data = cfg.data
+    return (
+        data.path,
+        data.boundary,
+        tuple(data.fractions),
+        data.seed,
+        cfg.model.block_size,
+        cfg.device,
+        cfg.batch_size,
+    )
+
+
+def known_data(shared: dict | None, cfg: DictConfig) -> tuple[list[str], Vocab] | None:
+    """The items and vocabulary of the data a run of `shared` already read and checked, if any."""
+    key = data_key(cfg)
+    if shared is None or key not in shared:
+        return None
+    return shared[key].items, shared[key].dataset.vocab
+
+
+def run_data(
+    cfg: DictConfig, items: list[str], vocab: Vocab, model: nn.Module, device: torch.device, shared: dict | None
+) -> RunData:
+    """The split and its example tensors, from `shared` when a run of the same data key built them."""
+    key = data_key(cfg)
+    if shared is not None and key in shared and not cfg.overfit_batch:
+        return shared[key]
+    dataset = make_dataset(items, vocab, cfg.model.block_size, tuple(cfg.data.fractions), cfg.data.seed)
+    X, Y, rows_per_batch = examples(model, dataset, cfg, device)
+    data = RunData(items, dataset, X, Y, rows_per_batch)
+    if shared is not None and not cfg.overfit_batch:
+        shared[key] = data
+    return data
 
 
 def examples(
@@ -172,11 +277,6 @@ def examples(
             X[split], Y[split] = (t.to(device) for t in build_items(dataset.words[split], dataset.vocab))
         if cfg.batch_size is not None:  # batch_size still counts next characters: that many, in whole items
             rows_per_batch = max(1, round(cfg.batch_size * len(Y["train"]) / len(dataset.Y["train"])))
-        log.info(
-            "training and evaluating on whole items, a loss at every position: %s train items, %s a batch",
-            f"{len(Y['train']):,}",
-            rows_per_batch or "all",
-        )
     else:
         X = {split: dataset.X[split].to(device) for split in SPLITS}
         Y = {split: dataset.Y[split].to(device) for split in SPLITS}
@@ -225,8 +325,11 @@ def overfit_verdict(X: torch.Tensor, Y: torch.Tensor, loss: float, counted: bool
     return {"loss": loss, "floor": floor, "verdict": "pass" if loss <= floor + OVERFIT_MARGIN else "fail"}
 
 
-def report_end(cfg: DictConfig, metrics: dict, losses: dict) -> None:
-    """The last lines: the losses and the target, early stopping, the overfit verdict or an overfitting warning."""
+def report_end(cfg: DictConfig, metrics: dict) -> None:
+    """The last lines: the losses and the target, early stopping, the overfit verdict or an overfitting warning, and
+    a rerun's verdict."""
+    losses = {split: metrics[f"{split}_loss"] for split in SPLITS}
+    losses = {split: math.inf if loss is None else loss for split, loss in losses.items()}
     target = (
         "no target" if cfg.target is None else f"target {cfg.target}: {'met' if metrics['target_met'] else 'not met'}"
     )
@@ -248,13 +351,8 @@ def report_end(cfg: DictConfig, metrics: dict, losses: dict) -> None:
             f"{losses['dev']:.4f}; try fewer steps (steps={best_step}), model.dropout, optim.weight_decay, "
             f"or early_stopping=<evaluations> (it keeps the best weights)"
         )
-
-
-def trains_on_whole_items(model: nn.Module, dataset: Dataset, overfit_batch: int) -> bool:
-    """A causal model (one with forward_items) whose block_size holds every item's whole prefix trains on items:
-    the same examples and predictions as windows, ~8x fewer forward passes. debug=overfit keeps its windows."""
-    longest = max(len(item) for items in dataset.words.values() for item in items)
-    return hasattr(model, "forward_items") and dataset.block_size > longest and not overfit_batch
+    if cfg.rerun:
+        print(f"rerun verdict: {metrics['rerun_verdict']}")
 
 
 def lowest_possible_loss(X: torch.Tensor, Y: torch.Tensor) -> float:

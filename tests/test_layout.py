@@ -21,10 +21,11 @@ LAYERS = [
     ["models"],
     ["config", "schema", "search", "backprop"],
     ["data"],
-    ["checkpoint", "loggers", "plots", "provenance"],
-    ["preflight", "sample", "loop"],
+    ["checkpoint", "loggers", "plots", "provenance", "stacked", "stacked_optim"],
+    ["preflight", "sample", "loop", "ensemble"],
     ["cli", "record", "report", "diff"],
     ["train"],
+    ["grouping", "population"],
     ["entrypoints", "__main__"],
     ["experiments.bench", "experiments.on_device", "experiments.screenshots", "experiments.trigram_question"],
 ]

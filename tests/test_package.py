@@ -89,16 +89,17 @@ def test_the_wheel_in_a_fresh_venv_runs_every_command_from_anywhere(wheel, tmp_p
     def bash(command: str) -> subprocess.CompletedProcess:
         return check(["bash", "-c", command], user, env)
 
-    imported = "import makemore, hydra_plugins.makemore_optuna as p; print(makemore.__file__, p.__file__)"
-    where = bash(f"python -c '{imported}'")
-    assert where.stdout.count(str(venv)) == 2 and str(ROOT) not in where.stdout
+    imported = "import makemore, hydra_plugins.makemore_optuna as p, hydra_plugins.makemore_population as q"
+    where = bash(f"python -c '{imported}; print(makemore.__file__, p.__file__, q.__file__)'")
+    assert where.stdout.count(str(venv)) == 3 and str(ROOT) not in where.stdout
 
     bash(f"makemore-train {QUICK}")
     [single] = find_runs(user / "outputs")
     assert read_metrics(single)["status"] == "ok"
     bash(f"python -m makemore seed=7 {QUICK}")
-    sweep = bash(f"makemore-train -m model.emb=4,6 {QUICK}")
+    sweep = bash(f"makemore-train -m hydra/launcher=population optim.lr=0.01,0.02 {QUICK}")  # the packaged launcher
     assert "leaderboard of 2 runs" in sweep.stdout and "makemore-train 'rerun=" in sweep.stdout
+    assert "population 1 of 1: 2 members stacked" in sweep.stdout
     search = bash(f"makemore-sweep sweep=optuna_mlp hydra.sweeper.n_trials=2 {QUICK}")
     assert "leaderboard of 2 runs" in search.stdout
 

@@ -6,6 +6,7 @@ so does a README figure that the code no longer gives."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -178,7 +179,77 @@ def seeds_check(count: int) -> Callable[[Path, subprocess.CompletedProcess], Non
 
 
 def bench_check(project: Path, result: subprocess.CompletedProcess) -> None:
-    assert "ratio" in result.stdout or "pruning with" in result.stdout
+    assert "ratio" in result.stdout or "pruning with" in result.stdout or "x the basic launcher" in result.stdout
+
+
+def one_population_of(count: int) -> Callable[[Path, subprocess.CompletedProcess], None]:
+    def check(project: Path, result: subprocess.CompletedProcess) -> None:
+        seeds_check(count)(project, result)
+        assert f"population 1 of 1: {count} members stacked (differing in seed;" in result.stdout
+        [sweep_dir] = sweep_roots(project)
+        records = [json.loads((d / ".hydra" / "population.json").read_text()) for d in find_runs(sweep_dir)]
+        assert sorted(r["index"] for r in records) == list(range(count)) and {r["size"] for r in records} == {count}
+
+    return check
+
+
+def the_basic_launchers_numbers(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Two populations of 4; the same 8 members, bit for bit, and the same leaderboard as the basic launcher's;
+    a member's printed rerun command reproduces it alone."""
+    lines = [line for line in result.stdout.splitlines() if line.startswith("population ")]
+    assert [line.split(":")[0] for line in lines] == ["population 1 of 2", "population 2 of 2"]
+    assert all("4 members stacked (differing in optim.lr, seed; apart from the others by model.emb" in x for x in lines)
+    [population] = sweep_roots(project)
+    command = result.args[2].replace("hydra/launcher=population ", "")  # the same command, the basic launcher
+    basic = bash(project, f"{command} hydra.sweep.dir=outputs/basic")
+    assert basic.returncode == 0, basic.stderr[-2000:]
+    members = find_runs(project / "outputs" / "basic")
+    assert len(members) == 8
+    timings = ("train_seconds", "eval_seconds", "steps_per_second", "seconds_to_target", "target_reached_at")
+    for member in members:
+        mine, theirs = read_metrics(population / member.name), read_metrics(member)
+        assert {k: v for k, v in mine.items() if k not in timings} == {
+            k: v for k, v in theirs.items() if k not in timings
+        }
+        assert (population / member.name / "history.csv").read_text() == (member / "history.csv").read_text()
+    for name in ("leaderboard.csv", "leaderboard_groups.csv"):  # the same rows, but for the timings and paths
+        with open(population / name, newline="") as f, open(project / "outputs" / "basic" / name, newline="") as g:
+            ours, theirs = (
+                [{k: v for k, v in r.items() if k not in ("seconds", "rerun")} for r in csv.DictReader(h)]
+                for h in (f, g)
+            )
+            assert ours == theirs and len(ours) == 8  # 8 members; 4 seed groups, each followed by its ensemble
+    with open(population / "leaderboard.csv", newline="") as f:
+        rerun = next(csv.DictReader(f))["rerun"]
+    again = bash(project, rerun)
+    assert "rerun verdict: reproduced" in again.stdout, again.stdout[-1000:] + again.stderr[-1000:]
+
+
+def trials_pruned_one_by_one(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Optuna's trials in populations of 4: some pruned on their own while the rest of their population finished,
+    and the study holds what each trial's run logged."""
+    import optuna
+
+    from makemore.search import open_storage
+
+    [sweep_dir] = sweep_roots(project)
+    assert result.stdout.count("4 members stacked") == 2
+    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
+    [study] = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    by_number = {}
+    for run_dir in find_runs(sweep_dir):
+        [trial] = [int(o.split("=")[1]) for o in read_overrides(run_dir) if o.startswith("trial=")]
+        by_number[trial] = read_metrics(run_dir)
+    states = {t.number: t.state.name for t in trials}
+    assert "PRUNED" in states.values() and "COMPLETE" in [states[t.number] for t in trials[4:]]
+    for trial in trials:
+        metrics = by_number[trial.number]
+        if trial.state.name == "COMPLETE":
+            assert metrics["status"] == "ok" and trial.value == metrics["dev_loss"]
+        else:
+            assert metrics["status"] == f"pruned at step {trial.last_step}"
+            assert trial.intermediate_values[trial.last_step] == metrics["dev_loss_at_prune"]
 
 
 def two_seeds(project: Path) -> dict[str, str]:
@@ -278,6 +349,15 @@ CASES: dict[str, Case] = {
         compose_only="SLURM needs a cluster's sbatch: the command composes here, and submitit_local runs the rest"
     ),
     "python sweep.py sweep=mlp_grid hydra/launcher=submitit_local": Case(check=sweep_of(8)),
+    "python train.py -m hydra/launcher=population seeds=16": Case(check=one_population_of(16)),
+    "python train.py -m hydra/launcher=population model.emb=4,10 optim.lr=0.01,0.03 seeds=2": Case(
+        check=the_basic_launchers_numbers
+    ),
+    "python sweep.py sweep=optuna_lr hydra/launcher=population hydra/sweeper/pruner=median": Case(
+        suffix="hydra.sweeper.n_trials=8 hydra.sweeper.n_jobs=4 hydra.sweeper.pruner.n_startup_trials=2 steps=400 "
+        "progress=false",
+        check=trials_pruned_one_by_one,
+    ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median hydra.sweep.dir=outputs/search": Case(
         suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=two_processes_share_one_study
     ),
@@ -285,6 +365,7 @@ CASES: dict[str, Case] = {
     "python -m makemore.experiments.bench --quick": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --parallel": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --pruning successive_halving": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.bench --population": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.on_device": Case(suffix="--smoke", check=device_table_check),
     "python train.py resume=outputs/<run>": Case(suffix="", setup=interrupted_run, check=resumed_check),
 }

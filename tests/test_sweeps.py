@@ -307,6 +307,14 @@ def test_seeds_runs_each_config_over_several_seeds_and_the_leaderboard_groups_th
     assert {emb: len(devs) for emb, devs in groups.items()} == {"4": 3, "8": 3}
     with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    ensembles = [row for row in rows if not row["rank"]]
+    rows = [row for row in rows if row["rank"]]
+    assert [e["group"] for e in ensembles] == [f"{row['group']}: ensemble of 3" for row in rows]
+    for ensemble, row in zip(ensembles, rows):  # each group's averaged probabilities, scored as by hand here
+        members = [
+            d for d in runs if f"model.emb={row['group'].split('=')[1]}" in (d / ".hydra/overrides.yaml").read_text()
+        ]
+        assert float(ensemble["dev mean"]) == pytest.approx(averaged_dev_loss(members), abs=5e-5)
     means = {emb: statistics.fmean(devs) for emb, devs in groups.items()}
     assert [row["group"] for row in rows] == [f"emb={emb}" for emb in sorted(means, key=means.get)]  # by mean
     for row in rows:
@@ -316,6 +324,20 @@ def test_seeds_runs_each_config_over_several_seeds_and_the_leaderboard_groups_th
         assert float(row["dev std"]) == pytest.approx(statistics.stdev(devs), abs=5e-5)
     table = (sweep_dir / "leaderboard.md").read_text()
     assert f"{rows[0]['group']} beats {rows[1]['group']} by" in table and "seed-to-seed spread" in table
+
+
+def averaged_dev_loss(run_dirs) -> float:
+    """-log of the mean probability the runs' models give each next character of the dev split."""
+    import torch
+
+    from makemore.checkpoint import load_model
+    from makemore.data import load_dataset
+
+    models = [load_model(d / "model.pt")[0] for d in run_dirs]
+    dev = load_dataset(None, 3)
+    with torch.no_grad():
+        probability = sum(torch.softmax(m(dev.X["dev"]).double(), 1) for m in models) / len(models)
+    return -probability[torch.arange(len(dev.Y["dev"])), dev.Y["dev"]].log().mean().item()
 
 
 def test_seeds_must_be_a_positive_integer(tmp_path):

@@ -154,6 +154,39 @@ def sweep_seconds(*launcher: str, steps: int = 15000) -> float:
     return timed_sweep("train.py", "-m", "model.emb=8,10,12,14", f"steps={steps}", *launcher)[0]
 
 
+# The sweeps a population is measured on, as a user types them: lecture 2's whole run (200k SGD steps at batch 32)
+# and the default MLP (3,000 AdamW steps at batch 256), each over 16 seeds.
+POPULATION_RECIPES = {
+    "experiment=karpathy_mlp seeds=16": ["experiment=karpathy_mlp"],
+    "seeds=16 (the default MLP)": [],
+}
+LAUNCHERS = {
+    "basic launcher": [],
+    "joblib, 2 jobs": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "population": ["hydra/launcher=population"],
+}
+
+
+def member_steps_per_second(recipe: list[str], launcher: list[str], seeds: int) -> float:
+    """A sweep's members' steps, all of them, per second of the whole command's wall time."""
+    wall, members = timed_sweep("train.py", "-m", *recipe, f"seeds={seeds}", *launcher)
+    return sum(m["steps"] for m in members) / wall
+
+
+def population_speed(seeds: int, smoke: bool) -> None:
+    """Print member-steps/s of each recipe through each launcher, measured one after the other in this command."""
+    recipes = list(POPULATION_RECIPES.items())[:1] if smoke else POPULATION_RECIPES.items()
+    for recipe, overrides in recipes:
+        overrides = [*overrides, "steps=100"] if smoke else overrides
+        speed = {name: member_steps_per_second(overrides, launcher, seeds) for name, launcher in LAUNCHERS.items()}
+        shown = ", ".join(f"{name} {value:,.0f}" for name, value in speed.items())
+        basic, joblib = (speed["population"] / speed[name] for name in ("basic launcher", "joblib, 2 jobs"))
+        print(
+            f"{recipe} (member-steps/s of the whole command): {shown}; population {basic:.2f}x the basic "
+            f"launcher, {joblib:.2f}x joblib"
+        )
+
+
 def optuna_search(pruner: str, trials: int, *overrides: str) -> dict:
     """`python sweep.py sweep=optuna_mlp` (TPE, sampler seed 42) with a pruner: its members' training seconds,
     its wall time, its best dev and the share of trials pruned."""
@@ -184,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, default=20, help="trials per search for --pruning")
     parser.add_argument(
+        "--population",
+        action="store_true",
+        help="only: 16-member sweeps through the basic launcher, joblib with 2 jobs and hydra/launcher=population",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="every measurement at a token size: checks that the benchmark runs end to end; its figures mean nothing",
@@ -192,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = ["steps=100"] if args.smoke else []  # the runs' own step counts, unless a smoke test shrinks them
     if args.smoke:
         args.steps, args.repeats, args.trials = 50, 1, 2
+    if args.population:
+        population_speed(2 if args.smoke else 16, args.smoke)
+        return 0
     if args.pruning:
         full, pruned = optuna_search("none", args.trials, *runs), optuna_search(args.pruning, args.trials, *runs)
         for name, search in (("no pruner", full), (args.pruning, pruned)):

@@ -1,0 +1,1 @@
+"""makemore's population launcher, `hydra/launcher=population`: a sweep's same-shape members train stacked."""

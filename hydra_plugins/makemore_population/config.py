@@ -1,0 +1,24 @@
+"""The population launcher's settings, registered as Hydra's own launchers register theirs
+(`hydra/launcher=population`): a value of the wrong type is refused while the config is composed."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class PopulationLauncherConf:
+    _target_: str = "hydra_plugins.makemore_population.population_launcher.PopulationLauncher"
+    # Members stacked in one population at most; more wait for the next. Memory caps it too. On a CPU, past ~16 tiny
+    # MLPs per process the stacked tensors outgrow the cache and a member-step costs more; a GPU takes hundreds.
+    max_members: int = 16
+    # Processes a population is split across, each training its share of the members side by side on the members'
+    # own `threads` (1 by default, as their solo runs); null: one per core on a CPU (a process per core runs ~20%
+    # more member-steps than two threads of one) once the population has 20,000 member-steps to train, else one.
+    workers: Optional[int] = None
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="population", node=PopulationLauncherConf, provider="makemore"
+)
