@@ -56,21 +56,31 @@ def train(cfg: DictConfig) -> float:
 def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: DictConfig | None = None) -> float:
     """A single run, or a member of the sweep in `sweep_dir` (`sweeper`: its hydra.sweeper config); its final dev
     loss."""
-    if sweep_dir and (cfg.get("resume") or cfg.get("rerun")):
-        raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
-    if sweep_dir:  # in a continued sweep, a member that ended is kept; an interrupted one continues
-        kept = ended_member(run_dir)
+    if sweep_dir:
+        kept, resume = sweep_member(cfg, run_dir, sweep_dir)
         if kept is not None:
             return kept
-    continues = cfg.get("resume") or (sweep_dir and (run_dir / CHECKPOINT).is_file())
-    resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if continues else None
-    if sweep_dir and cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
-        with open_dict(cfg):
-            cfg.logger.wandb.group = sweep_dir.name  # W&B groups a sweep's members together
+    else:
+        resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
     metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
     if not sweep_dir and "tensorboard" in cfg.logger.backends:  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir))
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
+
+
+def sweep_member(cfg: DictConfig, run_dir: Path, sweep_dir: Path) -> tuple[float | None, dict | None]:
+    """A sweep member before it trains: its kept result if it ended in an earlier session of the sweep, else None
+    and its checkpoint if it was interrupted (it continues from it). Its W&B run joins the sweep's group."""
+    if cfg.get("resume") or cfg.get("rerun"):
+        raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
+    kept = ended_member(run_dir)
+    if kept is not None:
+        return kept, None
+    if cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
+        with open_dict(cfg):
+            cfg.logger.wandb.group = sweep_dir.name  # W&B groups a sweep's members together
+    checkpoint = run_dir / CHECKPOINT
+    return None, load_checkpoint(checkpoint, {"optimizer", "state"}) if checkpoint.is_file() else None
 
 
 def ended_member(run_dir: Path) -> float | None:

@@ -184,4 +184,6 @@ def test_members_in_two_worker_processes_log_each_into_its_own_runs_under_this_h
         events.Reload()
         assert events.Scalars("loss/dev")[-1].value == pytest.approx(metrics["dev_loss"], rel=1e-6)
         [log] = member.glob("wandb/offline-run-*/run-*.wandb")
-        assert read_wandb_run(log)["summary"]["loss/dev"] == pytest.approx(metrics["dev_loss"])
+        wandb_run = read_wandb_run(log)
+        assert wandb_run["summary"]["loss/dev"] == pytest.approx(metrics["dev_loss"])
+        assert (wandb_run["run"].run_group, wandb_run["run"].display_name) == (sweep.name, member.name)

@@ -42,7 +42,7 @@ from makemore.loop import STOP_SIGNALS, Interrupted
 from makemore.population import Tally, progress_bar, train_population, write_record
 from makemore.rundir import CHECKPOINT, ended_metrics
 from makemore.search import Pruned, trial_reporter
-from makemore.train import start
+from makemore.train import start, sweep_member
 
 # Member-steps a population needs before it is split among worker processes, which cost ~2 s to start (each imports
 # torch): 20,000 steps of the default MLP take ~8 s of one core; below, the population trains in the sweep's process.
@@ -281,9 +281,7 @@ class MemberJob(threading.Thread):
         run_dir, sweep_dir = Path(hydra.runtime.output_dir), Path(hydra.sweep.dir)
         error: BaseException | None = None
         try:
-            if cfg.get("resume") or cfg.get("rerun"):
-                raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
-            self.resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if start_step(run_dir) else None
+            _, self.resume = sweep_member(cfg, run_dir, sweep_dir)  # a member that ended earlier never gets here
             self.prepared = start(cfg, run_dir, self.resume, shared=self.data)
             self.reporter = trial_reporter(cfg.get("trial"), hydra.sweeper, sweep_dir)
         except Exception as e:
