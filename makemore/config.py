@@ -3,6 +3,7 @@ of configs saved by earlier versions."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from makemore import models
+from makemore import loggers, models
 from makemore.hydra_versions import VERSION_BASE, register_resolver
 from makemore.rundir import CONFIG, RECORD, SWEEP_RECORD, ended_metrics, is_watch_key
 
@@ -96,11 +97,32 @@ def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
     return re.sub(r"[^A-Za-z0-9=,.+_# -]+", "-", name).strip("- ")[:120]
 
 
+def experiment_hparams(config: dict, counted: bool) -> dict:
+    """The keys that define what a run computed, flattened; a counting run took no steps and used no optimizer."""
+    hparams = {k: v for k, v in flatten(config).items() if not is_watch_key(k)}
+    if counted:
+        hparams = {
+            k: v
+            for k, v in hparams.items()
+            if not k.startswith(("optim.", "schedule.", "batch_size", "label_smoothing", "early_stopping"))
+        }
+        hparams.update({"steps": 0, "optim.name": "none (counted)"})
+    return hparams
+
+
 def swept_keys(saved: Path) -> tuple[set[str], bool]:
     """The keys a sweep varies (from its multirun.yaml), and whether every member's values are unique: each swept
     list holds distinct values. Without a record: no keys, not unique."""
     if not saved.is_file():
         return set(), False
+    stat = saved.stat()
+    swept, unique = read_swept_keys(str(saved), stat.st_mtime_ns, stat.st_size)
+    return set(swept), unique
+
+
+@functools.lru_cache(maxsize=16)
+def read_swept_keys(saved: str, mtime_ns: int, size: int) -> tuple[frozenset[str], bool]:
+    """swept_keys once per version of a record: every member of a sweep names itself from it (~0.1 s a read)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     sweep = OmegaConf.load(saved).hydra
@@ -110,7 +132,7 @@ def swept_keys(saved: Path) -> tuple[set[str], bool]:
     unique = all(
         o.is_choice_sweep() and len(set(values := list(o.sweep_string_iterator()))) == len(values) for o in swept
     )
-    return {o.get_key_element() for o in swept}, unique
+    return frozenset(o.get_key_element() for o in swept), unique
 
 
 def record_dir(resume: str | None, output_dir: str) -> str | None:
@@ -149,7 +171,8 @@ KINDS = {"counts": models.NgramCounts, "table": models.NgramTable, "additive": m
 
 
 def upgrade(config: DictConfig) -> DictConfig:
-    """A config saved by an earlier version: `kind` becomes `_target_`, schedule keys move out of `optim`."""
+    """A config saved by an earlier version: `kind` becomes `_target_`, schedule keys move out of `optim`, the
+    logger's `backends` become sections."""
     if "kind" in config.get("model", {}):
         with open_dict(config):
             config.model._target_ = models.target_of(KINDS[config.model.pop("kind")])
@@ -159,7 +182,21 @@ def upgrade(config: DictConfig) -> DictConfig:
             config.schedule = {"name": config.optim.schedule, **{key: config.optim[key] for key in keys}}
             for key in ("schedule", *keys):
                 del config.optim[key]
+    if "backends" in config.get("logger", {}):  # a list of backend names, before each was a section with `_target_`
+        old = config.logger
+        sections = {name: {**loggers.option_node(name)[name], **(old.get(name) or {})} for name in old.backends}
+        with open_dict(config):
+            config.logger = sections
     return config
+
+
+def register_logger_options() -> None:
+    """The `logger` group's built-in options (logger=tensorboard, wandb, mlflow), each its backend's section made
+    from its settings dataclass (makemore.loggers): its keys and defaults written once, beside its class."""
+    from hydra.core.config_store import ConfigStore
+
+    for name in loggers.BACKENDS:
+        ConfigStore.instance().store(group="logger", name=name, node=loggers.option_node(name))
 
 
 RESOLVERS = {
@@ -172,3 +209,4 @@ RESOLVERS = {
     "names_target": names_target,
 }
 register_resolvers()
+register_logger_options()

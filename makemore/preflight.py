@@ -7,8 +7,10 @@ itself (makemore.train) calls it again in a sweep member's new directory.
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.overrides import TorchFunctionMode
 
+from makemore import loggers
 from makemore.data import Vocab, build_vocab, read_items, resolve_path, split_items
 from makemore.errors import MakemoreError
 from makemore.models import build_model, eval_rows
@@ -23,14 +25,16 @@ SHRINK = {
 
 
 def prepare(cfg: DictConfig, known: tuple[list[str], Vocab] | None = None) -> tuple[DictConfig, list[str], Vocab]:
-    """Everything that can refuse a run before it writes a byte: the schema, the device, the data file and its
-    split, the memory it needs and the model's output on one batch. `known`: the data's items and vocabulary,
+    """Everything that can refuse a run before it writes a byte: the schema, the device, the loggers' settings
+    (W&B online without credentials), the data file and its split, the memory it needs and the model's output on
+    one batch. `known`: the data's items and vocabulary,
     already read and checked for a run of the same data.
 
     Returns the checked config, the data's items and its vocabulary.
     """
     cfg = validate(cfg)
     pick_device(cfg.device)
+    loggers.preflight(OmegaConf.to_container(cfg.logger))
     if known is None:
         items = read_items(resolve_path(cfg.data.path))
         vocab = build_vocab(items, cfg.data.boundary)
@@ -104,13 +108,27 @@ def memory_needed(cfg: DictConfig, vocab_size: int, tokens: int) -> dict[str, in
     """Bytes a run needs, by part: the model sized on the meta device (no allocation) with its gradient and two
     optimizer moments, the examples of every split, and the largest logits of a training step or an evaluation
     chunk."""
-    with torch.device("meta"):
+    with torch.device("meta"), ShapesOnly():
         probe = build_model(cfg.model, vocab_size)  # a table too large is refused here, with its own message
     model = sum(t.numel() for t in probe.parameters()) * 4 * 4 + sum(b.numel() for b in probe.buffers()) * 4
     examples = tokens * (cfg.model.block_size + 1) * 8 * 4  # int64 X and Y, and the temporaries that cut them
     train_rows = int(tokens * cfg.data.fractions[0]) + 1 if cfg.batch_size is None else cfg.batch_size
     logits = (train_rows + eval_rows(vocab_size)) * vocab_size * 4 * 3  # logits, softmax and gradient
     return {"weights and optimizer": model, "examples": examples, "logits": logits}
+
+
+class ShapesOnly(TorchFunctionMode):
+    """Random fills of meta tensors skipped: they hold no values, and the first normal_ on the meta device imports
+    torch._dynamo to fill nothing (~2.5 s here; a sweep's own process, which trains nothing, need not pay it)."""
+
+    FILLS = frozenset({"normal_", "log_normal_", "cauchy_", "exponential_", "geometric_", "random_", "bernoulli_"})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        filled = args[0] if args else kwargs.get("tensor")  # torch.nn.init's fills name it `tensor`
+        if getattr(func, "__name__", "") in self.FILLS and isinstance(filled, torch.Tensor) and filled.is_meta:
+            return filled
+        return func(*args, **kwargs)
 
 
 def check_memory(cfg: DictConfig, vocab_size: int, tokens: int) -> None:

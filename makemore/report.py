@@ -16,15 +16,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from makemore import plots
-from makemore.config import short_names
+from makemore.config import experiment_hparams, short_names
+from makemore.dashboard import write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
 from makemore.errors import MakemoreError, refuse
-from makemore.loggers import experiment_hparams, write_hparams_experiment, write_layout, write_level_line
+from makemore.loggers import writes_tensorboard
 from makemore.rundir import (
     CONFIG,
     HISTORY,
     REPORT_FILES,
     SWEEP_RECORD,
+    dashboard_root,
     find_runs,
     is_watch_key,
     read_history,
@@ -319,17 +321,6 @@ def write_seed_bands(sweep_dir: Path, ranked: list[tuple[dict, list[dict]]]) -> 
     return dict(reversed(shown.items()))  # TensorBoard draws a category's charts last first
 
 
-def dashboard_root(directory: Path) -> Path:
-    """The directory whose TensorBoard view a run or sweep joins: the top directory of its path under the working
-    directory (`outputs` for outputs/<date>/<run> and outputs/multirun/<sweep>), where `tensorboard --logdir
-    outputs` looks; a directory not below one is a view of its own."""
-    try:
-        relative = directory.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return directory
-    return Path(relative.parts[0]) if len(relative.parts) > 1 else directory
-
-
 # The level lines' points: TensorBoard's "ignore outliers" drops the lowest 5% of a chart's points from its scale,
 # so the best-dev line carries more than that share, at the lowest value, and no run's curve leaves the chart. The
 # target line as many: custom scalars mark every point, so both read as thick rows of markers beside the runs.
@@ -452,7 +443,7 @@ def logged_hparams(runs: list[dict]) -> list[dict]:
 
 
 def hparam_values(runs: list[dict], keys: list[str]) -> dict[str, list]:
-    """Each key's values across the runs, for its HParams domain (makemore.loggers.hparam_domain)."""
+    """Each key's values across the runs, for its HParams domain (makemore.dashboard.hparam_domain)."""
     logged = logged_hparams(runs)
     return {key: [hparams[key] for hparams in logged if key in hparams] for key in keys}
 
@@ -485,7 +476,7 @@ class LeaderboardCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         rows = write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
-        if runs and "tensorboard" in config.logger.backends:
+        if runs and writes_tensorboard(config.logger):
             write_sweep_summary(sweep_dir, runs)
             refresh_dashboard(dashboard_root(sweep_dir))
         if rows and not any(row["status"] == "ok" for row in rows):

@@ -25,6 +25,7 @@ PROVENANCE = f"{RECORD}/provenance.json"  # data, code and environment: makemore
 PATCH = f"{RECORD}/code.patch"  # the uncommitted changes of a dirty git tree
 POPULATION = f"{RECORD}/population.json"  # a member of a population: its size, its index, the members, the engine
 SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
+MLFLOW_ARTIFACTS = "mlflow-artifacts"  # beside an SQLite MLflow store: copies of runs' files, not runs
 REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
 
 # Keys that say how a run was watched, stored or named, never what it computed: left out of run names,
@@ -116,4 +117,15 @@ def written_by_a_run(path: Path) -> Path | None:
 def find_runs(root: Path) -> list[Path]:
     """Every run directory under root: one that holds a metrics.json or Hydra's .hydra/ record."""
     found = {p.parent for p in root.rglob(METRICS)} | {p.parent.parent for p in root.rglob(CONFIG)}
-    return sorted(d for d in found if "wandb" not in d.relative_to(root).parts)
+    return sorted(d for d in found if not {"wandb", MLFLOW_ARTIFACTS} & set(d.relative_to(root).parts))
+
+
+def dashboard_root(directory: Path) -> Path:
+    """The directory whose TensorBoard view a run or sweep joins: the top directory of its path under the working
+    directory (`outputs` for outputs/<date>/<run> and outputs/multirun/<sweep>), where `tensorboard --logdir
+    outputs` looks; a directory not below one is a view of its own."""
+    try:
+        relative = directory.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return directory
+    return Path(relative.parts[0]) if len(relative.parts) > 1 else directory

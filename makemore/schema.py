@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from makemore import models, sequence_models
+from makemore import loggers, models, sequence_models
 from makemore.errors import MakemoreError
 from makemore.models import target_of
 
@@ -166,21 +166,6 @@ class Exponential:
     lr_end: float = 1.0
 
 
-@dataclass
-class Wandb:
-    project: str = "makemore"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
-    mode: str = "offline"
-
-
-@dataclass
-class Logger:
-    backends: List[str]  # each option of the logger group lists its own
-    wandb: Optional[Wandb] = None
-
-
 # Each group's options, by the key that names the option.
 OPTIONS = {
     "model": (
@@ -269,8 +254,6 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "schedule.warmup": (_fraction, "a fraction of the steps in [0, 1)"),
     "schedule.min_factor": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "schedule.lr_end": (_positive, "a positive number"),
-    "logger.backends": (lambda v: set(v) <= {"tensorboard", "wandb"}, "a list of tensorboard and wandb"),
-    "logger.wandb.mode": _one_of("offline", "online", "disabled"),
 }
 
 
@@ -307,8 +290,6 @@ def _cross_checks(cfg: dict) -> None:
             f"model.backward=manual does not cover {option} (lecture 4 derives tanh layers, "
             "BatchNorm and the embedding); use model.backward=autograd"
         )
-    if "wandb" in cfg["logger"]["backends"] and cfg["logger"]["wandb"] is None:
-        raise MakemoreError("logger.backends lists wandb but logger.wandb is missing; use logger=wandb")
 
 
 def shown(value: Any) -> str:
@@ -365,11 +346,17 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
     except OmegaConfBaseException as e:
         raise MakemoreError(f"{prefix}{e.key} is missing; add it to the config") from None
     for name in names:
-        key, rule = prefix + name, RANGES.get(prefix + name)
+        key, rule = prefix + name, RANGES.get(prefix + name) or _field_rule(schema, name)
         value = node.get(name, result[name]) if key in AS_TYPED else result[name]
         if rule and value is not None and not rule[0](value):
             raise MakemoreError(f"{key}={shown(node.get(name, value))} is not allowed: {key} must be {rule[1]}")
     return result
+
+
+def _field_rule(schema: type, name: str) -> tuple[typing.Callable[[Any], bool], str] | None:
+    """A range written beside its field, as `field(metadata={"allowed": (name, ...)})`."""
+    allowed = next(f for f in dataclasses.fields(schema) if f.name == name).metadata.get("allowed")
+    return _one_of(*allowed) if allowed else None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -400,6 +387,30 @@ def _model(node: Any) -> dict:
     return {**_typed("model.", UserModel, {k: v for k, v in node.items() if k not in own}), **own}
 
 
+def _loggers(node: Any) -> dict:
+    """The logger group: one section per backend, each naming its class by `_target_`; a built-in backend's keys
+    checked against its settings (makemore.loggers), a user's logger checked for Logger's methods."""
+    if not isinstance(node, dict):
+        raise MakemoreError(f"logger={shown(node)} is not allowed: use logger=tensorboard, wandb, mlflow, all or none")
+    checked = {}
+    for name, section in node.items():
+        key = f"logger.{name}"
+        target = section.get("_target_") if isinstance(section, dict) else None
+        if not isinstance(target, str):
+            raise MakemoreError(
+                f"{key} has no _target_ (the class that logs); pick a backend with logger={name} "
+                f"(built in: {', '.join(loggers.BACKENDS)}) or set {key}._target_=module.Class"
+            )
+        settings = loggers.settings_of(target)
+        rest = {k: v for k, v in section.items() if k != "_target_"}
+        if settings is None:
+            loggers.check_logger_class(key, target)
+            checked[name] = {"_target_": target, **rest}
+        else:
+            checked[name] = {"_target_": target, **_typed(f"{key}.", settings, rest)}
+    return checked
+
+
 def validate(cfg: DictConfig | dict) -> DictConfig:
     """The config checked against the schema, with schema defaults filled in; a MakemoreError names the first
     problem."""
@@ -415,7 +426,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     top = _typed("", Settings, {k: v for k, v in raw.items() if k not in SECTIONS})
     sections = {
         "data": _typed("data.", Data, raw["data"]),
-        "logger": _typed("logger.", Logger, raw["logger"]),
+        "logger": _loggers(raw["logger"]),
         "model": _model(raw["model"]),
         **{group: _typed(f"{group}.", _option(group, raw[group]), raw[group]) for group in ("optim", "schedule")},
     }

@@ -372,7 +372,7 @@ class Evaluation:
         self.distinct = {}
         for split, x in X.items():
             if Y[split].dim() == 1:  # windows; whole items are rarely repeated
-                rows, inverse = torch.unique(x, dim=0, return_inverse=True)
+                rows, inverse = distinct_rows(x, vocab_size)
                 if len(rows) >= self.DISTINCT_ROWS:
                     self.distinct[split] = (rows, inverse)
 
@@ -398,6 +398,18 @@ class Evaluation:
         """Every member's logits on rows x, a bounded number of rows at a time."""
         step = max(self.DISTINCT_ROWS, ROWS_PER_EVAL_CHUNK // engine.size)
         return torch.cat([engine.logits(x[i : i + step]) for i in range(0, len(x), step)], 1)
+
+
+def distinct_rows(x: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.unique(x, dim=0, return_inverse=True) for contexts of token ids: each row read as one number in base
+    vocab_size, whose unique values sort as the rows do (~30x faster on the names' train split: 0.03 s, not 0.9)."""
+    if vocab_size ** x.shape[1] >= 2**62:  # too long a context to fit a number
+        return torch.unique(x, dim=0, return_inverse=True)
+    digits = vocab_size ** torch.arange(x.shape[1] - 1, -1, -1, device=x.device)
+    keys, inverse = torch.unique((x * digits).sum(1), return_inverse=True)
+    positions = torch.arange(len(x), device=x.device)
+    first = torch.zeros(len(keys), dtype=torch.long, device=x.device).scatter_(0, inverse, positions)
+    return x[first], inverse
 
 
 def engine_for(models: list[nn.Module], items: bool) -> StackedEngine:

@@ -14,21 +14,31 @@ from pathlib import Path
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from makemore import provenance
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.cli import ended
-from makemore.config import compose_train_config
+from makemore.config import compose_train_config, experiment_hparams
 from makemore.data import SPLITS, Dataset, Vocab, build_items, make_dataset, trains_on_whole_items
 from makemore.errors import MakemoreError
-from makemore.loggers import Loggers, build_loggers, experiment_hparams
+from makemore.loggers import Loggers, RunInfo, build_loggers, writes_tensorboard
 from makemore.loop import TrainState, fit
 from makemore.models import build_model, loss_on
 from makemore.preflight import pick_device, prepare
-from makemore.report import dashboard_root, refresh_dashboard
-from makemore.rundir import CHECKPOINT, HISTORY, METRICS, MODEL, SAMPLES, ended_metrics, write_json
+from makemore.report import refresh_dashboard
+from makemore.rundir import (
+    CHECKPOINT,
+    HISTORY,
+    METRICS,
+    MODEL,
+    SAMPLES,
+    SWEEP_RECORD,
+    dashboard_root,
+    ended_metrics,
+    write_json,
+)
 from makemore.sample import generate
 from makemore.search import trial_reporter
 
@@ -63,22 +73,19 @@ def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: D
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
     metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
-    if not sweep_dir and "tensorboard" in cfg.logger.backends:  # a sweep refreshes its view once, at its end
+    if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir))
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
 
 
 def sweep_member(cfg: DictConfig, run_dir: Path, sweep_dir: Path) -> tuple[float | None, dict | None]:
     """A sweep member before it trains: its kept result if it ended in an earlier session of the sweep, else None
-    and its checkpoint if it was interrupted (it continues from it). Its W&B run joins the sweep's group."""
+    and its checkpoint if it was interrupted (it continues from it)."""
     if cfg.get("resume") or cfg.get("rerun"):
         raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
     kept = ended_member(run_dir)
     if kept is not None:
         return kept, None
-    if cfg.logger.get("wandb") and cfg.logger.wandb.group is None:
-        with open_dict(cfg):
-            cfg.logger.wandb.group = sweep_dir.name  # W&B groups a sweep's members together
     checkpoint = run_dir / CHECKPOINT
     return None, load_checkpoint(checkpoint, {"optimizer", "state"}) if checkpoint.is_file() else None
 
@@ -191,12 +198,14 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
             f"{len(data.Y['train']):,}",
             data.rows_per_batch or "all",
         )
-    ids = resume["ids"] if resume else {"wandb": secrets.token_hex(4)}  # a resumed run logs into the same W&B run
+    ids = resume["ids"] if resume else {"run": secrets.token_hex(4)}  # a resumed run logs into the same runs
     hparams = experiment_hparams(config, counted=getattr(model, "trained_by_counting", False))
-    purge_step = resume["state"]["step"] if resume else None  # a resumed run's events after its checkpoint go
-    wandb_config = {**hparams, "provenance": record}  # W&B gets the HParams too, with the provenance
-    loggers = build_loggers(cfg.logger, run_dir, wandb_config, run_dir.name, ids["wandb"], purge_step)
-    loggers.text("provenance", provenance.markdown(record), resume["state"]["step"] if resume else 0)
+    resumed_at = resume["state"]["step"] if resume else None
+    sweep = run_dir.parent.name if (run_dir.parent / SWEEP_RECORD).is_file() else None
+    run_id = ids.get("run") or ids["wandb"]  # checkpoints before the logger sections named it for W&B
+    about = RunInfo(run_dir, run_dir.name, sweep, hparams, record, run_id, resumed_at)
+    loggers = build_loggers(config["logger"], about)
+    loggers.text("provenance", provenance.markdown(record), resumed_at or 0)
     return Run(cfg, run_dir, data, model, params, config, record, hparams, loggers, ids, rng)
 
 

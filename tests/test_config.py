@@ -21,6 +21,7 @@ from makemore.config import (
     upgrade,
 )
 from makemore.rundir import ended_metrics
+from makemore.schema import validate
 
 from helpers import ROOT
 
@@ -170,6 +171,22 @@ def test_an_old_config_is_upgraded_and_a_current_one_left_alone():
         "schedule": {"name": "step"},
     }  # already moved: the new key wins, nothing moves
     assert OmegaConf.to_container(upgrade(OmegaConf.create(both))) == both
+
+
+def test_an_old_logger_list_becomes_sections_that_validate_and_keep_their_settings():
+    wandb = {"project": "p", "entity": None, "group": None, "tags": [], "mode": "online"}
+    old = OmegaConf.create({"logger": {"backends": ["tensorboard", "wandb"], "wandb": wandb}})
+    assert OmegaConf.to_container(upgrade(old)) == {
+        "logger": {
+            "tensorboard": {"_target_": "makemore.loggers.tensorboard.TensorBoardLogger"},
+            "wandb": {"_target_": "makemore.loggers.wandb.WandbLogger", **wandb, "init_timeout": 30.0},  # a newer key
+        }
+    }
+    none = upgrade(OmegaConf.create({"logger": {"backends": [], "wandb": None}}))
+    assert OmegaConf.to_container(none) == {"logger": {}}
+    saved = OmegaConf.to_container(compose_train_config(), resolve=True)
+    saved["logger"] = {"backends": ["wandb"], "wandb": wandb}
+    assert validate(upgrade(OmegaConf.create(saved))).logger.wandb.mode == "online"  # a rerun of it runs
 
 
 def test_the_config_is_composed_as_hydra_1_3_composes_it_without_a_warning():

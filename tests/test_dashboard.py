@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from makemore.loggers import HPARAMS_METRICS
+from makemore.dashboard import HPARAMS_METRICS
 from makemore.rundir import find_runs, read_history, read_metrics
 
 from helpers import ROOT, run_script

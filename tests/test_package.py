@@ -59,7 +59,8 @@ def test_every_package_the_code_imports_is_declared():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     declared = set()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for requirement in [*project["dependencies"], *project["optional-dependencies"]["wandb"]]:
+    extras = project["optional-dependencies"]
+    for requirement in [*project["dependencies"], *extras["wandb"], *extras["mlflow"]]:
         declared.add(re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower())
     imported = set()
     for path in [*(ROOT / "makemore").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]:

@@ -96,7 +96,8 @@ def default_run(project: Path, result: subprocess.CompletedProcess) -> None:
     """The README's first command: dev ~2.13, and dev evaluated every 150 steps, 20 points with the final one."""
     metrics = one_ok_run(project, result)
     [run] = runs_under(project)
-    assert f"dev ~{metrics['dev_loss']:.2f}" in README.split("\n\n")[1]
+    [setup] = [p for p in README.split("\n\n") if p.startswith("Set up a fresh machine (about a minute)")]
+    assert f"dev ~{metrics['dev_loss']:.2f}" in setup
     with open(run / "history.csv", newline="") as f:
         evaluated = [int(row["step"]) for row in csv.DictReader(f) if row["loss/dev"]]
     assert evaluated == list(range(150, 3001, 150))
@@ -287,6 +288,34 @@ def wandb_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert read_wandb_run(log)["summary"]["loss/dev"] == pytest.approx(read_metrics(run)["dev_loss"])
 
 
+def mlflow_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    from mlflow.tracking import MlflowClient
+
+    metrics = one_ok_run(project, result)
+    [run_dir] = runs_under(project)
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'outputs' / 'mlflow.db'}")  # the default store
+    [run] = client.search_runs([client.get_experiment_by_name("makemore").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
+    assert run.data.params["model.emb"] == "10" and run.data.params["optim.name"] == "adamw"
+    logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss/train"))
+    with open(run_dir / "history.csv") as f:
+        history = [(int(row["step"]), float(row["loss/train"])) for row in csv.DictReader(f) if row["loss/train"]]
+    assert logged[:-1] == history[:-1] and logged[-1] == (300, metrics["train_loss"])  # the last: the full split
+    assert run.data.metrics["loss/dev"] == pytest.approx(metrics["dev_loss"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {".hydra", "metrics.json", "history.csv", "model.pt", "samples.md", "provenance.json"} <= artifacts
+    copied = client.download_artifacts(run.info.run_id, "metrics.json", str(project / "downloaded"))
+    assert json.loads(Path(copied).read_text()) == metrics
+    assert (project / "outputs" / "mlflow-artifacts").is_dir() and not (project / "mlruns").exists()  # under outputs
+
+
+def printed_logger_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    metrics = one_ok_run(project, result)
+    [final] = [line for line in result.stdout.splitlines() if line.startswith("mine final ")]
+    assert f"'loss/dev': {metrics['dev_loss']}" in final
+    assert any(line.startswith("mine 20 {'lr': ") for line in result.stdout.splitlines())  # the last step's rate
+
+
 def words_file(project: Path) -> dict[str, str]:
     names = (ROOT / "makemore" / "data" / "names.txt").read_text().split()[:3000]
     (project / "my_words.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
@@ -320,6 +349,7 @@ CASES: dict[str, Case] = {
     "python train.py experiment=karpathy_mlp model.backward=manual": Case(suffix="steps=200 progress=false"),
     "python train.py experiment=best": Case(),
     "python train.py logger=wandb": Case(check=wandb_check),
+    "python train.py logger=mlflow": Case(suffix="steps=300 progress=false", check=mlflow_check),
     "python train.py data.path=my_words.txt": Case(setup=words_file),
     "PYTHONPATH=. python train.py 'hydra.searchpath=[file://my_conf]' model=last_char": Case(
         block=True, check=user_model_check
@@ -360,6 +390,9 @@ CASES: dict[str, Case] = {
     ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median hydra.sweep.dir=outputs/search": Case(
         suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=two_processes_share_one_study
+    ),
+    "PYTHONPATH=. python train.py +logger.printer._target_=my_logger.PrintLogger +logger.printer.prefix=mine": Case(
+        block=True, check=printed_logger_check
     ),
     "python -m makemore.experiments.bench": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --quick": Case(suffix="--smoke", check=bench_check),

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from makemore import plots
+from makemore.loggers import option_node
 from makemore.report import (
     LeaderboardCallback,
     LrFinderCallback,
@@ -454,7 +455,8 @@ def test_the_reports_figures_are_closed_once_written(tmp_path):
 
 
 def sweep_config(sweep_dir, backends=("tensorboard",)):
-    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "logger": {"backends": list(backends)}})
+    sections = {name: option_node(name)[name] for name in backends}
+    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "logger": sections})
 
 
 def end_of_a_sweep(config) -> None:
@@ -499,7 +501,7 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
 
 
 def test_a_sweep_with_its_own_summary_from_an_earlier_makemore_is_named(tmp_path, capsys):
-    from makemore.loggers import write_hparams_experiment
+    from makemore.dashboard import write_hparams_experiment
 
     configured(tmp_path / "old", "0", "model.emb=4")
     (tmp_path / "old" / "multirun.yaml").write_text("{}")

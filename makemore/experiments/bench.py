@@ -173,11 +173,14 @@ def member_steps_per_second(recipe: list[str], launcher: list[str], seeds: int) 
     return sum(m["steps"] for m in members) / wall
 
 
-def population_speed(seeds: int, smoke: bool) -> None:
-    """Print member-steps/s of each recipe through each launcher, measured one after the other in this command."""
+def population_speed(seeds: int, smoke: bool, lecture_steps: int | None) -> None:
+    """Print member-steps/s of each recipe through each launcher, measured one after the other in this command;
+    `lecture_steps`: the steps of lecture 2's recipe (None: its own 200k)."""
     recipes = list(POPULATION_RECIPES.items())[:1] if smoke else POPULATION_RECIPES.items()
     for recipe, overrides in recipes:
-        overrides = [*overrides, "steps=100"] if smoke else overrides
+        steps = 100 if smoke else lecture_steps if "karpathy_mlp" in recipe else None
+        overrides = [*overrides, f"steps={steps}"] if steps else overrides
+        recipe = f"{recipe} steps={steps}" if steps else recipe
         speed = {name: member_steps_per_second(overrides, launcher, seeds) for name, launcher in LAUNCHERS.items()}
         shown = ", ".join(f"{name} {value:,.0f}" for name, value in speed.items())
         basic, joblib = (speed["population"] / speed[name] for name in ("basic launcher", "joblib, 2 jobs"))
@@ -222,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only: 16-member sweeps through the basic launcher, joblib with 2 jobs and hydra/launcher=population",
     )
     parser.add_argument(
+        "--lecture-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="steps of lecture 2's recipe in --population (default: its own 200,000)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="every measurement at a token size: checks that the benchmark runs end to end; its figures mean nothing",
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.steps, args.repeats, args.trials = 50, 1, 2
     if args.population:
-        population_speed(2 if args.smoke else 16, args.smoke)
+        population_speed(2 if args.smoke else 16, args.smoke, args.lecture_steps)
         return 0
     if args.pruning:
         full, pruned = optuna_search("none", args.trials, *runs), optuna_search(args.pruning, args.trials, *runs)

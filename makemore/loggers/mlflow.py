@@ -1,0 +1,149 @@
+"""MLflow (`logger=mlflow`; pip install -e '.[mlflow]'): each run an MLflow run with its hyperparameters as
+params, its losses per step as metrics, its texts and figures, and at its end its record files as artifacts.
+
+By default the runs go to an SQLite store beside them, `sqlite:///outputs/mlflow.db` for runs under outputs/
+(`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` shows them); logger.mlflow.tracking_uri (or
+MLFLOW_TRACKING_URI) names a server or another store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from makemore.errors import MakemoreError
+from makemore.loggers import RunInfo
+from makemore.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    MLFLOW_ARTIFACTS,
+    MODEL,
+    PROVENANCE,
+    SAMPLES,
+    dashboard_root,
+)
+
+STORE = "mlflow.db"  # the default store's file, at the top of the runs' directory tree (beside TensorBoard's view)
+RUN_TAG = "makemore.run_id"  # the run's own id, kept across resume=: a resumed run finds its MLflow run by it
+RECORD_FILES = (CONFIG, PROVENANCE, METRICS, HISTORY, SAMPLES, MODEL)  # uploaded as artifacts when the run ends
+BATCH = 100  # params per log_batch call: MLflow's limit
+
+
+@dataclass
+class MlflowSettings:
+    """logger.mlflow: where the runs are tracked."""
+
+    tracking_uri: Optional[str] = None  # null: MLFLOW_TRACKING_URI, else an SQLite store beside the runs
+    experiment: str = "makemore"  # the MLflow experiment every run joins (created if missing)
+
+
+class MlflowLogger:
+    """An MLflow run through MlflowClient (no global active run: a population's members log side by side)."""
+
+    Settings = MlflowSettings
+
+    def __init__(self, run: RunInfo, **settings):
+        wanted = MlflowSettings(**settings)
+        try:
+            from mlflow.entities import Param
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise MakemoreError("logger=mlflow needs the mlflow package; pip install -e '.[mlflow]'") from None
+        self.run_dir = run.run_dir
+        uri = wanted.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store(run.run_dir)
+        with store_lock(uri):  # two processes of a sweep must not both create the store's tables
+            self.client = MlflowClient(tracking_uri=uri)
+            experiment = experiment_id(self.client, wanted.experiment, artifacts_beside(uri))
+        earlier = self.client.search_runs([experiment], filter_string=f"tags.`{RUN_TAG}` = '{run.run_id}'")
+        if earlier:  # resume=: the same MLflow run goes on
+            self.run_id = earlier[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        tags = {RUN_TAG: run.run_id, "makemore.run_dir": str(run.run_dir)}
+        if run.sweep:
+            tags["makemore.sweep"] = run.sweep
+        self.run_id = self.client.create_run(experiment, run_name=run.name, tags=tags).info.run_id
+        params = [Param(key, str(value)) for key, value in run.hparams.items()]
+        for start in range(0, len(params), BATCH):
+            self.client.log_batch(self.run_id, params=params[start : start + BATCH])
+        self.client.log_dict(self.run_id, run.provenance, "provenance.json")
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self.client.log_text(self.run_id, text, f"{tag}.md")
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        self.client.log_figure(self.run_id, figure, f"figures/{tag}.png")
+
+    def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
+        self.scalars(step, metrics)
+
+    def target_line(self, target: float, curve: list[tuple[int, float]]) -> None:
+        self.client.set_tag(self.run_id, "target", str(target))
+
+    def close(self) -> None:
+        """The record's files as artifacts; the run FINISHED if it wrote its metrics, else KILLED if it can be
+        resumed from its checkpoint, else FAILED."""
+        for name in RECORD_FILES:
+            path = self.run_dir / name
+            if path.is_file():
+                self.client.log_artifact(self.run_id, str(path), str(Path(name).parent) if "/" in name else None)
+        if (self.run_dir / METRICS).is_file():
+            status = "FINISHED"
+        else:
+            status = "KILLED" if (self.run_dir / CHECKPOINT).is_file() else "FAILED"
+        self.client.set_terminated(self.run_id, status)
+
+
+def default_store(run_dir: Path) -> str:
+    """The SQLite store at the top of the run's directory tree (outputs/mlflow.db for a run under outputs/)."""
+    return f"sqlite:///{(dashboard_root(run_dir) / STORE).resolve()}"
+
+
+def artifacts_beside(uri: str) -> str | None:
+    """Where an SQLite store's new experiment keeps its artifacts: beside the database (MLflow's default is
+    ./mlruns under whatever directory the run started in); a server decides for itself (None)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / MLFLOW_ARTIFACTS).resolve().as_uri()
+
+
+def experiment_id(client, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created if missing (by this process or, at the same moment, another)."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        return client.get_experiment_by_name(name).experiment_id
+
+
+@contextmanager
+def store_lock(uri: str):
+    """An exclusive lock beside a local SQLite store while a client opens it (and creates its tables)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
