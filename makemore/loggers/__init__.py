@@ -114,9 +114,10 @@ def preflight(section: dict) -> None:
     """Each built-in backend's own refusal of settings that cannot work here (W&B online without credentials),
     before the run writes anything."""
     for settings in section.values():
-        check = getattr(import_target(settings["_target_"]), "preflight", None)
-        if settings["_target_"] in BACKENDS.values() and check:
-            check(dict(settings))
+        if settings["_target_"] in BACKENDS.values():
+            check = getattr(import_target(settings["_target_"]), "preflight", None)
+            if check:
+                check(dict(settings))
 
 
 def writes_tensorboard(section: dict) -> bool:
