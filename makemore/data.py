@@ -69,9 +69,10 @@ def resolve_path(path: str | None) -> Path:
     return BUILTIN_NAMES if path in BUILTIN_PATHS else Path(path).expanduser()
 
 
-def read_items(path: Path) -> list[str]:
-    """Read UTF-8 text, one item per line (LF, CRLF or CR alone); line ends stripped, blank lines dropped."""
-    fix = "pass data.path=<a UTF-8 text file with one item per line>"
+def read_items(path: Path, given_as: str = "data.path=") -> list[str]:
+    """Read UTF-8 text, one item per line (LF, CRLF or CR alone); line ends stripped, blank lines dropped.
+    `given_as`: how the user named the file (the fix each refusal prints)."""
+    fix = f"pass {given_as}<a UTF-8 text file with one item per line>"
     if not path.exists():
         raise MakemoreError(f"data file not found: {path}; {fix}")
     if not path.is_file():

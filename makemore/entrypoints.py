@@ -1,6 +1,7 @@
 """The commands: `makemore-train` (also `python -m makemore` and a checkout's `python train.py`) trains one run
 or a multirun, `makemore-sweep` (`python sweep.py`) runs a named sweep or rebuilds a leaderboard with
-`report=<dir>`. `makemore-sample` is makemore.sample's. Each parses its config with Hydra and calls the package."""
+`report=<dir>`. `makemore-sample` and `makemore-eval` are makemore.sample's and makemore.evaluate's. Each parses
+its config with Hydra and calls the package."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def train(config_dir: Path | None = None) -> int:
 
 
 def sweep(config_dir: Path | None = None) -> int:
-    """`makemore-sweep sweep=<name> [overrides]`, or `makemore-sweep report=<dir>`."""
-    reports = [arg.split("=", 1)[1] for arg in sys.argv[1:] if arg.startswith("report=")]
-    if reports:
-        return report.main(reports[-1])
+    """`makemore-sweep sweep=<name> [overrides]`, or `makemore-sweep report=<dir> [eval_data=FILE]`."""
+    given = dict(arg.split("=", 1) for arg in sys.argv[1:] if arg.startswith(("report=", "eval_data=")))
+    if "report" in given:
+        return report.main(given["report"], given.get("eval_data"))
     return run_app(hydra_app("sweep", config_dir), help_shows="sweep=models")

@@ -23,7 +23,7 @@ from makemore.checkpoint import save_atomic
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers
 from makemore.models import loss_on, predict
-from makemore.optim import build_optimizer, is_plain_sgd, plain_step
+from makemore.optim import build_optimizer, fused_step, is_plain_sgd
 from makemore.rundir import CHECKPOINT
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
@@ -115,13 +115,15 @@ def step_function(
         if is_plain_sgd(optimizer):
             return hand.sgd_step
 
+        optimizer_step = fused_step(optimizer)
+
         def manual_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
             loss = hand.gradients(xb, yb)
-            optimizer.step()  # the lr is already in the param groups
+            optimizer_step()  # the lr is already in the param groups
             return loss
 
         return manual_step
-    optimizer_step = plain_step(optimizer)
+    optimizer_step = fused_step(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
     def autograd_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:

@@ -51,22 +51,96 @@ def is_plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
-def plain_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """optimizer.step, or for plain gradient descent (SGD without momentum or decay) one foreach update per group.
+def adamw_kernel(tensors: dict[str, list], lr: float, betas: tuple, eps: float, decay: float) -> None:
+    """Fused AdamW over lists of tensors (param, grad, exp_avg, exp_avg_sq, step), their step counts already
+    advanced: the call torch.optim.AdamW(fused=True).step makes."""
+    torch._fused_adamw_(
+        tensors["param"],
+        tensors["grad"],
+        tensors["exp_avg"],
+        tensors["exp_avg_sq"],
+        [],
+        tensors["step"],
+        amsgrad=False,
+        lr=lr,
+        beta1=betas[0],
+        beta2=betas[1],
+        weight_decay=decay,
+        eps=eps,
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
 
-    torch.optim's step costs ~50 us of Python per call, as much as a small model's whole update: the lectures'
-    SGD runs ~20% faster without it. The optimizer keeps its param groups, lr and state_dict as before.
+
+def sgd_kernel(tensors: dict[str, list], lr: float, momentum: float, decay: float, dampening: float, first: bool):
+    """Fused SGD over lists of tensors (param, grad, momentum_buffer): the call torch.optim.SGD(fused=True).step
+    makes; `first`: the momentum buffers are filled, not updated."""
+    torch._fused_sgd_(
+        tensors["param"],
+        tensors["grad"],
+        tensors["momentum_buffer"] if momentum else [],
+        weight_decay=decay,
+        momentum=momentum,
+        lr=lr,
+        dampening=dampening,
+        nesterov=False,
+        maximize=False,
+        is_first_step=first,
+        grad_scale=None,
+        found_inf=None,
+    )
+
+
+def fused_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """optimizer.step's kernels called directly, with its state kept where torch.optim keeps it (state_dict and
+    checkpoints unchanged); for plain gradient descent one foreach update per group.
+
+    torch.optim's step costs ~50 us of Python per call, as much as a small model's whole update (the lectures'
+    SGD runs ~20% faster without it), and its first call imports torch._dynamo (~1 s of a short run's start).
     """
-    if not is_plain_sgd(optimizer):
-        return optimizer.step
+    if any(g.get(flag) for g in optimizer.param_groups for flag in ("nesterov", "maximize", "amsgrad", "foreach")):
+        return optimizer.step  # options build_optimizer never sets: torch.optim's own step
 
     @torch.no_grad()
     def step() -> None:
+        state = optimizer.state  # read at each step: load_state_dict replaces it
         for group in optimizer.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])
+            if not params:  # a group of no parameters (a model without biases), or none that took a gradient
+                continue
+            tensors = {"param": params, "grad": [p.grad for p in params]}
+            if isinstance(optimizer, torch.optim.AdamW):
+                for p in params:
+                    if not state[p]:  # as torch.optim.AdamW(fused=True) starts a parameter's state
+                        state[p]["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                        state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                        state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                for part in ("step", "exp_avg", "exp_avg_sq"):
+                    tensors[part] = [state[p][part] for p in params]
+                torch._foreach_add_(tensors["step"], 1)
+                adamw_kernel(tensors, group["lr"], group["betas"], group["eps"], group["weight_decay"])
+            elif group["momentum"] == 0 and group["weight_decay"] == 0:
+                torch._foreach_add_(params, tensors["grad"], alpha=-group["lr"])
+            else:
+                buffers = [state[p].get("momentum_buffer") for p in params] if group["momentum"] else []
+                first = bool(buffers) and all(b is None for b in buffers)
+                tensors["momentum_buffer"] = [torch.empty_like(p) for p in params] if first else buffers
+                sgd_kernel(tensors, group["lr"], group["momentum"], group["weight_decay"], group["dampening"], first)
+                for p, buffer in zip(params, tensors["momentum_buffer"]):
+                    state[p]["momentum_buffer"] = buffer
 
     return step
+
+
+def skip_compile_guards() -> None:
+    """torch.optim.Optimizer's methods (__init__, state_dict, ...) keep torch.compile out through wrappers that
+    import torch._dynamo on their first call (~1 s of a run's start, ~3 s on a slow machine). Nothing here
+    compiles: each wrapper is told that its function is already its own compile-disabled version."""
+    guard = torch._disable_dynamo(lambda: None).__code__  # the wrapper's code, shared by every guarded method
+    for method in vars(torch.optim.Optimizer).values():
+        if getattr(method, "__code__", None) is guard:
+            setattr(method.__wrapped__, "__dynamo_disable", method.__wrapped__)
 
 
 def build_optimizer(
@@ -76,6 +150,7 @@ def build_optimizer(
 
     The lr is a pure function of the step, so a resumed run needs no scheduler state.
     """
+    skip_compile_guards()
     groups = param_groups(model, cfg.weight_decay)
     if cfg.name == "adamw":
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)

@@ -20,6 +20,7 @@ from makemore.config import experiment_hparams, short_names
 from makemore.dashboard import write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
 from makemore.errors import MakemoreError, refuse
+from makemore.evaluate import data_record, evaluate, write_record
 from makemore.loggers import writes_tensorboard
 from makemore.rundir import (
     CONFIG,
@@ -66,8 +67,9 @@ def varying_overrides(runs: list[dict]) -> list[str]:
     return [k for k in keys if len({run["overrides"].get(k, "") for run in runs}) > 1]
 
 
-def leaderboard(runs: list[dict], root: Path) -> list[dict]:
-    """Rows ranked by dev loss (finished runs first, failures after), with a column per override that differs."""
+def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) -> list[dict]:
+    """Rows ranked by dev loss (finished runs first, failures after), with a column per override that differs, and
+    one for each run's loss on another data file (`scored`: the column's name and the losses by run directory)."""
     varying = varying_overrides(runs)
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
     targets = [run["metrics"]["target"] for run in ranked if run["metrics"].get("target") is not None]
@@ -87,6 +89,7 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
                 "train": _loss(m.get("train_loss")) if ok else "",
                 "dev": _loss(m.get("dev_loss")) if ok else "",
                 "test": _loss(m.get("test_loss")) if ok else "",
+                **({scored[0]: _loss(scored[1][run["dir"]]) if run["dir"] in scored[1] else ""} if scored else {}),
                 "seconds": f"{m['train_seconds']:.1f}" if ok else "",
                 target_column: "" if m.get("target") is None and ok else "✓" if m.get("target_met") else "✗",
                 "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
@@ -94,6 +97,25 @@ def leaderboard(runs: list[dict], root: Path) -> list[dict]:
             }
         )
     return rows
+
+
+EvalColumn = tuple[str, dict[Path, float]]
+
+
+def eval_column(runs: list[dict], data: Path) -> EvalColumn:
+    """Each finished run's loss on every item of `data` its model can score (items with characters it never saw
+    are skipped, and said so), written down as an evaluation record of its own."""
+    scores = [
+        evaluate(run["dir"], "all", data, skip_unseen=True, given_as="eval_data=")
+        for run in runs
+        if dev_loss(run) < math.inf
+    ]
+    for score in scores:
+        if score.skipped_items:
+            every = score.items + score.skipped_items
+            print(f"{score.run}: {score.skipped_items:,} of {every:,} items of {data} skipped for {score.unseen!r}")
+    print(f"evaluation record: {write_record(scores, data_record('all', data))}")
+    return f"{data.name} loss", {Path(score.run): score.loss for score in scores}
 
 
 def label(run: dict, varying: list[str]) -> str:
@@ -131,15 +153,16 @@ def dev_curve(run: dict) -> list[tuple[int, float]]:
     return points + [(run["metrics"].get("steps", 0), dev_loss(run))]
 
 
-def write_report(root: Path, rewrite: bool = True) -> list[dict]:
+def write_report(root: Path, rewrite: bool = True, eval_data: Path | None = None) -> list[dict]:
     """Print the leaderboard of every run under root and write leaderboard.csv/.md/.png into root.
 
     Into root unless root is (or is inside) a run directory, whose files no command changes, or (without
     `rewrite`: the end of a sweep, continued or not, rewrites its own) a report is already there: then it only
-    prints.
+    prints. With `eval_data`, every finished run's model is also scored on that file: a column of its own, and an
+    evaluation record (makemore.evaluate).
     """
     runs = [r for r in map(read_run, find_runs(root)) if r is not None]
-    rows = leaderboard(runs, root)
+    rows = leaderboard(runs, root, eval_column(runs, eval_data) if eval_data else None)
     table = markdown(rows)
     finished = sorted((r for r in runs if dev_loss(r) < math.inf), key=dev_loss)[:CURVES_SHOWN]
     target = finished[0]["metrics"].get("target") if finished else None
@@ -497,11 +520,16 @@ class LrFinderCallback(Callback):
                 write_lr_finder(run_dir, sweep_dir)
 
 
-def main(root: str) -> int:
-    """`python sweep.py report=<dir>`: the leaderboard of every run under dir."""
+def main(root: str, eval_data: str | None = None) -> int:
+    """`python sweep.py report=<dir> [eval_data=FILE]`: the leaderboard of every run under dir, with a column for
+    each model's loss on FILE."""
     path = Path(root)
     if not path.is_dir():
         print(f"error: no directory {path}; report=<a sweep directory, or outputs>", file=sys.stderr)
         return 1
-    write_report(path, rewrite=False)
+    try:
+        write_report(path, rewrite=False, eval_data=Path(eval_data) if eval_data else None)
+    except MakemoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -51,6 +51,8 @@ PROGRAMS = {
     "makemore-train": ("makemore-train", "makemore-train"),
     "makemore-sweep": ("makemore-sweep", "makemore-train"),
     "makemore/__main__.py": ("python -m makemore", "python -m makemore"),
+    "evaluate.py": ("python -m makemore.evaluate", "python train.py"),
+    "makemore-eval": ("makemore-eval", "makemore-train"),
 }
 
 

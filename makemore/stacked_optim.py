@@ -8,13 +8,14 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from makemore.optim import adamw_kernel, sgd_kernel
 from makemore.stacked import StackedEngine
 
 
 class StackedOptimizer:
     """Every member's optimizer as its solo run builds it (makemore.optim.build_optimizer: its param groups and
     hyperparameters), stepped on the member's own slices with the kernels that optimizer runs: fused AdamW, fused
-    SGD, or for plain gradient descent one add per tensor (makemore.optim.plain_step). Members whose groups share
+    SGD, or for plain gradient descent one add per tensor (makemore.optim.fused_step). Members whose groups share
     their numbers at a step take one call together. The state lives stacked, like the parameters."""
 
     def __init__(self, engine: StackedEngine, optimizers: list[torch.optim.Optimizer], models: list[nn.Module]):
@@ -109,41 +110,12 @@ class StackedOptimizer:
         """One optimizer kernel over the tensors of the members and groups that share its numbers."""
         if kind == "adamw":
             beta1, beta2, eps, decay = numbers
-            torch._fused_adamw_(
-                tensors["param"],
-                tensors["grad"],
-                tensors["exp_avg"],
-                tensors["exp_avg_sq"],
-                [],
-                tensors["step"],
-                amsgrad=False,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=decay,
-                eps=eps,
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
-            )
+            adamw_kernel(tensors, lr, (beta1, beta2), eps, decay)
         elif kind == "plain":
             torch._foreach_add_(tensors["param"], tensors["grad"], alpha=-lr)
         else:
             momentum, decay, dampening, first = numbers
-            torch._fused_sgd_(
-                tensors["param"],
-                tensors["grad"],
-                tensors["momentum_buffer"] if momentum else [],
-                weight_decay=decay,
-                momentum=momentum,
-                lr=lr,
-                dampening=dampening,
-                nesterov=False,
-                maximize=False,
-                is_first_step=first,
-                grad_scale=None,
-                found_inf=None,
-            )
+            sgd_kernel(tensors, lr, momentum, decay, dampening, first)
 
     def keep(self, members: list[int]) -> None:
         index = torch.tensor(members)

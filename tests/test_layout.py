@@ -23,7 +23,7 @@ LAYERS = [
     ["config", "schema", "search", "backprop"],
     ["data"],
     ["checkpoint", "plots", "provenance", "stacked", "stacked_optim"],
-    ["preflight", "sample", "loop", "ensemble"],
+    ["preflight", "sample", "loop", "ensemble", "evaluate"],
     ["cli", "record", "report", "diff"],
     ["train"],
     ["grouping", "population"],

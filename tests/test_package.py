@@ -9,11 +9,12 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
 import pytest
-import torch
+from packaging.requirements import Requirement
 
 from makemore.rundir import find_runs
 
@@ -46,6 +47,14 @@ def test_the_wheel_holds_the_config_data_licences_and_entry_points(wheel):
     conf = {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*") if p.suffix in (".py", ".yaml")}
     assert shipped_conf == conf
     assert {"makemore/data/names.txt", "makemore/data/names.txt.LICENSE"} <= names
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    required = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = [
+        Requirement(line.removeprefix("Requires-Dist: "))
+        for line in metadata.splitlines()
+        if "extra ==" not in line and line.startswith("Requires-Dist: ")
+    ]
+    assert declared == list(map(Requirement, required))  # the fresh venv below borrows them, so they are read here
     assert "License-Expression: MIT" in metadata and "License-File: makemore/data/names.txt.LICENSE" in metadata
     for entry in ("makemore-train = makemore.entrypoints:train", "makemore-sweep = makemore.entrypoints:sweep"):
         assert entry in entry_points
@@ -81,9 +90,12 @@ def test_the_wheel_in_a_fresh_venv_runs_every_command_from_anywhere(wheel, tmp_p
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the checkout on sys.path
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env['PATH']}", WANDB_MODE="offline")
     check([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    check([*pip, f"torch=={torch.__version__.split('+')[0]}"], tmp_path, env)  # the CPU wheel, from local disk
-    check([*pip, str(wheel)], tmp_path, env)
+    # The dependencies are this environment's (installing them again costs a minute; the wheel's list of them is
+    # checked above), behind the new venv's own site-packages, which gets the wheel alone.
+    [site_packages] = venv.glob("lib/python*/site-packages")
+    outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (site_packages / "dependencies.pth").write_text("\n".join(outer) + "\n")
+    check([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], tmp_path, env)
     user = tmp_path / "elsewhere"
     user.mkdir()
 
@@ -126,8 +138,10 @@ def test_the_wheel_in_a_fresh_venv_runs_every_command_from_anywhere(wheel, tmp_p
 
     for command in readme_commands():  # the README's block of these commands, as written
         filled = command.replace("outputs/<run>", str(single.relative_to(user)))
-        cheap = "" if filled.startswith("makemore-sample") else f" {QUICK}"
-        bash(filled + cheap + (" hydra.sweeper.n_trials=2" if "optuna" in filled else ""))
+        cheap = "" if filled.startswith(("makemore-sample", "makemore-eval")) else f" {QUICK}"
+        done = bash(filled + cheap + (" hydra.sweeper.n_trials=2" if "optuna" in filled else ""))
+        if filled.startswith("makemore-eval"):
+            assert f"{read_metrics(single)['test_loss']:.4f} nats/char" in done.stdout
 
 
 def readme_commands() -> list[str]:
@@ -136,9 +150,10 @@ def readme_commands() -> list[str]:
     return [line.split("  #")[0].strip() for line in lines if line.startswith("    makemore-")]
 
 
-def test_the_readme_shows_the_three_commands():
+def test_the_readme_shows_the_four_commands():
     assert [command.split()[0] for command in readme_commands()] == [
         "makemore-train",
         "makemore-sweep",
         "makemore-sample",
+        "makemore-eval",
     ]

@@ -149,6 +149,50 @@ def sample_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert re.match(r"50 samples: \d+% new, \d+% in train, \d+% in dev/test only", result.stderr.splitlines()[-1])
 
 
+def evaluated(project: Path, result: subprocess.CompletedProcess, split: str) -> dict:
+    """The one evaluation a command printed and recorded, for the one run under outputs/, which it left as it was."""
+    [run] = runs_under(project)
+    [record] = (project / "outputs" / "evaluations").glob("*/evaluation.json")
+    [score] = json.loads(record.read_text())["evaluations"]
+    assert result.stderr.endswith(f"record: {record.relative_to(project)}\n")
+    assert score["run"] == str(run.relative_to(project)) and json.loads(record.read_text())["data"]["split"] == split
+    return score
+
+
+def evaluated_dev(project: Path, result: subprocess.CompletedProcess) -> None:
+    score = evaluated(project, result, "dev")
+    [run] = runs_under(project)
+    assert score["loss"] == read_metrics(run)["dev_loss"]
+    assert f": {score['loss']:.4f} nats/char, {score['bits_per_character']:.4f} bits/char on the dev split" in (
+        result.stdout
+    )
+
+
+def evaluated_pokemon(project: Path, result: subprocess.CompletedProcess) -> None:
+    score = evaluated(project, result, "all")
+    assert (score["items"], score["skipped_items"], score["unseen"]) == (2, 1, " .")
+    assert "on pokemon.txt (2 items, 18 characters; 1 skipped for ' .')" in result.stdout
+
+
+def pokemon_file(project: Path) -> dict[str, str]:
+    """The README's pokemon.txt, written by its own printf line, and a finished run to score on it."""
+    [printf] = [line.strip() for line in README.splitlines() if line.strip().startswith("printf ")]
+    assert bash(project, printf).returncode == 0
+    return finished_run(project)
+
+
+def report_with_eval_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    report_check(project, result)
+    [run] = runs_under(project)
+    [score] = json.loads(next((project / "outputs" / "evaluations").glob("*/evaluation.json")).read_text())[
+        "evaluations"
+    ]
+    with open(project / "outputs" / "leaderboard.csv", newline="") as f:
+        [row] = csv.DictReader(f)
+    assert row["pokemon.txt loss"] == f"{score['loss']:.4f}" and score["items"] == 2
+    assert f"{run.relative_to(project)}: 1 of 3 items of pokemon.txt skipped for ' .'" in result.stdout
+
+
 def report_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert "leaderboard of 1 runs in outputs" in result.stdout
     assert (project / "outputs" / "leaderboard.md").is_file()
@@ -363,6 +407,13 @@ CASES: dict[str, Case] = {
     "python -m makemore.diff outputs/<run-a> outputs/<run-b>": Case(suffix="", setup=two_seeds, check=diff_check),
     "python -m makemore.sample outputs/<run> -n 50 --temperature 0.8 --top-k 10 --seed 1 --prefix em -o samples.txt": (
         Case(suffix="", setup=finished_run, check=sample_check)
+    ),
+    "python -m makemore.evaluate outputs/<run> --split dev": Case(suffix="", setup=finished_run, check=evaluated_dev),
+    "python -m makemore.evaluate outputs/<run> --data pokemon.txt --skip-unseen": Case(
+        suffix="", setup=finished_run, block=True, check=evaluated_pokemon
+    ),
+    "python sweep.py report=outputs eval_data=pokemon.txt": Case(
+        suffix="", setup=pokemon_file, check=report_with_eval_check
     ),
     "python sweep.py sweep=mlp_grid": Case(check=sweep_of(8)),
     "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3)),
