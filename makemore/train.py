@@ -74,7 +74,7 @@ def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: D
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
     metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
-        refresh_dashboard(dashboard_root(run_dir))
+        refresh_dashboard(dashboard_root(run_dir), [run_dir])
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
 
 

@@ -193,6 +193,15 @@ def report_with_eval_check(project: Path, result: subprocess.CompletedProcess) -
     assert f"{run.relative_to(project)}: 1 of 3 items of pokemon.txt skipped for ' .'" in result.stdout
 
 
+def dashboard_bench_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    assert re.fullmatch(
+        r"a run's wall time \(python train.py steps=10\): [\d.]+ s with an empty outputs/; with 10 runs kept there "
+        r"[\d.]+ s the first time \(every run read, the view's index written\), then [\d.]+ s \(the index read\): "
+        r"[+-][\d.]+ s \(goal <= 1\)\n",
+        result.stdout,
+    )
+
+
 def report_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert "leaderboard of 1 runs in outputs" in result.stdout
     assert (project / "outputs" / "leaderboard.md").is_file()
@@ -450,6 +459,7 @@ CASES: dict[str, Case] = {
     "python -m makemore.experiments.bench --parallel": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --pruning successive_halving": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --population": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.bench --dashboard 10000": Case(suffix="--smoke", check=dashboard_bench_check),
     "python -m makemore.experiments.on_device": Case(suffix="--smoke", check=device_table_check),
     "python train.py resume=outputs/<run>": Case(suffix="", setup=interrupted_run, check=resumed_check),
 }

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import statistics
 
 import matplotlib.pyplot as plt
@@ -31,6 +32,7 @@ from makemore.report import (
     swept_hparams,
     varying_overrides,
     verdict,
+    view_runs,
     write_csv,
     write_lr_finder,
     write_report,
@@ -508,13 +510,14 @@ def test_a_sweep_with_its_own_summary_from_an_earlier_makemore_is_named(tmp_path
     write_hparams_experiment(tmp_path / "scratch", {"model.emb": [4]}, ["model.emb"])
     [summary] = (tmp_path / "scratch").glob("events.out.tfevents.*")
     summary.rename(tmp_path / "old" / summary.name)  # where an earlier makemore wrote a sweep's summary
-    refresh_dashboard(tmp_path)
+    refresh_dashboard(tmp_path, [])  # the first refresh of a view reads every run, and looks for such summaries
     warning = capsys.readouterr().err
     assert (
         warning.startswith(f"warning: {tmp_path / 'old'} holds an HParams summary of its own") and "0 more" in warning
     )
     (tmp_path / "old" / summary.name).unlink()
-    refresh_dashboard(tmp_path)  # one summary in the view: nothing to say
+    (tmp_path / "dashboard.jsonl").unlink()  # read every run again
+    refresh_dashboard(tmp_path, [])  # one summary in the view: nothing to say
     assert capsys.readouterr().err == ""
 
 
@@ -614,3 +617,33 @@ def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
     ]
     rows = root.Tensors("sweep/seed_groups/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "| group" in rows and "emb=16" in rows
+
+
+def test_a_views_index_holds_what_reading_every_run_gives_and_follows_new_deleted_and_resumed_runs(tmp_path):
+    def scanned() -> list[dict]:  # what a refresh reads without an index: every run's files
+        (tmp_path / "dashboard.jsonl").unlink()
+        runs = view_runs(tmp_path, [])
+        return sorted(runs, key=lambda run: run["dir"])
+
+    history = [{"step": 5, "loss/train": 2.5, "loss/dev": 2.6, "lr": 0.1}]
+    for seed in ("1", "2"):
+        config = compose_config(f"seed={seed}", "model.emb=4")
+        fake_run(tmp_path / "sweep", seed, [f"seed={seed}", "model.emb=4"], history, config, dev_loss=2.1, **OK)
+    configured(tmp_path / "sweep", "3", "model.emb=16")
+    refresh_dashboard(tmp_path, [])
+    assert len((tmp_path / "dashboard.jsonl").read_text().splitlines()) == 3  # the first refresh read them all
+
+    later = configured(tmp_path / "single", "0", "model.emb=8")
+    refresh_dashboard(tmp_path, [later])  # a run that just ended joins the index, which the refresh reads
+    indexed = sorted(view_runs(tmp_path, []), key=lambda run: run["dir"])
+    assert [run["dir"] for run in indexed] == sorted([*find_runs(tmp_path / "sweep"), later])
+    assert indexed == scanned()
+    [first] = [run for run in indexed if run["dir"] == tmp_path / "sweep" / "1"]
+    assert first["curve"] == [10, 2, 2.1] and first["hparams"]["model.emb"] == 4  # last step, points, lowest dev
+
+    shutil.rmtree(tmp_path / "sweep" / "3")
+    (tmp_path / "single" / "0" / "metrics.json").write_text(json.dumps({**OK, "dev_loss": 1.5}))  # resumed
+    refresh_dashboard(tmp_path, [later])
+    runs = view_runs(tmp_path, [])
+    assert len(runs) == 3 and [run["metrics"]["dev_loss"] for run in runs if run["dir"] == later] == [1.5]
+    assert sorted(runs, key=lambda run: run["dir"]) == scanned()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -190,6 +191,39 @@ def population_speed(seeds: int, smoke: bool, lecture_steps: int | None) -> None
         )
 
 
+def run_seconds(cwd: Path) -> float:
+    """Wall time of `python train.py steps=10` in `cwd`: its start, ten steps, its evaluation and its outputs, the
+    dashboard refresh at its end included."""
+    begin = time.perf_counter()
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "steps=10", "progress=false", "samples=0"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode:
+        raise SystemExit(made.stderr)
+    return time.perf_counter() - begin
+
+
+def dashboard_cost(kept: int) -> None:
+    """Print a short run's wall time with an empty outputs/ and with `kept` runs there (copies of a real run's
+    record), the first time (every run read, the view's index written) and after (the index read)."""
+    with tempfile.TemporaryDirectory() as user:
+        cwd, outputs = Path(user), Path(user) / "outputs"
+        empty = run_seconds(cwd)
+        [run] = find_runs(outputs)
+        for i in range(kept):  # what the view reads of a run: its config, overrides, metrics, history
+            shutil.copytree(run, outputs / "kept" / str(i), ignore=lambda _, names: [n for n in names if ".pt" in n])
+        (outputs / "dashboard.jsonl").unlink()
+        first, after = run_seconds(cwd), run_seconds(cwd)
+    print(
+        f"a run's wall time (python train.py steps=10): {empty:.2f} s with an empty outputs/; with {kept:,} runs "
+        f"kept there {first:.2f} s the first time (every run read, the view's index written), then {after:.2f} s "
+        f"(the index read): {after - empty:+.2f} s (goal <= 1)"
+    )
+
+
 def optuna_search(pruner: str, trials: int, *overrides: str) -> dict:
     """`python sweep.py sweep=optuna_mlp` (TPE, sampler seed 42) with a pruner: its members' training seconds,
     its wall time, its best dev and the share of trials pruned."""
@@ -232,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         help="steps of lecture 2's recipe in --population (default: its own 200,000)",
     )
     parser.add_argument(
+        "--dashboard",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only: a short run's wall time with an empty outputs/ and with N runs kept there",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="every measurement at a token size: checks that the benchmark runs end to end; its figures mean nothing",
@@ -240,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = ["steps=100"] if args.smoke else []  # the runs' own step counts, unless a smoke test shrinks them
     if args.smoke:
         args.steps, args.repeats, args.trials = 50, 1, 2
+    if args.dashboard is not None:
+        dashboard_cost(10 if args.smoke else args.dashboard)
+        return 0
     if args.population:
         population_speed(2 if args.smoke else 16, args.smoke, args.lecture_steps)
         return 0
