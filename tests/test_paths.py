@@ -10,7 +10,7 @@ import pytest
 
 from makemore.rundir import find_runs, read_overrides
 
-from helpers import read_metrics, run_bash, tree_hashes
+from helpers import compose_config, read_metrics, run_bash, tree_hashes
 
 BROKEN_MODELS = '''
 """Models that break the contract in one way each."""
@@ -173,16 +173,17 @@ def test_a_value_hydra_cannot_read_gets_the_quoting_that_works(project):
 
 @pytest.mark.slow
 def test_help_works_for_both_entry_points_and_train_takes_every_group_it_lists(project):
-    for script in ("train.py", "sweep.py"):
-        result = in_project(project, f"python {script} --help")
+    helped = {script: in_project(project, f"python {script} --help") for script in ("train.py", "sweep.py")}
+    for result in helped.values():
         assert result.returncode == 0 and "== Configuration groups ==" in result.stdout, result.stderr
-    listed = in_project(project, "python train.py --help").stdout.split("== Config ==")[0]
+    listed = helped["train.py"].stdout.split("== Config ==")[0]
     groups = [line.split(":")[0] for line in listed.splitlines() if ": " in line and "," in line]
     assert "sweep" in groups
     for group in groups:  # each listed group composes for train.py (sweep: a named sweep, as with sweep.py)
         option = sorted(p.stem for p in (project / "conf" / group).glob("*.yaml"))[0]
-        composed = in_project(project, f"python train.py {group}={option} --cfg job")
-        assert composed.returncode == 0, (group, composed.stderr)
+        assert "model" in compose_config(f"{group}={option}")
+    composed = in_project(project, f"python train.py {group}={option} --cfg job")  # and from the command line
+    assert composed.returncode == 0 and "model:" in composed.stdout, composed.stderr
 
 
 @pytest.mark.slow

@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         f"autograd's framework loop; at batch 256: ratio {speed['manual_ratio_256']:.2f} "
         f"({speed['manual_256']:,.0f} against {speed['hand_256']:,.0f} steps/s)"
     )
-    metrics = default_run()
+    metrics = default_run(*runs)
     if "seconds_to_target" in metrics:
         print(
             f"(b) time to dev < {metrics['target']} with `python train.py`: {metrics['seconds_to_target']:.2f} s of "
