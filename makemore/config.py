@@ -98,8 +98,9 @@ def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
 
 
 def experiment_hparams(config: dict, counted: bool) -> dict:
-    """The keys that define what a run computed, flattened; a counting run took no steps and used no optimizer."""
-    hparams = {k: v for k, v in flatten(config).items() if not is_watch_key(k)}
+    """The keys that define what a run computed, flattened; a counting run took no steps and used no optimizer. A
+    null (a full-batch run's batch_size, no target) has no HParams value: its cell stays empty, its column typed."""
+    hparams = {k: v for k, v in flatten(config).items() if not is_watch_key(k) and v is not None}
     if counted:
         hparams = {
             k: v
@@ -155,14 +156,14 @@ def compose_train_config(*overrides: str) -> DictConfig:
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    """{'model': {'emb': 10}} -> {'model.emb': 10}; lists and None become strings (HParams takes scalars only)."""
+    """{'model': {'emb': 10}} -> {'model.emb': 10}; lists become strings (HParams takes scalars only)."""
     flat: dict[str, object] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}."))
         else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+            flat[name] = value if value is None or isinstance(value, (int, float, str, bool)) else str(value)
     return flat
 
 

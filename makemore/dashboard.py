@@ -22,6 +22,18 @@ HPARAMS_METRICS = (
 )
 
 
+def fixed_width_tables(markdown: str) -> str:
+    """Markdown for TensorBoard's Text tab, each table in a code block, as aligned as in the file: the tab fits a
+    table to its card and breaks cells anywhere, numbers included, where a code block keeps its lines whole."""
+    lines, table = [], False
+    for line in markdown.splitlines():
+        if line.startswith("|") != table:
+            table = not table
+            lines.append("```")
+        lines.append(line)
+    return "\n".join(lines + ["```"] * table)
+
+
 def write_level_line(directory: Path, value: float, last_step: int, points: int = 2) -> None:
     """A pseudo-run whose `loss/dev` is `value` at `points` steps from 0 to last_step: TensorBoard draws it as a
     level line in every loss/dev chart beside the runs' curves. It replaces what the directory held before."""

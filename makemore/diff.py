@@ -21,7 +21,7 @@ def sections_of(run_dir: Path) -> dict[str, dict[str, object]]:
     """A run's config, provenance and metrics, each flattened to dotted keys."""
     if not (run_dir / CONFIG).is_file():
         raise MakemoreError(f"{run_dir} is not a run directory (no {CONFIG}); python -m makemore.diff <run A> <run B>")
-    config = OmegaConf.to_container(upgrade(OmegaConf.load(run_dir / CONFIG)))
+    config = OmegaConf.to_container(upgrade(OmegaConf.load(run_dir / CONFIG)), resolve=True)  # as it ran
     return {
         "config": flatten(config),
         "provenance": flatten(provenance.read(run_dir) or {}),

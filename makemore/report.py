@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from makemore import plots
 from makemore.config import experiment_hparams, short_names
-from makemore.dashboard import write_hparams_experiment, write_layout, write_level_line
+from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
 from makemore.errors import MakemoreError, refuse
 from makemore.evaluate import data_record, evaluate, write_record
@@ -297,9 +297,10 @@ ANSWER_LAYOUT = {
 
 
 def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
-    """The sweep's root as a run of its own in TensorBoard: the leaderboard as text and as its picture, the
-    verdict (the best dev against the target, and for seed groups whether the best beats the second), and for
-    seed groups their rows and their mean dev curves with a band of one standard deviation (custom scalars)."""
+    """The sweep's root as a run of its own in TensorBoard: the leaderboard as text (with seeds, the group rows
+    first) and as its picture, the verdict (the best dev against the target, and for seed groups whether the best
+    beats the second), and for seed groups their mean dev curves with a band of one standard deviation (custom
+    scalars)."""
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
@@ -309,11 +310,10 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
     with SummaryWriter(str(sweep_dir)) as writer:
         if charts:
             write_layout(writer, {f"{sweep_dir.name}: seed groups, mean dev loss ± 1 std": charts})
-        if ranked:
-            writer.add_text("sweep/seed_groups", markdown(with_ensembles(ranked)), len(runs))
         writer.add_text("sweep/verdict", line, len(runs))
-        if (sweep_dir / "leaderboard.md").is_file():
-            writer.add_text("sweep/leaderboard", (sweep_dir / "leaderboard.md").read_text(encoding="utf-8"), len(runs))
+        if (sweep_dir / "leaderboard.md").is_file():  # with seeds, the group rows first
+            text = fixed_width_tables((sweep_dir / "leaderboard.md").read_text(encoding="utf-8"))
+            writer.add_text("sweep/leaderboard", text, len(runs))
         if (sweep_dir / "leaderboard.png").is_file():
             picture = plt.imread(sweep_dir / "leaderboard.png")[..., :3]
             writer.add_image("sweep/leaderboard", picture, len(runs), dataformats="HWC")
@@ -321,12 +321,12 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
 
 def write_seed_bands(sweep_dir: Path, ranked: list[tuple[dict, list[dict]]]) -> dict:
     """Each seed group's mean dev curve and mean ± 1 std as scalars `seeds/<group>/{mean,lower,upper}`, in a run of
-    its own (`<sweep>/seeds <group>`: TensorBoard colours by run, so each group gets its colour). Returns the custom
-    scalars charts, as TensorBoard shows them: every group's band in one chart, then each group's, in rank order.
-    `ranked`: ranked_groups'."""
+    its own (`<sweep>/seeds <group>`: TensorBoard colours by run, so each group gets its colour), and again as
+    `seeds/{mean,lower,upper}`, the tags every group shares. Returns the custom scalars charts, as TensorBoard shows
+    them: every group's band in one chart, then each group's, in rank order. `ranked`: ranked_groups'."""
     from torch.utils.tensorboard import SummaryWriter
 
-    charts, bands = {}, []
+    charts = {}
     for row, group in ranked:
         curves = finished_curves(group)  # each ends with the final dev loss: never empty
         if not curves:
@@ -336,14 +336,21 @@ def write_seed_bands(sweep_dir: Path, ranked: list[tuple[dict, list[dict]]]) -> 
         shutil.rmtree(directory, ignore_errors=True)  # derived from the runs: a continued sweep's end redraws it
         with SummaryWriter(str(directory)) as writer:
             for at, mean, std in zip(*mean_band(curves)):
-                writer.add_scalar(f"seeds/{name}/mean", mean, at)
-                writer.add_scalar(f"seeds/{name}/lower", mean - std, at)
-                writer.add_scalar(f"seeds/{name}/upper", mean + std, at)
-        band = tuple(f"seeds/{name}/{part}" for part in ("mean", "lower", "upper"))
-        bands.append(band)
-        charts[f"#{row['rank']} {name} (n={len(curves)})"] = ("Margin", [band])
-    shown = {"every group, in one chart": ("Margin", bands), **charts}
+                for prefix in (f"seeds/{name}", "seeds"):
+                    writer.add_scalar(f"{prefix}/mean", mean, at)
+                    writer.add_scalar(f"{prefix}/lower", mean - std, at)
+                    writer.add_scalar(f"{prefix}/upper", mean + std, at)
+        charts[f"#{row['rank']} {name} (n={len(curves)})"] = ("Margin", [band_tags(f"seeds/{name}")])
+    # One series every group's run holds whole: a margin chart marks "Missing Tags" on a run that has some of its
+    # series' tags but not all (TensorBoard forgives only a run lacking exactly one series), so one series per
+    # group, each in its own run, would mark every run.
+    shown = {"every group, in one chart": ("Margin", [band_tags("seeds")]), **charts}
     return dict(reversed(shown.items()))  # TensorBoard draws a category's charts last first
+
+
+def band_tags(prefix: str) -> tuple[str, str, str]:
+    """A margin chart's series: the (value, lower, upper) tags under prefix."""
+    return f"{prefix}/mean", f"{prefix}/lower", f"{prefix}/upper"
 
 
 # The level lines' points: TensorBoard's "ignore outliers" drops the lowest 5% of a chart's points from its scale,
@@ -508,7 +515,8 @@ def logged_hparams(runs: list[dict]) -> list[dict]:
     for run in runs:
         if "hparams" not in run:
             saved = run["dir"] / CONFIG
-            config = OmegaConf.to_container(OmegaConf.load(saved)) if saved.is_file() else None
+            # resolved: a sweep member's saved config keeps `target: ${names_target:...}` as Hydra composed it
+            config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True) if saved.is_file() else None
             counted = run["metrics"].get("steps") == 0
             run["hparams"] = None if config is None else experiment_hparams(config, counted=counted)
     return [run["hparams"] for run in runs if run["hparams"] is not None]

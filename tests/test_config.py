@@ -135,7 +135,7 @@ def test_flatten_gives_hparams_scalars_under_dotted_keys():
         "model.name": "mlp",
         "model.bias": True,
         "model.fractions": "[0.8, 0.2]",
-        "model.init.gain": "None",
+        "model.init.gain": None,
         "seed": 3,
     }
     assert flatten({}) == {} and flatten({"a": 1}, "p.") == {"p.a": 1}

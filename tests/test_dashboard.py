@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from makemore.dashboard import HPARAMS_METRICS
+from makemore.dashboard import HPARAMS_METRICS, fixed_width_tables
 from makemore.rundir import find_runs, read_history, read_metrics
 
 from helpers import ROOT, run_script
@@ -67,6 +67,8 @@ def test_one_experiment_summary_opens_on_the_union_of_the_swept_keys_typed(outpu
         "trigram_count",
     ]
     assert "batch_size" not in columns and "data.path" not in columns  # constants everywhere: no column
+    assert "target" not in columns  # 2.2 everywhere: a member's saved `${names_target:...}` is read resolved
+    assert all(info.type != api_pb2.DATA_TYPE_UNSET and info.domain_discrete.values for info in columns.values())
     assert "model.alpha" in columns and not columns["model.alpha"].differs  # differs, was not swept: unticked
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert metrics == list(HPARAMS_METRICS) and metrics[:5] == [
@@ -81,6 +83,11 @@ def test_one_experiment_summary_opens_on_the_union_of_the_swept_keys_typed(outpu
     assert len(sessions) == 7 and all(session.hparams["model.name"].string_value for session in sessions.values())
     trials = [session.group_name for session in sessions.values()]
     assert len(set(trials)) == 7  # one row each, never merged
+    kinds = {}  # each key one type across the rows, as the summary's typed domain says
+    for session in sessions.values():
+        for key, value in session.hparams.items():
+            kinds.setdefault(key, set()).add(value.WhichOneof("kind"))
+    assert all(len(kind) == 1 for kind in kinds.values()), {k: v for k, v in kinds.items() if len(v) > 1}
     grid = [d for d in sessions if d.name.startswith("emb=")]
     assert sorted(d.name for d in grid) == ["emb=10 s42", "emb=10 s43", "emb=4 s42", "emb=4 s43"]
     assert all(sessions[d].group_name == f"{d.name} ({d.parent.name})" for d in grid)  # what differs first
@@ -92,19 +99,43 @@ def test_each_sweep_root_is_a_run_with_its_leaderboard_and_seed_groups_as_bands(
     for root in roots:
         accumulator = events(root)
         [leaderboard] = accumulator.Tensors("sweep/leaderboard/text_summary")[-1:]
-        assert leaderboard.tensor_proto.string_val[0].decode() == (root / "leaderboard.md").read_text()
+        text = leaderboard.tensor_proto.string_val[0].decode()
+        assert text == fixed_width_tables((root / "leaderboard.md").read_text())
         assert accumulator.Tensors("sweep/verdict/text_summary") and accumulator.Images("sweep/leaderboard")
     grid = next(root for root in roots if (root / "emb=4 s42").is_dir())
     for emb in (4, 10):  # each group's band is a run of its own, so TensorBoard gives each its colour
         tags = events(grid / f"seeds emb={emb}").Tags()["scalars"]
-        assert sorted(tags) == [f"seeds/emb={emb}/{p}" for p in ("lower", "mean", "upper")]
+        assert sorted(tags) == sorted(
+            f"{t}/{p}" for t in (f"seeds/emb={emb}", "seeds") for p in ("lower", "mean", "upper")
+        )
     [config] = events(grid).Tensors("custom_scalars__config__")
     [category] = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0]).category
     assert category.title == f"{grid.name}: seed groups, mean dev loss ± 1 std"
     *each, every = category.chart  # TensorBoard draws a category's charts last first
-    bands = {(s.value, s.lower, s.upper) for s in every.margin.series}
-    assert bands == {tuple(f"seeds/emb={e}/{p}" for p in ("mean", "lower", "upper")) for e in (4, 10)}
+    assert [(s.value, s.lower, s.upper) for s in every.margin.series] == [("seeds/mean", "seeds/lower", "seeds/upper")]
     assert [chart.title.split()[0] for chart in each] == ["#2", "#1"]
+    text = events(grid).Tensors("sweep/leaderboard/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert text.count("```") == 4 and all(
+        line.startswith(("|", "```")) for line in text.split("```")[1].strip().splitlines()
+    )
+
+
+def test_no_chart_of_the_view_is_marked_missing_tags(outputs):
+    """TensorBoard marks a margin chart "Missing Tags" on a run that holds some of the chart's series' tags but
+    not all of them (it forgives a run that lacks exactly one series: three tags)."""
+    runs = {d: set(events(d).Tags()["scalars"]) for d in event_dirs(outputs)}
+    charts = []
+    for d in runs:
+        accumulator = events(d)
+        layouts = "custom_scalars__config__" in accumulator.Tags()["tensors"]
+        for config in accumulator.Tensors("custom_scalars__config__") if layouts else []:
+            layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+            charts += [chart for category in layout.category for chart in category.chart if chart.HasField("margin")]
+    assert charts
+    for chart in charts:
+        for d, tags in runs.items():
+            missing = [t for s in chart.margin.series for t in (s.value, s.lower, s.upper) if t not in tags]
+            assert len(missing) in (0, 3), (chart.title, d, missing)
 
 
 def test_the_view_opens_on_dev_against_a_target_told_apart_and_no_clipped_winner(outputs):

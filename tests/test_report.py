@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from makemore import plots
+from makemore.dashboard import fixed_width_tables
 from makemore.loggers import option_node
 from makemore.report import (
     LeaderboardCallback,
@@ -497,7 +498,7 @@ def test_the_end_of_a_sweep_writes_its_leaderboard_hparams_and_target_line(tmp_p
         return root.Tensors(f"{tag}/text_summary")[-1].tensor_proto.string_val[0].decode()
 
     assert text("sweep/verdict") == "best dev 2.0000: target 2.2 met"
-    assert text("sweep/leaderboard") == (tmp_path / "leaderboard.md").read_text()
+    assert text("sweep/leaderboard") == fixed_width_tables((tmp_path / "leaderboard.md").read_text())
     [*_, picture] = root.Images("sweep/leaderboard")
     assert picture.width > 1000 and picture.height > 300
 
@@ -608,15 +609,23 @@ def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
         "every group, in one chart",
     ]  # TensorBoard draws them last first: every group, then #1, #2
     bands = [(band.value, band.lower, band.upper) for band in charts["every group, in one chart"].margin.series]
-    assert bands == [tuple(f"seeds/emb={e}/{p}" for p in ("mean", "lower", "upper")) for e in (16, 4)]
-    assert list(charts["#1 emb=16 (n=2)"].margin.series) == charts["every group, in one chart"].margin.series[:1]
+    assert bands == [("seeds/mean", "seeds/lower", "seeds/upper")]  # the tags every group's run shares
+    [own] = charts["#1 emb=16 (n=2)"].margin.series
+    assert (own.value, own.lower, own.upper) == tuple(f"seeds/emb=16/{p}" for p in ("mean", "lower", "upper"))
+    assert [(e.step, round(e.value, 6)) for e in group.Scalars("seeds/mean")] == mean  # in the group's colour
+    for directory in {p.parent for p in tmp_path.rglob("events.out.tfevents.*")}:
+        tags = set(EventAccumulator(str(directory)).Reload().Tags()["scalars"])
+        for chart in charts.values():
+            missing = [t for b in chart.margin.series for t in (b.value, b.lower, b.upper) if t not in tags]
+            assert len(missing) in (0, 3), (directory, chart.title)  # TensorBoard's rule for "Missing Tags"
     [config] = EventAccumulator(str(tmp_path / "dashboard")).Reload().Tensors("custom_scalars__config__")
     [view] = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0]).category  # the sweep is its own view
     assert [(chart.title, list(chart.multiline.tag)) for chart in view.chart] == [
         ("loss/dev of every run, against the target and the best dev", ["loss/dev"])
     ]
-    rows = root.Tensors("sweep/seed_groups/text_summary")[-1].tensor_proto.string_val[0].decode()
-    assert "| group" in rows and "emb=16" in rows
+    text = root.Tensors("sweep/leaderboard/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert text.startswith("```\n| rank | group") and "emb=16" in text  # the group rows first, once
+    assert "sweep/seed_groups/text_summary" not in root.Tags()["tensors"]
 
 
 def test_a_views_index_holds_what_reading_every_run_gives_and_follows_new_deleted_and_resumed_runs(tmp_path):
