@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from makemore import loggers, models
 from makemore.hydra_versions import VERSION_BASE, register_resolver
+from makemore.models.registry import budget_node, models_sweep_node
 from makemore.rundir import CONFIG, RECORD, SWEEP_RECORD, ended_metrics, is_watch_key
 
 # The config tree: conf/ at a checkout's top, shipped inside an installed package as makemore/conf (pyproject.toml).
@@ -58,6 +59,13 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+def is_config_group(key: str) -> bool:
+    """Whether a top-level key is a config group: a folder of conf/, or a group stored in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    return (CONF_DIR / key).is_dir() or key in ConfigStore.instance().list("")
+
+
 def short_names(overrides: Sequence[str]) -> list[str]:
     """Overrides as short as they stay readable, distinguishing values first: a group's choice by its option
     (`model=gru` -> `gru`), a seed as `s43`, a dotted key by its last part (`model.emb=10` -> `emb=10`) unless two
@@ -68,7 +76,7 @@ def short_names(overrides: Sequence[str]) -> list[str]:
     for (key, value), last in zip(kept, lasts):
         if key == "seed":
             names.append(f"s{value}")
-        elif "." not in key and (CONF_DIR / key).is_dir():  # a config group: its option says it all
+        elif "." not in key and is_config_group(key):  # its option says it all
             names.append(value)
         else:
             names.append(f"{last if lasts.count(last) == 1 else key}={value}")
@@ -147,12 +155,13 @@ def job_log(output_dir: str, job_name: str) -> str:
     return os.devnull if ended_metrics(Path(output_dir)) else str(Path(output_dir) / f"{job_name}.log")
 
 
-def compose_train_config(*overrides: str) -> DictConfig:
-    """The config `python train.py <overrides>` would run, composed in-process through Hydra's compose API."""
+def compose_train_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """The config `python train.py <overrides>` would run, composed in-process through Hydra's compose API (with
+    Hydra's own node, as a launcher or sweeper sees it, if asked)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, object]:
@@ -172,11 +181,13 @@ KINDS = {"counts": models.NgramCounts, "table": models.NgramTable, "additive": m
 
 
 def upgrade(config: DictConfig) -> DictConfig:
-    """A config saved by an earlier version: `kind` becomes `_target_`, schedule keys move out of `optim`, the
-    logger's `backends` become sections."""
+    """A config saved by an earlier version: `kind` becomes `_target_`, a built-in model's `_target_` names where
+    its class is now, schedule keys move out of `optim`, the logger's `backends` become sections."""
     if "kind" in config.get("model", {}):
         with open_dict(config):
             config.model._target_ = models.target_of(KINDS[config.model.pop("kind")])
+    if "_target_" in config.get("model", {}):
+        config.model._target_ = models.current_target(config.model._target_)
     if "schedule" not in config and "schedule" in config.get("optim", {}):
         keys = [key for key in ("decay_at", "gamma", "warmup", "min_factor", "lr_end") if key in config.optim]
         with open_dict(config):
@@ -191,13 +202,20 @@ def upgrade(config: DictConfig) -> DictConfig:
     return config
 
 
-def register_logger_options() -> None:
-    """The `logger` group's built-in options (logger=tensorboard, wandb, mlflow), each its backend's section made
-    from its settings dataclass (makemore.loggers): its keys and defaults written once, beside its class."""
+def register_options() -> None:
+    """The options whose keys and defaults are written beside their classes, stored in Hydra's ConfigStore: the
+    `logger` group's built-in backends (from each one's settings dataclass, makemore.loggers), and the `model`
+    group's built-in models with their `budget` presets and `sweep=models` (from each one's constructor,
+    makemore.models)."""
     from hydra.core.config_store import ConfigStore
 
+    store = ConfigStore.instance()
     for name in loggers.BACKENDS:
-        ConfigStore.instance().store(group="logger", name=name, node=loggers.option_node(name))
+        store.store(group="logger", name=name, node=loggers.option_node(name))
+    for name, option in models.OPTIONS.items():
+        store.store(group="model", name=name, node=option.config())
+        store.store(group="budget", name=name, node=budget_node(name), package="_global_")
+    store.store(group="sweep", name="models", node=models_sweep_node(), package="_global_")
 
 
 RESOLVERS = {
@@ -210,4 +228,4 @@ RESOLVERS = {
     "names_target": names_target,
 }
 register_resolvers()
-register_logger_options()
+register_options()

@@ -13,12 +13,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from makemore import loggers, models, sequence_models
+from makemore import loggers, models
 from makemore.errors import MakemoreError
-from makemore.models import target_of
+from makemore.models import schema_of, target_of
 
 SECTIONS = ("data", "model", "optim", "schedule", "logger")
 
@@ -66,62 +66,6 @@ class UserModel:
 
 
 @dataclass
-class Counts(UserModel):
-    """bigram_count and trigram_count: their block_size and alpha differ, so each YAML gives its own."""
-
-    alpha: float
-
-
-@dataclass
-class Table(UserModel):
-    block_size: int = 2
-
-
-@dataclass
-class Additive(UserModel):
-    block_size: int = 2
-
-
-@dataclass
-class MLP(UserModel):
-    block_size: int = 3
-    emb: int = 10
-    hidden: int = 200
-    layers: int = 1
-    direct: bool = False
-    init: str = "scaled"
-    norm: str = "none"
-    dropout: float = 0.0
-    backward: str = "autograd"
-
-
-@dataclass
-class WaveNet(UserModel):
-    block_size: int = 8
-    n_embd: int = 24
-    n_hidden: int = 128
-
-
-@dataclass
-class RNN(UserModel):
-    """rnn and gru: each YAML names its own cell."""
-
-    block_size: int = 16
-    n_embd: int = 64
-    n_embd2: int = 64
-    cell: str = MISSING
-
-
-@dataclass
-class Transformer(UserModel):
-    block_size: int = 16
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-    dropout: float = 0.0
-
-
-@dataclass
 class SGD:
     """sgd and full_batch: their lr differs, so each YAML gives its own."""
 
@@ -166,23 +110,9 @@ class Exponential:
     lr_end: float = 1.0
 
 
-# Each group's options, by the key that names the option.
+# Each group's options, by the key that names the option; the model group's come from makemore.models' registry.
 OPTIONS = {
-    "model": (
-        "_target_",
-        {
-            target_of(model): schema
-            for model, schema in (
-                (models.NgramCounts, Counts),
-                (models.NgramTable, Table),
-                (models.Additive, Additive),
-                (models.MLP, MLP),
-                (sequence_models.WaveNet, WaveNet),
-                (sequence_models.RNN, RNN),
-                (sequence_models.Transformer, Transformer),
-            )
-        },
-    ),
+    "model": ("_target_", {target_of(o.model_class): schema_of(o.model_class) for o in models.OPTIONS.values()}),
     "optim": ("name", {"sgd": SGD, "full_batch": SGD, "adamw": AdamW}),
     "schedule": (
         "name",
@@ -231,20 +161,6 @@ RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     ),
     "data.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
     "model.block_size": (lambda v: v >= 1, "a positive integer"),
-    "model.alpha": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0"),
-    "model.emb": (lambda v: v >= 1, "a positive integer"),
-    "model.hidden": (lambda v: v >= 1, "a positive integer"),
-    "model.layers": (lambda v: v >= 1, "a positive integer"),
-    "model.init": _one_of("scaled", "randn", "torch"),
-    "model.norm": _one_of("none", "batch", "layer"),
-    "model.dropout": (_fraction, "a number in [0, 1)"),
-    "model.backward": _one_of("autograd", "manual"),
-    "model.n_embd": (lambda v: v >= 1, "a positive integer"),
-    "model.n_embd2": (lambda v: v >= 1, "a positive integer"),
-    "model.n_hidden": (lambda v: v >= 1, "a positive integer"),
-    "model.n_layer": (lambda v: v >= 1, "a positive integer"),
-    "model.n_head": (lambda v: v >= 1, "a positive integer"),
-    "model.cell": _one_of("rnn", "gru"),
     "optim.lr": (_positive, "a positive number"),
     "optim.momentum": (_fraction, "a number in [0, 1)"),
     "optim.weight_decay": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0"),
@@ -273,23 +189,9 @@ def _cross_checks(cfg: dict) -> None:
             f"batch_size={cfg['batch_size']} is not allowed with overfit_batch={cfg['overfit_batch']}: "
             "every step trains on that one batch; use batch_size=null (debug=overfit does)"
         )
-    model = cfg["model"]
-    if model["_target_"].endswith(".WaveNet") and model["block_size"] & (model["block_size"] - 1):
-        raise MakemoreError(
-            f"model.block_size={model['block_size']} is not allowed for wavenet: it merges pairs of "
-            "positions level by level, so block_size must be a power of two (2, 4, 8, 16...)"
-        )
-    if model["_target_"].endswith(".Transformer") and model["n_embd"] % model["n_head"]:
-        raise MakemoreError(
-            f"model.n_embd={model['n_embd']} is not allowed with model.n_head={model['n_head']}: "
-            "the heads split the embedding, so n_embd must be a multiple of n_head"
-        )
-    if model.get("backward") == "manual" and (model["dropout"] or model["norm"] == "layer"):
-        option = f"model.dropout={model['dropout']}" if model["dropout"] else "model.norm=layer"
-        raise MakemoreError(
-            f"model.backward=manual does not cover {option} (lecture 4 derives tanh layers, "
-            "BatchNorm and the embedding); use model.backward=autograd"
-        )
+    built_in = models.registered_class(cfg["model"]["_target_"])
+    if hasattr(built_in, "check_options"):  # a model's rules across its own keys live beside it
+        built_in.check_options(cfg["model"])
 
 
 def shown(value: Any) -> str:
@@ -354,9 +256,12 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
 
 
 def _field_rule(schema: type, name: str) -> tuple[typing.Callable[[Any], bool], str] | None:
-    """A range written beside its field, as `field(metadata={"allowed": (name, ...)})`."""
-    allowed = next(f for f in dataclasses.fields(schema) if f.name == name).metadata.get("allowed")
-    return _one_of(*allowed) if allowed else None
+    """A range written beside its field: `field(metadata={"allowed": (name, ...)})`, or a model's `Annotated`
+    constraint (makemore.models.registry.Range), which its schema keeps as `metadata["range"]`."""
+    metadata = next(f for f in dataclasses.fields(schema) if f.name == name).metadata
+    if "range" in metadata:
+        return metadata["range"].test, metadata["range"].words
+    return _one_of(*metadata["allowed"]) if "allowed" in metadata else None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -369,8 +274,10 @@ def _option(group: str, node: Any) -> type:
     """The schema of the option chosen in `group`, from its naming key; any other model is a user's own."""
     key, schemas = OPTIONS[group]
     choice = node.get(key) if isinstance(node, dict) else None
-    if group == "model" and isinstance(choice, str) and choice not in schemas:
-        return UserModel
+    if group == "model" and isinstance(choice, str):  # a built-in model under any of its import paths
+        choice = models.current_target(choice)
+        if choice not in schemas:
+            return UserModel
     if choice not in schemas:
         raise MakemoreError(
             f"{group}.{key}={shown(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}"

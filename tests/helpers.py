@@ -21,6 +21,18 @@ FAST = ["steps=40", "eval_interval=20", "log_interval=10", "progress=false", "sa
 compose_config = compose_train_config
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group as Hydra finds them (conf/ YAML files and ConfigStore nodes), sorted."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from makemore.config import CONF_DIR
+    from makemore.hydra_versions import VERSION_BASE
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), **VERSION_BASE):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
 def run_script(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 300):
     """Run a top-level script as a user would, with stdout and stderr captured."""
     environment = {**os.environ, "WANDB_MODE": "offline", **(env or {})}

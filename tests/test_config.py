@@ -159,12 +159,19 @@ def test_an_old_config_is_upgraded_and_a_current_one_left_alone():
     )
     upgraded = OmegaConf.to_container(upgrade(old))
     assert upgraded == {
-        "model": {"_target_": "makemore.models.MLP", "emb": 10},
+        "model": {"_target_": "makemore.models.mlp.MLP", "emb": 10},
         "optim": {"name": "sgd", "lr": 0.1},
         "schedule": {"name": "step", "decay_at": 0.5, "gamma": 0.1, "warmup": 0, "min_factor": 0.0, "lr_end": 1.0},
     }
-    current = {"model": {"_target_": "makemore.models.MLP"}, "optim": {"name": "sgd"}, "schedule": {"name": "step"}}
+    current = {"model": {"_target_": "makemore.models.mlp.MLP"}, "optim": {"name": "sgd"}, "schedule": {"name": "step"}}
     assert OmegaConf.to_container(upgrade(OmegaConf.create(current))) == current
+    for before, now in [  # where earlier versions kept the built-in models; a user's own class is left alone
+        ("makemore.models.MLP", "makemore.models.mlp.MLP"),
+        ("makemore.sequence_models.RNN", "makemore.models.recurrent.RNN"),
+        ("makemore.sequence_models.Transformer", "makemore.models.transformer.Transformer"),
+        ("my_model.LastCharacter", "my_model.LastCharacter"),
+    ]:
+        assert upgrade(OmegaConf.create({"model": {"_target_": before}})).model._target_ == now
     assert OmegaConf.to_container(upgrade(OmegaConf.create({}))) == {}
     both = {
         "optim": {"schedule": "odd"},
@@ -211,7 +218,7 @@ def test_a_config_saved_by_an_earlier_version_is_upgraded():
         }
     )
     new = upgrade(old)
-    assert dict(new.model) == {"name": "mlp", "block_size": 3, "_target_": "makemore.models.MLP"}
+    assert dict(new.model) == {"name": "mlp", "block_size": 3, "_target_": "makemore.models.mlp.MLP"}
     assert new.schedule == {"name": "step", "decay_at": 0.5, "gamma": 0.1}
     assert dict(new.optim) == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
 

@@ -20,11 +20,10 @@ from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
 from makemore.loop import BATCH_CHUNK, Best, Diverged, Interrupted, batch_indices, fit, step_function
-from makemore.models import MLP, loss_on
+from makemore.models import MLP, RNN, loss_on
 from makemore.optim import fused_step, is_plain_sgd, param_groups
 from makemore.rundir import CHECKPOINT, read_metrics
 from makemore.search import Pruned
-from makemore.sequence_models import RNN
 
 from helpers import compose_config
 

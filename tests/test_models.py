@@ -1,19 +1,36 @@
 """Models: shapes and parameter counts, counting by hand, additive = one-hot, size guards."""
 
+import inspect
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
-from makemore import models
+from makemore import models, schema
 from makemore.data import build_items, build_vocab, load_dataset, make_dataset
 from makemore.errors import MakemoreError
-from makemore.models import MLP, Additive, NgramCounts, NgramTable, build_model, eval_rows, loss_on
-from makemore.sequence_models import RNN
+from makemore.models import (
+    MLP,
+    OPTIONS,
+    RNN,
+    Additive,
+    NgramCounts,
+    NgramTable,
+    build_model,
+    eval_rows,
+    loss_on,
+    schema_of,
+    scoring,
+    tables,
+    target_of,
+)
+from makemore.schema import shown
 
-from helpers import ROOT, compose_config
+from helpers import ROOT, compose_config, group_options
 
 
 def linear(fan_in: int, fan_out: int, bias: bool = True) -> int:
@@ -24,6 +41,7 @@ def linear(fan_in: int, fan_out: int, bias: bool = True) -> int:
 WAVENET = 27 * 24 + linear(48, 128, False) + 2 * 128 + 2 * (linear(256, 128, False) + 2 * 128) + linear(128, 27)
 TRANSFORMER_BLOCK = 2 * 2 * 64 + linear(64, 192) + linear(64, 64) + linear(64, 256) + linear(256, 64)
 TRANSFORMER = 27 * 64 + 16 * 64 + 4 * TRANSFORMER_BLOCK + 2 * 64 + linear(64, 27, False)
+BOW = 27 * 64 + 16 * 64 + linear(64, 64) + linear(64, 64) + linear(64, 27)  # makemore.py's BoW at its sizes
 
 
 @pytest.mark.parametrize(
@@ -37,6 +55,7 @@ TRANSFORMER = 27 * 64 + 16 * 64 + 4 * TRANSFORMER_BLOCK + 2 * 64 + linear(64, 27
         ("wavenet", WAVENET),
         ("rnn", 64 + 27 * 64 + linear(128, 64) + linear(64, 27)),
         ("gru", 64 + 27 * 64 + 3 * linear(128, 64) + linear(64, 27)),
+        ("bow", BOW),
         ("transformer", TRANSFORMER),
     ],
 )
@@ -199,7 +218,7 @@ def test_wavenet_at_the_lecture_sizes_has_the_lecture_count():
     assert WAVENET == 76_579  # lecture 5's printed parameter count
 
 
-@pytest.mark.parametrize("model", ["rnn", "gru", "transformer"])
+@pytest.mark.parametrize("model", ["rnn", "gru", "bow", "transformer"])
 def test_whole_item_loss_equals_the_per_window_loss(model):
     """Training and evaluating on whole items must report the windows' quantity: the same examples, each
     given the prediction its own window gets (left padding dropped), so the mean cross-entropy agrees."""
@@ -218,6 +237,20 @@ def test_whole_item_loss_equals_the_per_window_loss(model):
     )
 
 
+def test_bow_is_makemore_pys_bag_of_words():
+    """The running mean equals makemore.py's CausalBoW: softmax over a causal mask of zeros, times x."""
+    torch.manual_seed(0)
+    net = build_model(compose_config("model=bow").model, 27)
+    assert BOW == 12_827
+    tokens = torch.randint(27, (4, 16))
+    x = net.wte(tokens) + net.wpe(torch.arange(16))
+    mask = torch.tril(torch.ones(16, 16))
+    attention = F.softmax(torch.zeros(4, 16, 16).masked_fill(mask == 0, float("-inf")), dim=-1)
+    x = x + attention @ x
+    x = x + net.c_proj(torch.tanh(net.c_fc(x)))
+    assert torch.allclose(net.forward_items(tokens), net.lm_head(x), atol=1e-6)
+
+
 def test_a_window_prediction_ignores_left_padding_but_not_the_start_token():
     torch.manual_seed(0)
     net = build_model(compose_config("model=gru", "model.block_size=6").model, 5)
@@ -226,7 +259,7 @@ def test_a_window_prediction_ignores_left_padding_but_not_the_start_token():
     assert not torch.allclose(net(short), net(torch.tensor([[3, 2]])))  # the start token is context, not padding
 
 
-@pytest.mark.parametrize("model", sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
+@pytest.mark.parametrize("model", OPTIONS)
 def test_every_model_has_a_picture(model):
     from makemore.plots import model_figures
 
@@ -244,8 +277,8 @@ def test_every_model_has_a_picture(model):
 
 def test_evaluation_runs_in_chunks_of_eval_rows_next_tokens_and_skips_padding(monkeypatch):
     chunks = []
-    predict = models.predict
-    monkeypatch.setattr(models, "predict", lambda model, X, Y: (chunks.append(len(X)), predict(model, X, Y))[1])
+    predict = scoring.predict
+    monkeypatch.setattr(scoring, "predict", lambda model, X, Y: (chunks.append(len(X)), predict(model, X, Y))[1])
     torch.manual_seed(0)
     windows, Y = torch.randint(27, (70_000, 5)), torch.randint(27, (70_000,))  # more distinct rows than a chunk
     mlp = MLP(27, 5, emb=2, hidden=4)
@@ -333,9 +366,9 @@ def test_evaluation_chunks_are_sized_from_the_vocabulary():
 
 
 def test_table_sizes_up_to_the_cap_are_allowed_and_small_buffers_stay_out_of_checkpoints():
-    models._check_table_size("table", models.MAX_TABLE_ENTRIES, 0)  # exactly the cap: allowed
+    tables.check_table_size("table", models.MAX_TABLE_ENTRIES, 0)  # exactly the cap: allowed
     with pytest.raises(MakemoreError, match="above the cap of 50,000,000"):
-        models._check_table_size("table", models.MAX_TABLE_ENTRIES + 1, 0)
+        tables.check_table_size("table", models.MAX_TABLE_ENTRIES + 1, 0)
     assert NgramCounts(27, 2).alpha == 1.0  # Laplace's add-one, for a table built without a config
     assert list(Additive(27, 2).state_dict()) == ["W"]  # the offsets are derived, not saved
 
@@ -367,3 +400,48 @@ def test_each_distinct_context_scored_once_gives_every_rows_loss_to_the_last_dig
             every_row += F.cross_entropy(logits, Y[start : start + eval_rows(27)], reduction="sum").double()
     assert len(models.distinct_rows(X, 27)[0]) < len(X) // 2
     assert loss_on(model, X, Y, 27) == (every_row / len(Y)).item()
+
+
+def registry_table() -> str:
+    """The README's table of built-in models, as the registry has them."""
+    rows = ["| option | class | config (defaults) | `budget=` steps |", "| --- | --- | --- | --- |"]
+    for name, option in OPTIONS.items():
+        config = {k: v for k, v in option.config().items() if k not in ("_target_", "name")}
+        keys = " ".join(f"{k}={shown(v)}" for k, v in config.items())
+        budget = "counting" if option.budget_steps is None else str(option.budget_steps)
+        budget += f", optim={option.budget_optim}" if option.budget_optim else ""
+        rows.append(f"| `{name}` | `{target_of(option.model_class)}` | {keys} | {budget} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_the_readme_model_table_is_the_registry():
+    assert registry_table() in (ROOT / "README.md").read_text()
+
+
+def test_every_model_option_is_its_constructor_and_every_key_has_a_range():
+    assert group_options("model") == sorted(OPTIONS) and not (ROOT / "conf" / "model").exists()
+    for name, option in OPTIONS.items():
+        composed = OmegaConf.to_container(compose_config(f"model={name}").model)
+        assert composed == option.config()
+        signature = inspect.signature(option.model_class.__init__).parameters
+        for key, value in composed.items():
+            if key in ("_target_", "name"):
+                continue
+            default = signature[key].default
+            assert value == option.preset.get(key, default), f"model={name}: {key} is not its constructor's"
+            rule = schema._field_rule(schema_of(option.model_class), key) or schema.RANGES.get(f"model.{key}")
+            assert rule or isinstance(value, bool), f"model={name}: model.{key} has no allowed range"
+
+
+def test_a_range_written_beside_a_model_is_the_one_validate_applies():
+    for override, message in [
+        ("model.emb=0", "model.emb=0 is not allowed: model.emb must be a positive integer"),
+        ("model.norm=group", "model.norm=group is not allowed: model.norm must be one of none, batch, layer"),
+        ("model.dropout=1.5", "model.dropout=1.5 is not allowed: model.dropout must be a number in [0, 1)"),
+    ]:
+        with pytest.raises(MakemoreError, match=re.escape(message)):
+            schema.validate(compose_config(override))
+    with pytest.raises(MakemoreError, match="model.alpha=-1 is not allowed: model.alpha must be a number >= 0"):
+        schema.validate(compose_config("model=trigram_count", "model.alpha=-1"))
+    with pytest.raises(MakemoreError, match="model.cell=lstm is not allowed"):
+        schema.validate(compose_config("model=rnn", "model.cell=lstm"))

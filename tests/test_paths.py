@@ -10,7 +10,7 @@ import pytest
 
 from makemore.rundir import find_runs, read_overrides
 
-from helpers import compose_config, read_metrics, run_bash, tree_hashes
+from helpers import compose_config, group_options, read_metrics, run_bash, tree_hashes
 
 BROKEN_MODELS = '''
 """Models that break the contract in one way each."""
@@ -180,7 +180,7 @@ def test_help_works_for_both_entry_points_and_train_takes_every_group_it_lists(p
     groups = [line.split(":")[0] for line in listed.splitlines() if ": " in line and "," in line]
     assert "sweep" in groups
     for group in groups:  # each listed group composes for train.py (sweep: a named sweep, as with sweep.py)
-        option = sorted(p.stem for p in (project / "conf" / group).glob("*.yaml"))[0]
+        option = group_options(group)[0]
         assert "model" in compose_config(f"{group}={option}")
     composed = in_project(project, f"python train.py {group}={option} --cfg job")  # and from the command line
     assert composed.returncode == 0 and "model:" in composed.stdout, composed.stderr

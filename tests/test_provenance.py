@@ -216,7 +216,7 @@ def warnings_of(result: subprocess.CompletedProcess) -> list[str]:
 def test_git_state_a_dirty_patch_a_new_commits_warning_and_a_reproduced_rerun(tmp_path, few_names):
     repo = copy_as_git_repository(tmp_path)
     first = git(repo, "rev-parse", "HEAD").strip()
-    with open(repo / "makemore" / "models.py", "a") as f:
+    with open(repo / "makemore" / "models" / "mlp.py", "a") as f:
         f.write("\n# an uncommitted change\n")
 
     made = run_bash(f"python train.py {few_names} {QUICK}", repo)
@@ -228,7 +228,7 @@ def test_git_state_a_dirty_patch_a_new_commits_warning_and_a_reproduced_rerun(tm
 
     with open(repo / "makemore" / "loop.py", "a") as f:
         f.write("\n# a later commit\n")
-    commit(repo, "a later change")  # commits models.py's change too: the same bytes as the run's
+    commit(repo, "a later change")  # commits mlp.py's change too: the same bytes as the run's
     rerun = run_bash(f"python train.py rerun={source.relative_to(repo)}", repo)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert warnings_of(rerun) == [f"warning: makemore/loop.py changed since {first[:12]} (dirty)"]

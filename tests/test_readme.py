@@ -1,7 +1,7 @@
-"""The README executes: every `python train.py`, `python sweep.py` and `python -m makemore...` command in its code
-blocks runs here as written, from a fresh copy of the project's default directories, with at most a cheap-mode
-suffix (`steps=`, `hydra.sweeper.n_trials=`, the benchmark's `--smoke`). A command with no case fails the suite;
-so does a README figure that the code no longer gives."""
+"""The README executes: every `python train.py`, `python sweep.py` and `python -m makemore...` command in the code
+blocks of README.md and docs/*.md runs here as written, from a fresh copy of the project's default directories,
+with at most a cheap-mode suffix (`steps=`, `hydra.sweeper.n_trials=`, the benchmark's `--smoke`). A command
+with no case fails the suite; so does a figure shown there that the code no longer gives."""
 
 from __future__ import annotations
 
@@ -15,18 +15,22 @@ from pathlib import Path
 
 import pytest
 
+from makemore.models import OPTIONS
 from makemore.rundir import find_runs, read_overrides
 
 from helpers import ROOT, interrupted_once, read_metrics, run_bash
 from wandb_records import read_run as read_wandb_run
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+# The README and the documents it links to, read as one text: a command or figure is checked wherever it is shown.
+README = "\n\n".join(
+    path.read_text(encoding="utf-8") for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+)
 COMMAND = re.compile(r"^ {4,}((?:PYTHONPATH=\S+ )?python (?:train\.py|sweep\.py|-m makemore)\S*.*?)(?:\s+# .*)?$")
 QUICK = "steps=20 progress=false"
 
 
 def readme_commands() -> list[str]:
-    """Every command of the README's code blocks (indented four spaces), its comment cut off, in order."""
+    """Every command of the README's and the docs' code blocks (indented four spaces), its comment cut off, once."""
     found = [m.group(1).strip() for line in README.splitlines() if (m := COMMAND.match(line))]
     return list(dict.fromkeys(found))
 
@@ -408,7 +412,7 @@ CASES: dict[str, Case] = {
         block=True, check=user_model_check
     ),
     "python train.py -m model.emb=4,10 model.hidden=50,200 seeds=3": Case(check=seeds_check(12)),
-    "python sweep.py sweep=models": Case(check=sweep_of(9)),
+    "python sweep.py sweep=models": Case(check=sweep_of(len(OPTIONS))),
     "python train.py rerun=outputs/<run>": Case(suffix="", setup=finished_run, check=same_losses_as_the_source),
     "python train.py 'rerun=\"outputs/multirun/<sweep>/mlp s43\"'": Case(
         suffix="", setup=a_sweep_with_a_seed_43_member, check=same_losses_as_the_member
@@ -466,7 +470,7 @@ CASES: dict[str, Case] = {
 
 
 def test_every_readme_command_has_a_case():
-    assert readme_commands() == list(CASES), "a README command without a case here, or a case for one it dropped"
+    assert sorted(readme_commands()) == sorted(CASES), "a shown command without a case here, or a case for one dropped"
 
 
 @pytest.mark.parametrize(
@@ -523,12 +527,15 @@ def test_the_readme_parameter_counts_are_the_models():
     from makemore.config import compose_train_config
     from makemore.models import build_model
 
-    table = re.findall(r"^\| \d \| (\w+) \| ([\d,]+) \|", README, flags=re.M)  # sweep=models' measured table
-    assert len(table) == 9
+    measured = README[README.index("`sweep=models` runs each family") :]  # the first table after it
+    rows = measured[measured.index("\n|") :].split("\n\n")[0]
+    table = re.findall(r"^\| \d+ \| (\w+) \| ([\d,]+) \|", rows, flags=re.M)
+    assert sorted(family for family, _ in table) == sorted(OPTIONS)
     for family, params in table:
         model = build_model(compose_train_config(f"model={family}").model, 27)
         counted = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
         assert f"{counted:,}" == params, family
     counts = dict(table)  # the prose's figures are the table's
     assert f"`wavenet` is lecture 5's hierarchical model ({counts['wavenet']} parameters at its" in README
+    assert f"then a tanh MLP;\n{counts['bow']} parameters)" in README
     assert f"(a) throughput, MLP {counts['mlp']} params" in README

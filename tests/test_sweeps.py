@@ -14,6 +14,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from makemore.hydra_versions import VERSION_BASE
+from makemore.models import OPTIONS
 from makemore.rundir import find_runs
 
 from helpers import FAST, ROOT, read_metrics, run_bash, run_script, tree_hashes
@@ -158,14 +159,15 @@ def test_lr_finder_plots_loss_against_lr(tmp_path):
 
 
 def test_sweep_models_puts_every_model_family_at_its_budget():
-    from omegaconf import OmegaConf
+    from helpers import compose_config, group_options
 
-    from helpers import compose_config
-
-    families = OmegaConf.load(ROOT / "conf" / "sweep" / "models.yaml").hydra.sweeper.params.budget.split(",")
-    assert sorted(families) == sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
-    for family in families:
-        assert compose_config(f"budget={family}").model.name == family
+    swept = compose_config("sweep=models", return_hydra_config=True).hydra.sweeper.params.budget.split(",")
+    assert swept == list(OPTIONS)  # every built-in model, in the registry's order
+    assert sorted(swept) == group_options("model") == group_options("budget")
+    for family in swept:
+        composed = compose_config(f"budget={family}")
+        assert composed.model.name == family and composed.steps == (OPTIONS[family].budget_steps or 3000)
+        assert composed.optim.name == (OPTIONS[family].budget_optim or "adamw")
 
 
 def test_the_leaderboard_picture_plots_dev_against_training_seconds(tmp_path):

@@ -112,8 +112,8 @@ def test_documented_rerun_survives_changed_defaults(tmp_path):
     original = project / "outputs" / "original"
     assert run_train(original, "model=mlp", "model.hidden=32", *FAST, cwd=project).returncode == 0
     # Change the defaults the original run was composed from.
-    (project / "conf" / "model" / "mlp.yaml").write_text(
-        (project / "conf" / "model" / "mlp.yaml").read_text().replace("emb: 10", "emb: 3")
+    (project / "conf" / "optim" / "adamw.yaml").write_text(
+        (project / "conf" / "optim" / "adamw.yaml").read_text().replace("lr: 0.01", "lr: 0.03")
     )
     (project / "conf" / "train.yaml").write_text(
         (project / "conf" / "train.yaml").read_text().replace("seed: 42", "seed: 5")
