@@ -8,18 +8,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-# The metrics every run logs beside its HParams, in the order a user ranks by. TensorBoard ticks the first five:
-# dev against the target, what it cost; test stays unticked, as the split nobody chooses by.
-HPARAMS_METRICS = (
-    "loss/dev",
-    "loss/train",
-    "run/params",
-    "run/train_seconds",
-    "run/target_met",
-    "loss/test",
-    "run/best_dev_loss",
-    "run/step_to_target",
-)
+from makemore.metrics import FINAL_METRICS
+
+# The metrics every run logs beside its HParams, in the order a user ranks by (TensorBoard ticks the first five).
+HPARAMS_METRICS = tuple(metric.tag for metric in FINAL_METRICS)
 
 
 def fixed_width_tables(markdown: str) -> str:

@@ -20,12 +20,10 @@ from makemore.preflight import pick_device, prepare
 from makemore.provenance import check_source
 from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch_key, read_overrides
 from makemore.search import SWEEPER
+from makemore.settings import RUN_SELECTORS
 from makemore.shell import train_command
 
 POPULATION_LAUNCHER = "hydra_plugins.makemore_population.population_launcher.PopulationLauncher"
-
-# Watch keys that name or start a run: never changed beside rerun= and resume=, which take one saved run as it is.
-RUN_SELECTORS = ("rerun", "resume", "trial", "sweep")
 
 
 class RunRecord(Callback):

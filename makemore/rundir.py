@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from makemore.settings import WATCH_KEYS
+
 RECORD = ".hydra"
 CONFIG = f"{RECORD}/config.yaml"
 OVERRIDES = f"{RECORD}/overrides.yaml"
@@ -28,28 +30,10 @@ SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
 MLFLOW_ARTIFACTS = "mlflow-artifacts"  # beside an SQLite MLflow store: copies of runs' files, not runs
 REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
 
-# Keys that say how a run was watched, stored or named, never what it computed: left out of run names,
-# HParams and leaderboard columns, and allowed beside rerun= and resume=.
-WATCH_KEYS = (
-    "progress",
-    "logger",
-    "device",
-    "threads",
-    "samples",
-    "eval_interval",
-    "log_interval",
-    "checkpoint_interval",
-    "diverge_above",
-    "trial",
-    "rerun",
-    "resume",
-    "sweep",
-    "use_current_data",
-)
-
 
 def is_watch_key(key: str) -> bool:
-    """`key` (dotted, e.g. `logger.wandb.mode`, or an override `progress=false`) belongs to one of the WATCH_KEYS."""
+    """`key` (dotted, e.g. `logger.wandb.mode`, or an override `progress=false`) belongs to one of the watch keys,
+    which never define what a run computed (makemore.settings marks them)."""
     return key.lstrip("+~").split("=", 1)[0].split(".")[0] in WATCH_KEYS
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -19,33 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 from makemore import loggers, models
 from makemore.errors import MakemoreError
 from makemore.models import schema_of, target_of
+from makemore.settings import Settings
 
 SECTIONS = ("data", "model", "optim", "schedule", "logger")
-
-
-@dataclass
-class Settings:
-    """The top-level keys of conf/train.yaml."""
-
-    seed: int = 42
-    steps: int = 3000
-    batch_size: Optional[int] = 256
-    eval_interval: int = 150
-    log_interval: int = 100
-    threads: int = 1
-    device: str = "cpu"
-    progress: bool = True
-    samples: int = 20
-    target: Optional[float] = 2.2
-    label_smoothing: float = 0.0
-    checkpoint_interval: int = 1000
-    diverge_above: Optional[float] = 100.0
-    overfit_batch: int = 0
-    early_stopping: int = 0
-    rerun: Optional[str] = None
-    resume: Optional[str] = None
-    use_current_data: bool = False
-    trial: Optional[int] = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from makemore.data import SPLITS, Dataset, Vocab, build_items, make_dataset, tra
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, RunInfo, build_loggers, writes_tensorboard
 from makemore.loop import TrainState, fit
+from makemore.metrics import final_summary
 from makemore.models import build_model, loss_on
 from makemore.preflight import pick_device, prepare
 from makemore.report import refresh_dashboard
@@ -240,7 +241,7 @@ def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:
         metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), job.record, metrics)
     samples = generate(model, data.dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
     write_outputs(job.run_dir, model, data.dataset, job.config, metrics, samples, state.history)
-    log_final(job.loggers, model, data.dataset, job.hparams, metrics, losses, samples)
+    log_final(job.loggers, model, data.dataset, job.hparams, metrics, samples)
     if metrics["target"] is not None and job.loggers.backends:
         curve = [(row["step"], row["loss/dev"]) for row in state.history if row.get("loss/dev") is not None]
         job.loggers.target_line(metrics["target"], curve or [(metrics["steps"], losses["dev"])])
@@ -421,26 +422,16 @@ def write_outputs(
 
 
 def log_final(
-    loggers: Loggers, model: nn.Module, dataset: Dataset, hparams: dict, metrics: dict, losses: dict, samples: list[str]
+    loggers: Loggers, model: nn.Module, dataset: Dataset, hparams: dict, metrics: dict, samples: list[str]
 ) -> None:
-    """Final losses on the full splits, HParams, samples and the model's picture."""
+    """The final metrics beside the HParams (losses on the full splits, makemore.metrics), samples, the model's
+    picture."""
     if not loggers.backends:  # logger=none: don't draw pictures nobody receives
         return
     from makemore.plots import missing_glyphs_told_once, model_figures  # matplotlib takes 0.5 s: only to draw
 
     step = metrics["steps"]
-    final = {f"loss/{split}": losses[split] for split in SPLITS}
-    final.update(
-        {
-            "run/params": metrics["params"],
-            "run/train_seconds": metrics["train_seconds"],
-            "run/target_met": float(metrics["target_met"]),
-            "run/best_dev_loss": metrics["best_dev_loss"] or math.inf,
-        }
-    )  # run/: one chart group, after loss/
-    if "step_to_target" in metrics:
-        final["run/step_to_target"] = metrics["step_to_target"]
-    loggers.summary(hparams, final, step)
+    loggers.summary(hparams, final_summary(metrics), step)  # run/ metrics: one chart group, after loss/
     loggers.text("samples", "\n".join(samples), step)
     with missing_glyphs_told_once():
         for tag, figure in model_figures(model, dataset.vocab).items():

@@ -9,7 +9,7 @@ import typing
 import pytest
 from omegaconf import MISSING, OmegaConf
 
-from makemore import schema
+from makemore import schema, settings
 
 from helpers import ROOT, compose_config
 
@@ -17,7 +17,7 @@ PACKAGE = ROOT / "makemore"
 # Each module may import only modules of lower layers (and its own layer's, listed before it): the order in
 # which the package is built up, from the errors users see to the command line.
 LAYERS = [
-    ["errors", "shell", "rundir", "hydra_versions", "optim", "dashboard"],
+    ["errors", "shell", "settings", "rundir", "hydra_versions", "optim", "metrics", "dashboard"],
     ["loggers", "loggers.tensorboard", "loggers.wandb", "loggers.mlflow"],
     [
         "models.registry",
@@ -101,9 +101,12 @@ def test_each_file_name_is_written_once_in_the_package(literal):
 
 def test_the_watch_keys_and_model_targets_are_written_once():
     source = {p: p.read_text() for p in PACKAGE.rglob("*.py")}
-    assert [p.name for p, text in source.items() if re.search(r'"eval_interval",\s*"log_interval"', text)] == [
-        "rundir.py"
-    ]
+    assert not [p.name for p, text in source.items() if re.search(r'"eval_interval",\s*"log_interval"', text)]
+    assert set(settings.WATCH_KEYS) == {  # marked beside each key's definition, in makemore/settings.py
+        *("progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval"),
+        *("checkpoint_interval", "diverge_above", "use_current_data", "trial", "rerun", "resume", "sweep"),
+    }
+    assert set(settings.RUN_SELECTORS) == {"trial", "rerun", "resume", "sweep"}
     assert not any(re.search(r'"makemore\.(sequence_)?models\.\w+"', text) for text in source.values())
     assert "exclude_keys" not in (ROOT / "conf" / "train.yaml").read_text()
 

@@ -11,6 +11,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from makemore.checkpoint import load_model
 from makemore.loop import Diverged
+from makemore.metrics import FINAL_METRICS, final_summary
 from makemore.train import run
 
 from helpers import FAST, ROOT, compose_config, read_metrics, run_train
@@ -101,6 +102,10 @@ def test_other_seed_gives_other_losses(tmp_path, few_names):
 def test_counting_takes_no_optimizer_steps(tmp_path):
     metrics = run(compose_config("model=trigram_count", "logger=none", "progress=false"), tmp_path / "a")
     assert metrics["steps"] == 0 and metrics["dev_loss"] == pytest.approx(2.2225, abs=0.005)
+    assert [m.key for m in FINAL_METRICS if m.key in metrics] == [m.key for m in FINAL_METRICS][:-1]  # no target met
+    summary = final_summary({**metrics, "test_loss": None})  # as an infinite loss is written
+    assert list(summary) == [m.tag for m in FINAL_METRICS][:-1] and summary["loss/test"] == math.inf
+    assert summary["run/target_met"] == 0.0 and summary["run/params"] == 27**3
 
 
 @pytest.mark.slow
