@@ -250,10 +250,8 @@ def _option(group: str, node: Any) -> type:
     """The schema of the option chosen in `group`, from its naming key; any other model is a user's own."""
     key, schemas = OPTIONS[group]
     choice = node.get(key) if isinstance(node, dict) else None
-    if group == "model" and isinstance(choice, str):  # a built-in model under any of its import paths
-        choice = models.current_target(choice)
-        if choice not in schemas:
-            return UserModel
+    if group == "model" and isinstance(choice, str) and choice not in schemas:
+        return UserModel
     if choice not in schemas:
         raise MakemoreError(
             f"{group}.{key}={shown(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}"
@@ -262,7 +260,10 @@ def _option(group: str, node: Any) -> type:
 
 
 def _model(node: Any) -> dict:
-    """The model group: a built-in model's every key checked; a user's model's own keys passed through."""
+    """The model group: a built-in model's every key checked; a user's model's own keys passed through. A built-in
+    model named by an earlier import path (makemore.sequence_models.RNN) is checked, and built, as its class now."""
+    if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+        node = {**node, "_target_": models.current_target(node["_target_"])}
     schema = _option("model", node)
     if schema is not UserModel:
         return _typed("model.", schema, node)

@@ -172,6 +172,8 @@ def test_an_old_config_is_upgraded_and_a_current_one_left_alone():
         ("my_model.LastCharacter", "my_model.LastCharacter"),
     ]:
         assert upgrade(OmegaConf.create({"model": {"_target_": before}})).model._target_ == now
+    typed = validate(compose_train_config("model=gru", "model._target_=makemore.sequence_models.RNN"))
+    assert typed.model._target_ == "makemore.models.recurrent.RNN" and typed.model.cell == "gru"  # checked as RNN
     assert OmegaConf.to_container(upgrade(OmegaConf.create({}))) == {}
     both = {
         "optim": {"schedule": "odd"},

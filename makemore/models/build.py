@@ -8,17 +8,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from makemore.errors import MakemoreError
-from makemore.models.registry import current_target
 
 
 def build_model(cfg, vocab_size: int) -> nn.Module:
     """The model class named by cfg._target_, built with cfg's options and the data's vocabulary size.
 
     Any nn.Module whose constructor takes `vocab_size` and whose forward maps [B, block_size] token ids to
-    [B, V] logits will do: a user's own class, importable from the PYTHONPATH, plugs in by config alone.
+    [B, V] logits will do: a user's own class, importable from the PYTHONPATH, plugs in by config alone. A config
+    reaches here checked (makemore.schema) or upgraded (makemore.config), naming a built-in class where it is now.
     """
     options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    name, target = options.pop("name", None), current_target(options.pop("_target_"))
+    name, target = options.pop("name", None), options.pop("_target_")
     module, _, class_name = target.rpartition(".")
     try:  # the class a config names is built here, not by Hydra: a user's own model is trusted by design
         model_class = getattr(importlib.import_module(module), class_name)
