@@ -118,7 +118,7 @@ def handed_to_the_scheduler(error: Interrupted, run_dir: Path, sweep_dir: Path |
     sys.exit(128 + error.signum)
 
 
-def ended(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
+def settle_stopped_run(error: Exception, run_dir: Path, sweep_dir: Path | None) -> float:
     """The exit-code and status policy for a run that `error` stopped; a sweep member's result for its sweeper.
 
     Pruned: a result, not a failure. A bug in a single run keeps its traceback; anything else is one `error:`

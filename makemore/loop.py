@@ -85,7 +85,8 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 @contextmanager
 def stop_requests():
     """While training, a stop signal only sets a flag the loop checks after each step: it saves a checkpoint
-    first, then stops (and hands a scheduler's signal on to the scheduler's own handler: makemore.cli.ended)."""
+    first, then stops (and hands a scheduler's signal on to the scheduler's own handler:
+    makemore.cli.settle_stopped_run)."""
     requested = StopRequests()
     requested.previous = {}
     if threading.current_thread() is not threading.main_thread():

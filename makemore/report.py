@@ -16,7 +16,6 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from makemore import plots
 from makemore.config import experiment_hparams, short_names
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
@@ -204,6 +203,8 @@ def write_report(root: Path, rewrite: bool = True, eval_data: Path | None = None
                 bands[row["group"]] = mean_band(finished_curves(group))
         curves = {}
         costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
+    from makemore import plots  # matplotlib takes ~0.5 s to import: only where a figure is drawn
+
     plots.save(plots.leaderboard_figure(curves, costs, target, bands), root / "leaderboard.png")
     print(f"written: {root}/leaderboard.{{md,csv,png}}")
     return rows
@@ -488,6 +489,8 @@ def write_lr_finder(run_dir: Path, out_dir: Path) -> float:
     rows = [r for r in read_history(run_dir) if r.get("loss/train")]  # evaluation-only points have no train loss
     lrs, losses = [float(r["lr"]) for r in rows], [float(r["loss/train"]) for r in rows]
     suggested = suggest_lr(lrs, losses)
+    from makemore import plots
+
     plots.save(plots.lr_finder(lrs, losses, suggested), out_dir / "lr_finder.png")
     print(f"lr finder: suggested lr {suggested:.3g} (the loss bottoms out there); plot: {out_dir / 'lr_finder.png'}")
     return suggested

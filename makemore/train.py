@@ -19,7 +19,7 @@ from torch import nn
 
 from makemore import provenance
 from makemore.checkpoint import load_checkpoint, save_atomic
-from makemore.cli import ended
+from makemore.cli import settle_stopped_run
 from makemore.config import compose_train_config, experiment_hparams
 from makemore.data import SPLITS, Dataset, Vocab, build_items, make_dataset, trains_on_whole_items
 from makemore.errors import MakemoreError
@@ -53,7 +53,7 @@ def train(cfg: DictConfig) -> float:
 
     A single run's config was checked, and for rerun=/resume= replaced by the saved one, before Hydra wrote
     anything (makemore.record.RunRecord); a sweep member is checked here, in its own new directory. How a run
-    that stops early ends (its status, its exit code) is makemore.cli.ended's.
+    that stops early ends (its status, its exit code) is makemore.cli.settle_stopped_run's.
     """
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> float:
     try:
         return train_job(cfg, run_dir, sweep_dir, hydra.sweeper if sweep_dir else None)
     except Exception as error:
-        return ended(error, run_dir, sweep_dir)
+        return settle_stopped_run(error, run_dir, sweep_dir)
 
 
 def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: DictConfig | None = None) -> float:
@@ -278,14 +278,14 @@ def run_data(
     if shared is not None and key in shared and not cfg.overfit_batch:
         return shared[key]
     dataset = make_dataset(items, vocab, cfg.model.block_size, tuple(cfg.data.fractions), cfg.data.seed)
-    X, Y, rows_per_batch = examples(model, dataset, cfg, device)
+    X, Y, rows_per_batch = training_tensors(model, dataset, cfg, device)
     data = RunData(items, dataset, X, Y, rows_per_batch)
     if shared is not None and not cfg.overfit_batch:
         shared[key] = data
     return data
 
 
-def examples(
+def training_tensors(
     model: nn.Module, dataset: Dataset, cfg: DictConfig, device: torch.device
 ) -> tuple[dict, dict, int | None]:
     """The tensors the model trains and is evaluated on, by split: windows, or whole items for a causal model

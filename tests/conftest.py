@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from makemore.data import read_items, resolve_path
 
-from helpers import ROOT
+from helpers import ROOT, write_tiny_corpus
 
 # Every subprocess runs the makemore next to these tests (mutmut's mutated copy included), not an installed one.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -54,8 +54,4 @@ def few_names(tmp_path_factory) -> str:
 
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
-    """A few dozen short names: enough for a three-way split, fast to train on."""
-    names = ["ab", "abc", "ba", "bca", "cab", "cc", "a", "bb", "acb", "cba"] * 6
-    path = tmp_path / "tiny.txt"
-    path.write_text("\n".join(names), encoding="utf-8")
-    return path
+    return write_tiny_corpus(tmp_path)

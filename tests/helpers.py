@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,3 +96,29 @@ def read_metrics(run_dir: Path) -> dict:
     metrics = read_run_metrics(run_dir)
     assert metrics is not None, f"no metrics.json in {run_dir}"
     return metrics
+
+
+def write_tiny_corpus(directory: Path) -> Path:
+    """A few dozen short names in directory/tiny.txt: enough for a three-way split, fast to train on."""
+    names = ["ab", "abc", "ba", "bca", "cab", "cc", "a", "bb", "acb", "cba"] * 6
+    path = directory / "tiny.txt"
+    path.write_text("\n".join(names), encoding="utf-8")
+    return path
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A directory that make(directory) fills once for the whole test session, whichever xdist worker asks first;
+    the others wait for it and share it (pytest-xdist's loadgroup no longer keeps a module on one worker)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # under xdist, every worker's base temp lies in this session's one
+        shared = shared.parent
+    directory, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory

@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from makemore.dashboard import HPARAMS_METRICS, fixed_width_tables
 from makemore.rundir import find_runs, read_history, read_metrics
 
-from helpers import ROOT, run_script
+from helpers import ROOT, made_once, run_script
 
 pytestmark = pytest.mark.slow  # real runs; the layout, the typed domains and the summary also have fast tests
 
@@ -21,16 +21,19 @@ QUICK = ["steps=40", "eval_interval=10", "progress=false", "samples=2"]
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
-    """A grid over two seeds, a sweep of two counting models and one single run, under one outputs/."""
-    cwd = tmp_path_factory.mktemp("user")
-    for args in (
-        ["-m", "model.emb=4,10", "seeds=2", *QUICK],
-        ["-m", "model=bigram_count,trigram_count", "progress=false", "samples=2"],
-        QUICK,
-    ):
-        result = run_script(str(ROOT / "train.py"), *args, cwd=cwd)
-        assert result.returncode == 0, result.stderr[-2000:]
-    return cwd / "outputs"
+    """A grid over two seeds, a sweep of two counting models and one single run, under one outputs/ (made once
+    for the session: the tests only read it)."""
+
+    def make(cwd):
+        for args in (
+            ["-m", "model.emb=4,10", "seeds=2", *QUICK],
+            ["-m", "model=bigram_count,trigram_count", "progress=false", "samples=2"],
+            QUICK,
+        ):
+            result = run_script(str(ROOT / "train.py"), *args, cwd=cwd)
+            assert result.returncode == 0, result.stderr[-2000:]
+
+    return made_once(tmp_path_factory, "dashboard_user", make) / "outputs"
 
 
 def events(directory):

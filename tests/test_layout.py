@@ -17,7 +17,7 @@ PACKAGE = ROOT / "makemore"
 # Each module may import only modules of lower layers (and its own layer's, listed before it): the order in
 # which the package is built up, from the errors users see to the command line.
 LAYERS = [
-    ["errors", "shell", "settings", "rundir", "hydra_versions", "optim", "metrics", "dashboard"],
+    ["errors", "shell", "settings", "targets", "rundir", "hydra_versions", "optim", "metrics", "dashboard"],
     ["loggers", "loggers.tensorboard", "loggers.wandb", "loggers.mlflow"],
     [
         "models.registry",

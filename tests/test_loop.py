@@ -498,7 +498,7 @@ def test_a_loss_at_the_ceiling_is_not_yet_divergence():
 
 
 def test_a_schedulers_signal_is_saved_then_handed_to_the_schedulers_own_handler(data, tmp_path):
-    from makemore.cli import ended
+    from makemore.cli import settle_stopped_run
 
     received = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))  # as submitit's
@@ -512,7 +512,8 @@ def test_a_schedulers_signal_is_saved_then_handed_to_the_schedulers_own_handler(
             train(data, config(), tmp_path, on_eval=warn)
         assert received == []  # saved first: the scheduler's handler is called by the exit policy, after
         assert load_checkpoint(tmp_path / CHECKPOINT, {"state"})["state"]["step"] == 20
-        assert ended(stopped.value, tmp_path, tmp_path.parent) == math.inf  # a sweep member: the sweep goes on
+        sweep_result = settle_stopped_run(stopped.value, tmp_path, tmp_path.parent)
+        assert sweep_result == math.inf  # a sweep member: the sweep goes on
         assert received == [signal.SIGUSR2]
         assert read_metrics(tmp_path)["status"] == "interrupted"
 
@@ -520,7 +521,7 @@ def test_a_schedulers_signal_is_saved_then_handed_to_the_schedulers_own_handler(
             raise RuntimeError("Job not requeued because: timed-out too many times.")  # submitit's, in kind
 
         stopped.value.scheduler = out_of_requeues
-        assert ended(stopped.value, tmp_path, tmp_path.parent) == math.inf
+        assert settle_stopped_run(stopped.value, tmp_path, tmp_path.parent) == math.inf
         assert read_metrics(tmp_path)["status"] == "interrupted"  # not failed: a continued sweep resumes it
     finally:
         signal.signal(signal.SIGUSR2, previous)

@@ -106,15 +106,22 @@ def test_the_wheel_in_a_fresh_venv_runs_every_command_from_anywhere(wheel, tmp_p
     where = bash(f"python -c '{imported}; print(makemore.__file__, p.__file__, q.__file__)'")
     assert where.stdout.count(str(venv)) == 3 and str(ROOT) not in where.stdout
 
-    bash(f"makemore-train {QUICK}")
+    # The README's four commands as written (a cheap suffix at most), each the one run of its entry point here.
+    train, sweep, sample, evaluate = readme_commands()
+    bash(f"{train} {QUICK}")
     [single] = find_runs(user / "outputs")
     assert read_metrics(single)["status"] == "ok"
+    search = bash(f"{sweep} hydra.sweeper.n_trials=2 {QUICK}")
+    assert "leaderboard of 2 runs" in search.stdout
+    samples = bash(sample.replace("outputs/<run>", str(single.relative_to(user))))
+    assert len(samples.stdout.splitlines()) == 3 and "samples:" in samples.stderr
+    scored = bash(evaluate.replace("outputs/<run>", str(single.relative_to(user))))
+    assert f"{read_metrics(single)['test_loss']:.4f} nats/char" in scored.stdout
+
     bash(f"python -m makemore seed=7 {QUICK}")
     sweep = bash(f"makemore-train -m hydra/launcher=population optim.lr=0.01,0.02 {QUICK}")  # the packaged launcher
     assert "leaderboard of 2 runs" in sweep.stdout and "makemore-train 'rerun=" in sweep.stdout
     assert "population 1 of 1: 2 members stacked" in sweep.stdout
-    search = bash(f"makemore-sweep sweep=optuna_mlp hydra.sweeper.n_trials=2 {QUICK}")
-    assert "leaderboard of 2 runs" in search.stdout
 
     rerun = bash(f"makemore-train rerun={single.relative_to(user)}")
     assert f"rerun verdict: reproduced: losses identical to {single.relative_to(user)}" in rerun.stdout
@@ -128,20 +135,8 @@ def test_the_wheel_in_a_fresh_venv_runs_every_command_from_anywhere(wheel, tmp_p
         program=[str(venv / "bin" / "makemore-train")],
     )
     [resumed] = [run for run in find_runs(user / "outputs") if (run / "checkpoint.pt").exists()]
-    bash(
-        stopped.split("continue with ", 1)[1].splitlines()[0]
-    )  # the printed command, pasted: makemore-train resume=...
+    bash(stopped.split("continue with ", 1)[1].splitlines()[0])  # the printed command, pasted: makemore-train resume=
     assert read_metrics(resumed)["status"] == "ok" and read_metrics(resumed)["steps"] == 3000
-
-    samples = bash(f"makemore-sample {single.relative_to(user)} -n 3")
-    assert len(samples.stdout.splitlines()) == 3 and "samples:" in samples.stderr
-
-    for command in readme_commands():  # the README's block of these commands, as written
-        filled = command.replace("outputs/<run>", str(single.relative_to(user)))
-        cheap = "" if filled.startswith(("makemore-sample", "makemore-eval")) else f" {QUICK}"
-        done = bash(filled + cheap + (" hydra.sweeper.n_trials=2" if "optuna" in filled else ""))
-        if filled.startswith("makemore-eval"):
-            assert f"{read_metrics(single)['test_loss']:.4f} nats/char" in done.stdout
 
 
 def readme_commands() -> list[str]:

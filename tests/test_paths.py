@@ -1,6 +1,7 @@
-"""Paths a user walks, each as a real subprocess from default directories: parallel launchers keep one sweep,
-models checked before anything is written, refusals that create nothing, nothing the project wrote overwritten,
-a continued Optuna search, one-line messages that name the cause and its fix, no warning floods."""
+"""Paths a user walks, each as a real subprocess from default directories: models checked before anything is
+written, refusals that create nothing, nothing the project wrote overwritten, a continued Optuna search, one-line
+messages that name the cause and its fix, no warning floods. (That a parallel launcher keeps one sweep directory
+from the default directories, the README's joblib and submitit commands check: tests/test_readme.py.)"""
 
 import csv
 import subprocess
@@ -59,28 +60,6 @@ def in_project(project: Path, command: str, timeout: int = 300) -> subprocess.Co
 
 def sweep_roots(project: Path) -> list[Path]:
     return sorted(p.parent for p in (project / "outputs").rglob("multirun.yaml"))
-
-
-def leaderboard(sweep_dir: Path) -> list[dict]:
-    with open(sweep_dir / "leaderboard.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["hydra/launcher=joblib hydra.launcher.n_jobs=2", "hydra/launcher=submitit_local"])
-def test_a_parallel_launcher_keeps_one_sweep_directory_from_the_default_directories(project, launcher):
-    result = in_project(
-        project, f"python train.py -m {launcher} model.emb=4,8 model.hidden=10,20 steps=60 progress=false"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    [sweep_dir] = sweep_roots(project)  # not one per worker process
-    rows = leaderboard(sweep_dir)
-    assert len(rows) == 4 and all(row["status"] == "ok" for row in rows)
-    members = sorted(p.name for p in sweep_dir.iterdir() if (p / "metrics.json").is_file())
-    assert len(members) == 4 and not any("steps" in name for name in members)  # the constant is left out
-    rerun = in_project(project, rows[0]["rerun"] + " progress=false")  # pasted as printed
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"dev {float(rows[0]['dev']):.4f}" in rerun.stdout
 
 
 @pytest.fixture

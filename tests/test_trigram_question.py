@@ -5,10 +5,13 @@ import pytest
 from makemore.data import load_dataset
 from makemore.experiments.trigram_question import render, run_experiment
 
+from helpers import write_tiny_corpus
 
-@pytest.fixture
-def result(tiny_corpus):
-    return run_experiment(load_dataset(str(tiny_corpus), 2), with_framework=False, max_steps=5000)
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    corpus = write_tiny_corpus(tmp_path_factory.mktemp("trigram"))
+    return run_experiment(load_dataset(str(corpus), 2), with_framework=False, max_steps=5000)
 
 
 def test_converged_table_matches_the_counts_on_seen_contexts(result):

@@ -174,6 +174,56 @@ def member_steps_per_second(recipe: list[str], launcher: list[str], seeds: int) 
     return sum(m["steps"] for m in members) / wall
 
 
+def stacked_step_ms(members: int, steps: int) -> tuple[float, float]:
+    """One core's milliseconds per member-step of the default MLP stacked `members` at a time (engine and
+    optimizer, on fixed batches of 256), and torch.tanh's share of that time: the kernels a solo run runs too."""
+    from makemore.config import compose_train_config
+    from makemore.data import make_dataset
+    from makemore.models import build_model
+    from makemore.optim import build_optimizer
+    from makemore.preflight import prepare
+    from makemore.stacked import StackedMLP
+    from makemore.stacked_optim import StackedOptimizer
+
+    cfg, items, vocab = prepare(compose_train_config())
+    data = make_dataset(items, vocab, cfg.model.block_size)
+    X, Y = data.X["train"], data.Y["train"]
+    models = [build_model(cfg.model, vocab.size) for _ in range(members)]
+    optimizers = [build_optimizer(m, cfg.optim, cfg.schedule, cfg.steps)[0] for m in models]
+    engine = StackedMLP(models)
+    optimizer = StackedOptimizer(engine, optimizers, models)
+    rows = torch.randint(0, len(X), (members, cfg.batch_size), generator=torch.Generator().manual_seed(0))
+    x, y, rates, smoothing = X[rows], Y[rows], [(cfg.optim.lr, tuple(range(members)))], [0.0] * members
+    for _ in range(3):
+        engine.step(x, y, smoothing)
+        optimizer.step(rates)
+    start = time.perf_counter()
+    for _ in range(steps):
+        engine.step(x, y, smoothing)
+        optimizer.step(rates)
+    step_ms = (time.perf_counter() - start) / steps / members * 1e3
+    activations = torch.rand(members, cfg.batch_size, cfg.model.hidden)
+    start = time.perf_counter()
+    for _ in range(steps):
+        torch.tanh(activations)
+    return step_ms, (time.perf_counter() - start) / steps / members * 1e3 / step_ms
+
+
+def stacking_costs(smoke: bool) -> None:
+    """Print what a member-step of the default MLP costs on one core at each population size."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        costs = {k: stacked_step_ms(k, 5 if smoke else 300) for k in (1, 4, 8, 16)}
+    finally:
+        torch.set_num_threads(threads)
+    shown = ", ".join(f"{k} members {ms:.3f} ms" for k, (ms, _) in costs.items())
+    print(
+        f"the default MLP stacked, one core, per member-step: {shown}; torch.tanh alone "
+        f"{costs[8][1]:.0%} of it at 8 members"
+    )
+
+
 def population_speed(seeds: int, smoke: bool, lecture_steps: int | None) -> None:
     """Print member-steps/s of each recipe through each launcher, measured one after the other in this command;
     `lecture_steps`: the steps of lecture 2's recipe (None: its own 200k)."""
@@ -243,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m makemore.experiments.bench", description=__doc__)
     parser.add_argument("--steps", type=int, default=2000, help="steps per throughput measurement")
     parser.add_argument("--repeats", type=int, default=7, help="alternating measurements of each loop")
-    parser.add_argument("--parallel", action="store_true", help="also time a 4-member sweep: joblib vs basic")
+    parser.add_argument("--parallel", action="store_true", help="only: time a 4-member sweep, joblib vs basic")
     parser.add_argument("--quick", action="store_true", help="skip (e), lecture 2's two 200k-step runs")
     parser.add_argument(
         "--pruning",
@@ -286,6 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.population:
         population_speed(2 if args.smoke else 16, args.smoke, args.lecture_steps)
+        stacking_costs(args.smoke)
+        return 0
+    if args.parallel:
+        members = {"steps": 100} if args.smoke else {}
+        basic = sweep_seconds(**members)
+        joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", **members)
+        print(
+            f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
+            f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x"
+        )
         return 0
     if args.pruning:
         full, pruned = optuna_search("none", args.trials, *runs), optuna_search(args.pruning, args.trials, *runs)
@@ -329,14 +389,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{metrics['train_seconds']:.2f} s of training"
     )
     print(f"(d) peak memory of `python train.py`: {metrics['peak_rss_mb']:,.0f} MB resident")
-    if args.parallel:
-        members = {"steps": 100} if args.smoke else {}
-        basic = sweep_seconds(**members)
-        joblib = sweep_seconds("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", **members)
-        print(
-            f"sweep of 4 members: basic launcher (one after another) {basic:.1f} s, "
-            f"joblib with 2 jobs {joblib:.1f} s, speed-up {basic / joblib:.2f}x"
-        )
     if not args.quick:
         auto, manual = lecture_run_seconds(*runs), lecture_run_seconds("model.backward=manual", *runs)
         print(

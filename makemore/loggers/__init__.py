@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from makemore.errors import MakemoreError
+from makemore.targets import import_target
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,6 @@ BACKENDS = {
     "wandb": "makemore.loggers.wandb.WandbLogger",
     "mlflow": "makemore.loggers.mlflow.MlflowLogger",
 }
-
-
-def import_target(target: str) -> type:
-    """The class a `_target_` names (module.Class), imported as makemore.models imports a model's."""
-    import importlib
-
-    module, _, name = target.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def settings_of(target: str) -> type | None:

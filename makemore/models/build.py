@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from makemore.errors import MakemoreError
+from makemore.targets import import_target
 
 
 def build_model(cfg, vocab_size: int) -> nn.Module:
@@ -19,10 +20,8 @@ def build_model(cfg, vocab_size: int) -> nn.Module:
     """
     options = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     name, target = options.pop("name", None), options.pop("_target_")
-    module, _, class_name = target.rpartition(".")
     try:  # the class a config names is built here, not by Hydra: a user's own model is trusted by design
-        model_class = getattr(importlib.import_module(module), class_name)
-        return model_class(vocab_size=vocab_size, **options)
+        return import_target(target)(vocab_size=vocab_size, **options)
     except MakemoreError:
         raise
     except Exception as e:

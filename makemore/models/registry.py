@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import inspect
 import math
 import typing
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from omegaconf import MISSING
+
+from makemore.targets import import_target
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,8 @@ def registered_class(target: str) -> type | None:
     earlier version kept it); None for any other class."""
     module, _, name = target.rpartition(".")
     try:
-        found = getattr(importlib.import_module(MOVED_MODULES.get(module, module)), name, None)
-    except (ImportError, ValueError):  # no such module, or no module named at all
+        found = import_target(f"{MOVED_MODULES.get(module, module)}.{name}")
+    except (ImportError, AttributeError):  # no such module or class
         return None
     return found if any(found is option.model_class for option in OPTIONS.values()) else None
 
