@@ -174,21 +174,17 @@ def member_steps_per_second(recipe: list[str], launcher: list[str], seeds: int) 
     return sum(m["steps"] for m in members) / wall
 
 
-def stacked_step_ms(members: int, steps: int) -> tuple[float, float]:
-    """One core's milliseconds per member-step of the default MLP stacked `members` at a time (engine and
-    optimizer, on fixed batches of 256), and torch.tanh's share of that time: the kernels a solo run runs too."""
-    from makemore.config import compose_train_config
-    from makemore.data import make_dataset
+def stacked_step_ms(
+    cfg, X: torch.Tensor, Y: torch.Tensor, vocab_size: int, members: int, steps: int
+) -> tuple[float, float]:
+    """One core's milliseconds per member-step of the model of `cfg` stacked `members` at a time (engine and
+    optimizer, on fixed batches from X, Y), and torch.tanh's share of that time: the kernels a solo run runs too."""
     from makemore.models import build_model
     from makemore.optim import build_optimizer
-    from makemore.preflight import prepare
     from makemore.stacked import StackedMLP
     from makemore.stacked_optim import StackedOptimizer
 
-    cfg, items, vocab = prepare(compose_train_config())
-    data = make_dataset(items, vocab, cfg.model.block_size)
-    X, Y = data.X["train"], data.Y["train"]
-    models = [build_model(cfg.model, vocab.size) for _ in range(members)]
+    models = [build_model(cfg.model, vocab_size) for _ in range(members)]
     optimizers = [build_optimizer(m, cfg.optim, cfg.schedule, cfg.steps)[0] for m in models]
     engine = StackedMLP(models)
     optimizer = StackedOptimizer(engine, optimizers, models)
@@ -211,10 +207,19 @@ def stacked_step_ms(members: int, steps: int) -> tuple[float, float]:
 
 def stacking_costs(smoke: bool) -> None:
     """Print what a member-step of the default MLP costs on one core at each population size."""
+    from makemore.config import compose_train_config
+    from makemore.data import make_dataset
+    from makemore.preflight import prepare
+
+    cfg, items, vocab = prepare(compose_train_config())
+    data = make_dataset(items, vocab, cfg.model.block_size)  # read and cut once, for every size
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        costs = {k: stacked_step_ms(k, 5 if smoke else 300) for k in (1, 4, 8, 16)}
+        costs = {
+            k: stacked_step_ms(cfg, data.X["train"], data.Y["train"], vocab.size, k, 5 if smoke else 300)
+            for k in (1, 4, 8, 16)
+        }
     finally:
         torch.set_num_threads(threads)
     shown = ", ".join(f"{k} members {ms:.3f} ms" for k, (ms, _) in costs.items())
