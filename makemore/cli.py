@@ -17,6 +17,7 @@ from makemore.loop import Diverged, Interrupted
 from makemore.provenance import COMMAND_VARIABLE, typed_command
 from makemore.rundir import METRICS, write_json
 from makemore.search import Pruned
+from makemore.settings import Settings
 from makemore.shell import override, override_parser, program, shell_word, train_command
 
 
@@ -77,7 +78,7 @@ def expand_seeds(args: list[str]) -> list[str]:
             f"seeds={counts[-1]} is not allowed: seeds must be a positive integer, with seed= "
             "(the first seed) a single integer, e.g. seeds=3 seed=42"
         )
-    first, count = int(seeds[-1]) if seeds else 42, int(counts[-1])
+    first, count = int(seeds[-1]) if seeds else Settings.seed, int(counts[-1])
     others = [a for a in args if not a.startswith(("seeds=", "seed="))]
     if count == 1:
         return others + [f"seed={first}"]

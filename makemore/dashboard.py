@@ -11,7 +11,7 @@ from pathlib import Path
 from makemore.metrics import FINAL_METRICS
 
 # The metrics every run logs beside its HParams, in the order a user ranks by (TensorBoard ticks the first five).
-HPARAMS_METRICS = tuple(metric.tag for metric in FINAL_METRICS)
+HPARAMS_METRICS = tuple(metric.tag for metric in FINAL_METRICS if metric.tag)
 
 
 def fixed_width_tables(markdown: str) -> str:

@@ -1,12 +1,118 @@
-"""Optimizers and learning-rate schedules, built from the `optim` and `schedule` config groups."""
+"""Optimizers and learning-rate schedules: the `optim` and `schedule` groups' options (each one's keys, defaults
+and ranges, written once here) and what is built from them."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
+
+from makemore.fields import FRACTION, NON_NEGATIVE, POSITIVE_NUMBER, Range, defaults_of, ranged
+
+UNIT_INTERVAL = Range(lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+@dataclass
+class SGDConfig:
+    """Stochastic gradient descent: p -= lr * grad, with optional momentum and weight decay."""
+
+    name: str
+    lr: float = ranged(POSITIVE_NUMBER)  # no default: sgd and full_batch each give their own
+    momentum: float = ranged(FRACTION, 0.0)
+    weight_decay: float = ranged(NON_NEGATIVE, 0.0)  # weights and embeddings only
+
+
+@dataclass
+class AdamWConfig:
+    """AdamW, fused."""
+
+    name: str
+    lr: float = ranged(POSITIVE_NUMBER, 0.01)
+    betas: list[float] = ranged(
+        Range(lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9,0.99]"),
+        [0.9, 0.99],
+    )
+    weight_decay: float = ranged(NON_NEGATIVE, 0.01)  # weights and embeddings only
+
+
+@dataclass
+class ConstantSchedule:
+    """The same lr every step (the seed's full-batch descent)."""
+
+    name: str
+
+
+@dataclass
+class StepSchedule:
+    """The lectures': lr, then lr * gamma after a fraction of the steps."""
+
+    name: str
+    decay_at: float = ranged(Range(lambda v: 0 <= v <= 1, "a fraction of the steps in [0, 1]"), 0.5)
+    gamma: float = ranged(POSITIVE_NUMBER, 0.1)
+
+
+@dataclass
+class WarmupSchedule:
+    """A linear warmup over a fraction of the steps, then down to min_factor * lr (cosine or linear)."""
+
+    name: str
+    warmup: float = ranged(Range(FRACTION.test, "a fraction of the steps in [0, 1)"), 0.02)
+    min_factor: float = ranged(UNIT_INTERVAL, 0.0)  # the final lr as a fraction of lr
+
+
+@dataclass
+class ExponentialSchedule:
+    """Lecture 2's learning-rate finder: the lr moves geometrically from optim.lr to lr_end over the run."""
+
+    name: str
+    lr_end: float = ranged(POSITIVE_NUMBER, 1.0)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An option of the `optim` or `schedule` group: its config class, with `values` over the class's defaults. An
+    optimizer's option also picks its schedule, and the top-level keys (batch size, steps) it is meant for."""
+
+    config: type
+    values: dict = field(default_factory=dict)
+    schedule: str | None = None
+    run: dict = field(default_factory=dict)
+
+    def node(self, name: str) -> dict:
+        """The option's group node as Hydra composes it: its name, then each key in the class's order."""
+        values = {**defaults_of(self.config), **self.values}
+        return {"name": name, **{f.name: values[f.name] for f in fields(self.config) if f.name in values}}
+
+
+# optim=<name>. Their schedules: sgd the lectures' step, full_batch the seed's constant (200 steps on the whole split).
+OPTIMIZERS = {
+    "adamw": Preset(AdamWConfig, schedule="cosine"),
+    "sgd": Preset(SGDConfig, {"lr": 0.1}, schedule="step", run={"batch_size": 32}),
+    "full_batch": Preset(
+        SGDConfig,
+        {"lr": 50.0},
+        schedule="constant",
+        run={"batch_size": None, "steps": 200, "eval_interval": 50, "log_interval": 10},
+    ),
+}
+
+# schedule=<name>.
+SCHEDULES = {
+    "constant": Preset(ConstantSchedule),
+    "step": Preset(StepSchedule),
+    "cosine": Preset(WarmupSchedule, {"min_factor": 0.05}),
+    "linear": Preset(WarmupSchedule),
+    "exponential": Preset(ExponentialSchedule),
+}
+
+
+def optimizer_node(name: str) -> dict:
+    """`optim=<name>`, a global node: its section, its schedule, and the run keys it sets."""
+    preset = OPTIMIZERS[name]
+    return {"defaults": [{"/schedule": preset.schedule}], "optim": preset.node(name), **preset.run}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -22,6 +22,7 @@ from makemore.ensemble import ensemble_losses
 from makemore.errors import MakemoreError, refuse
 from makemore.evaluate import data_record, evaluate, write_record
 from makemore.loggers import writes_tensorboard
+from makemore.metrics import leaderboard_cells
 from makemore.rundir import (
     CONFIG,
     HISTORY,
@@ -74,7 +75,7 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
     varying = varying_overrides(runs)
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
     targets = [run["metrics"]["target"] for run in ranked if run["metrics"].get("target") is not None]
-    target_column = f"dev<{targets[0]}" if targets else "dev<target"
+    target = targets[0] if targets else "target"
     rows = []
     for rank, run in enumerate(ranked, 1):
         m, ok = run["metrics"], run["metrics"].get("status") == "ok"
@@ -85,14 +86,8 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
                 "rank": rank if ok else "-",
                 "run": name,
                 **{k: run["overrides"].get(k, "") for k in varying},
-                "params": m.get("params", ""),
-                "steps": m.get("steps", ""),
-                "train": _loss(m.get("train_loss")) if ok else "",
-                "dev": _loss(m.get("dev_loss")) if ok else "",
-                "test": _loss(m.get("test_loss")) if ok else "",
+                **leaderboard_cells(m, target),
                 **({scored[0]: _loss(scored[1][run["dir"]]) if run["dir"] in scored[1] else ""} if scored else {}),
-                "seconds": f"{m['train_seconds']:.1f}" if ok else "",
-                target_column: "" if m.get("target") is None and ok else "✓" if m.get("target_met") else "✗",
                 "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
                 "rerun": train_command("rerun", rerun_dir),
             }

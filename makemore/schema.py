@@ -1,16 +1,17 @@
-"""The config schema: a dataclass per config group option (types), the allowed ranges beside them, and `validate`.
+"""The config schema: `validate` checks a run's config against each part's own dataclass.
 
 Every run's composed config is checked here before anything is created or written, so a bad value ends in one
-line naming the key, the value and what is allowed. Types are checked by OmegaConf's structured configs (the
-dataclasses below); ranges, allowed names and cross-key rules are the tables under them.
+line naming the key, the value and what is allowed. The keys, types, defaults and ranges are written beside the
+code they configure (makemore.settings, makemore.optim, each model's constructor, each logger's settings); types
+are checked by OmegaConf's structured configs, ranges by the `Range` beside each field, and the rules across keys
+below.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, List
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,18 +19,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from makemore import loggers, models
 from makemore.errors import MakemoreError
+from makemore.fields import POSITIVE, field_range, ranged
 from makemore.models import schema_of, target_of
-from makemore.settings import Settings
+from makemore.optim import OPTIMIZERS, SCHEDULES
+from makemore.settings import DataSettings, Settings
 
 SECTIONS = ("data", "model", "optim", "schedule", "logger")
-
-
-@dataclass
-class Data:
-    path: str = "builtin"
-    boundary: str = "."
-    fractions: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    seed: int = 42
 
 
 @dataclass
@@ -38,114 +33,14 @@ class UserModel:
 
     _target_: str
     name: str
-    block_size: int
-
-
-@dataclass
-class SGD:
-    """sgd and full_batch: their lr differs, so each YAML gives its own."""
-
-    name: str
-    lr: float
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-
-@dataclass
-class AdamW:
-    name: str
-    lr: float = 0.01
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    weight_decay: float = 0.01
-
-
-@dataclass
-class Constant:
-    name: str
-
-
-@dataclass
-class Step:
-    name: str
-    decay_at: float = 0.5
-    gamma: float = 0.1
-
-
-@dataclass
-class Warmup:
-    """cosine and linear: a linear warmup over a fraction of the steps, then down to min_factor * lr."""
-
-    name: str
-    min_factor: float  # cosine's and linear's differ: each YAML gives its own
-    warmup: float = 0.02
-
-
-@dataclass
-class Exponential:
-    name: str
-    lr_end: float = 1.0
+    block_size: int = ranged(POSITIVE)
 
 
 # Each group's options, by the key that names the option; the model group's come from makemore.models' registry.
 OPTIONS = {
     "model": ("_target_", {target_of(o.model_class): schema_of(o.model_class) for o in models.OPTIONS.values()}),
-    "optim": ("name", {"sgd": SGD, "full_batch": SGD, "adamw": AdamW}),
-    "schedule": (
-        "name",
-        {"constant": Constant, "step": Step, "cosine": Warmup, "linear": Warmup, "exponential": Exponential},
-    ),
-}
-
-
-def _positive(v) -> bool:
-    return v > 0 and math.isfinite(v)
-
-
-def _fraction(v) -> bool:
-    return 0 <= v < 1
-
-
-def _one_of(*names: str):
-    return lambda v: v in names, "one of " + ", ".join(names)
-
-
-# key: (test, what is allowed). A test sees a value of the right type; a None where null is allowed skips it.
-RANGES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
-    "steps": (lambda v: v >= 0, "an integer >= 0"),
-    "batch_size": (lambda v: v >= 1, "a positive integer, or null for the whole train split"),
-    "eval_interval": (lambda v: v >= 1, "a positive integer"),
-    "log_interval": (lambda v: v >= 1, "a positive integer"),
-    "threads": (lambda v: v >= 1, "a positive integer"),
-    "device": _one_of("cpu", "cuda", "mps", "auto"),
-    "samples": (lambda v: v >= 0, "an integer >= 0"),
-    "target": (_positive, "a positive number, or null for no target"),
-    "label_smoothing": (_fraction, "a number in [0, 1)"),
-    "checkpoint_interval": (lambda v: v >= 0, "an integer >= 0 (0: no periodic checkpoints)"),
-    "trial": (lambda v: v is None or v >= 0, "a trial number >= 0, set by hydra/sweeper=optuna (or null)"),
-    "early_stopping": (lambda v: v >= 0, "an integer >= 0: evaluations without a better dev loss (0: off)"),
-    "overfit_batch": (lambda v: v >= 0, "an integer >= 0 (0: off; debug=overfit sets 32)"),
-    "diverge_above": (_positive, "a positive number of nats, or null to stop only on NaN"),
-    "data.path": (lambda v: v != "", "a file path, or builtin"),
-    "data.boundary": (
-        lambda v: isinstance(v, str) and len(v) == 1 and v not in "\r\n",
-        "one character other than a line end, as a string (quote a digit: data.boundary=\"'0'\")",
-    ),
-    "data.fractions": (
-        lambda v: len(v) == 3 and min(v) > 0 and abs(sum(v) - 1) < 1e-6,
-        "three positive numbers summing to 1, e.g. [0.8,0.1,0.1]",
-    ),
-    "data.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
-    "model.block_size": (lambda v: v >= 1, "a positive integer"),
-    "optim.lr": (_positive, "a positive number"),
-    "optim.momentum": (_fraction, "a number in [0, 1)"),
-    "optim.weight_decay": (lambda v: v >= 0 and math.isfinite(v), "a number >= 0"),
-    "optim.betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9,0.99]"),
-    "schedule.decay_at": (lambda v: 0 <= v <= 1, "a fraction of the steps in [0, 1]"),
-    "schedule.gamma": (_positive, "a positive number"),
-    "schedule.warmup": (_fraction, "a fraction of the steps in [0, 1)"),
-    "schedule.min_factor": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "schedule.lr_end": (_positive, "a positive number"),
+    "optim": ("name", {name: preset.config for name, preset in OPTIMIZERS.items()}),
+    "schedule": ("name", {name: preset.config for name, preset in SCHEDULES.items()}),
 }
 
 
@@ -224,20 +119,11 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
     except OmegaConfBaseException as e:
         raise MakemoreError(f"{prefix}{e.key} is missing; add it to the config") from None
     for name in names:
-        key, rule = prefix + name, RANGES.get(prefix + name) or _field_rule(schema, name)
+        key, allowed = prefix + name, field_range(schema, name)
         value = node.get(name, result[name]) if key in AS_TYPED else result[name]
-        if rule and value is not None and not rule[0](value):
-            raise MakemoreError(f"{key}={shown(node.get(name, value))} is not allowed: {key} must be {rule[1]}")
+        if allowed and value is not None and not allowed.test(value):
+            raise MakemoreError(f"{key}={shown(node.get(name, value))} is not allowed: {key} must be {allowed.words}")
     return result
-
-
-def _field_rule(schema: type, name: str) -> tuple[typing.Callable[[Any], bool], str] | None:
-    """A range written beside its field: `field(metadata={"allowed": (name, ...)})`, or a model's `Annotated`
-    constraint (makemore.models.registry.Range), which its schema keeps as `metadata["range"]`."""
-    metadata = next(f for f in dataclasses.fields(schema) if f.name == name).metadata
-    if "range" in metadata:
-        return metadata["range"].test, metadata["range"].words
-    return _one_of(*metadata["allowed"]) if "allowed" in metadata else None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -309,7 +195,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         raise MakemoreError(f"the config has no {missing[0]} group; compose it from conf/ (python train.py ...)")
     top = _typed("", Settings, {k: v for k, v in raw.items() if k not in SECTIONS})
     sections = {
-        "data": _typed("data.", Data, raw["data"]),
+        "data": _typed("data.", DataSettings, raw["data"]),
         "logger": _loggers(raw["logger"]),
         "model": _model(raw["model"]),
         **{group: _typed(f"{group}.", _option(group, raw[group]), raw[group]) for group in ("optim", "schedule")},

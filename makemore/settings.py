@@ -1,4 +1,5 @@
-"""The top-level keys of a run's config (conf/train.yaml), and which of them define what a run computes.
+"""The keys of a run's config that belong to no swappable part: the top-level keys and the `data` section, each
+with its type, default and allowed range, written once here (makemore.config stores them for Hydra).
 
 A key marked WATCH says how a run is watched, stored or started, never what it computes: it is left out of run
 names, HParams and leaderboard columns, and may change beside rerun= and resume= (the new run's saved config
@@ -10,38 +11,86 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from makemore.fields import COUNT, FRACTION, POSITIVE, POSITIVE_NUMBER, SEED, Range, defaults_of, one_of, ranged
+
 WATCH = {"role": "watch"}
 SELECTS = {"role": "selects"}
 
 
 @dataclass
 class Settings:
-    """The top-level keys of conf/train.yaml: their types here, their defaults there (a test keeps them equal)."""
+    """The top-level keys: python train.py steps=500 seed=3 ..."""
 
-    seed: int = 42
-    steps: int = 3000
-    batch_size: int | None = 256
-    eval_interval: int = field(default=150, metadata=WATCH)
-    log_interval: int = field(default=100, metadata=WATCH)
-    threads: int = field(default=1, metadata=WATCH)
-    device: str = field(default="cpu", metadata=WATCH)
-    progress: bool = field(default=True, metadata=WATCH)
-    samples: int = field(default=20, metadata=WATCH)
-    target: float | None = 2.2
-    label_smoothing: float = 0.0
-    checkpoint_interval: int = field(default=1000, metadata=WATCH)
-    diverge_above: float | None = field(default=100.0, metadata=WATCH)
-    overfit_batch: int = 0
-    early_stopping: int = 0
-    rerun: str | None = field(default=None, metadata=SELECTS)
-    resume: str | None = field(default=None, metadata=SELECTS)
+    seed: int = ranged(SEED, 42)
+    steps: int = ranged(COUNT, 3000)
+    # null trains on the whole train split every step
+    batch_size: int | None = ranged(Range(POSITIVE.test, "a positive integer, or null for the whole train split"), 256)
+    # steps between dev evaluations on the full dev split: 20 points over 3,000 steps
+    eval_interval: int = ranged(POSITIVE, 150, **WATCH)
+    log_interval: int = ranged(POSITIVE, 100, **WATCH)  # steps between train-loss points (and divergence checks)
+    threads: int = ranged(POSITIVE, 1, **WATCH)  # tiny models run ~12x slower on 2 threads than on 1
+    # cpu, cuda, mps, or auto (cuda, then mps, then cpu)
+    device: str = ranged(one_of("cpu", "cuda", "mps", "auto"), "cpu", **WATCH)
+    progress: bool = field(default=True, metadata=WATCH)  # the tqdm progress bar
+    samples: int = ranged(COUNT, 20, **WATCH)  # lines of samples.txt
+    # the lectures' dev-loss target, for the built-in names; elsewhere null (settings_node)
+    target: float | None = ranged(Range(POSITIVE_NUMBER.test, "a positive number, or null for no target"), 2.2)
+    # of the training loss only; reported losses are plain cross-entropy
+    label_smoothing: float = ranged(FRACTION, 0.0)
+    # stop after this many evaluations without a better dev loss, keeping the best weights (0: off)
+    early_stopping: int = ranged(
+        Range(COUNT.test, "an integer >= 0: evaluations without a better dev loss (0: off)"), 0
+    )
+    # debug=overfit: train on one fixed batch of this many examples, then say pass or fail
+    overfit_batch: int = ranged(Range(COUNT.test, "an integer >= 0 (0: off; debug=overfit sets 32)"), 0)
+    # a log window's mean train loss above this (nats) stops the run as diverged; null: NaN only
+    diverge_above: float | None = ranged(
+        Range(POSITIVE_NUMBER.test, "a positive number of nats, or null to stop only on NaN"), 100.0, **WATCH
+    )
+    # steps between checkpoints (0: none); Ctrl-C and SIGTERM also write one
+    checkpoint_interval: int = ranged(Range(COUNT.test, "an integer >= 0 (0: no periodic checkpoints)"), 1000, **WATCH)
+    rerun: str | None = field(default=None, metadata=SELECTS)  # rerun=<run dir>: train its config again, anew
+    resume: str | None = field(default=None, metadata=SELECTS)  # resume=<run dir>: continue it in its own directory
+    # with rerun=/resume=: train on the data file as it is now, even if it changed since the run
     use_current_data: bool = field(default=False, metadata=WATCH)
-    trial: int | None = field(default=None, metadata=SELECTS)
+    # set by hydra/sweeper=optuna: the Optuna trial this sweep member reports its dev losses to
+    trial: int | None = ranged(
+        Range(lambda v: v >= 0, "a trial number >= 0, set by hydra/sweeper=optuna (or null)"), None, **SELECTS
+    )
+
+
+@dataclass
+class DataSettings:
+    """The `data` section: which file, and how it is cut into train, dev and test."""
+
+    path: str = ranged(Range(lambda v: v != "", "a file path, or builtin"), "builtin")  # builtin: names.txt
+    # index 0: the start and end of every item
+    boundary: str = ranged(
+        Range(
+            lambda v: isinstance(v, str) and len(v) == 1 and v not in "\r\n",
+            "one character other than a line end, as a string (quote a digit: data.boundary=\"'0'\")",
+        ),
+        ".",
+    )
+    fractions: list[float] = ranged(
+        Range(
+            lambda v: len(v) == 3 and min(v) > 0 and abs(sum(v) - 1) < 1e-6,
+            "three positive numbers summing to 1, e.g. [0.8,0.1,0.1]",
+        ),
+        [0.8, 0.1, 0.1],
+    )
+    seed: int = ranged(SEED, 42)  # the lectures' split: random.seed(42); random.shuffle(words)
+
+
+def settings_node() -> dict:
+    """The top-level keys as Hydra composes them: their defaults, the target a figure of the built-in names only."""
+    values = defaults_of(Settings)
+    return {**values, "target": f"${{names_target:${{data.path}},{values['target']}}}"}
 
 
 # Config groups with the same roles: how a run is logged, and the named sweep that launched it.
 WATCH_GROUPS = ("logger",)
 SELECTING_GROUPS = ("sweep",)
 
-RUN_SELECTORS = tuple(f.name for f in fields(Settings) if f.metadata == SELECTS) + SELECTING_GROUPS
-WATCH_KEYS = tuple(f.name for f in fields(Settings) if f.metadata == WATCH) + WATCH_GROUPS + RUN_SELECTORS
+RUN_SELECTORS = tuple(f.name for f in fields(Settings) if f.metadata.get("role") == "selects") + SELECTING_GROUPS
+WATCH_KEYS = tuple(f.name for f in fields(Settings) if f.metadata.get("role") == "watch") + WATCH_GROUPS + RUN_SELECTORS

@@ -22,12 +22,14 @@ from makemore.config import (
 )
 from makemore.rundir import ended_metrics
 from makemore.schema import validate
+from makemore.settings import settings_node
 
 from helpers import ROOT
 
 
 def test_every_resolver_conf_uses_is_registered():
-    used = {m for path in (ROOT / "conf").rglob("*.yaml") for m in re.findall(r"\$\{(\w+):", path.read_text())}
+    texts = [path.read_text() for path in (ROOT / "conf").rglob("*.yaml")] + [str(settings_node())]
+    used = {m for text in texts for m in re.findall(r"\$\{(\w+):", text)}
     ours = used - {"now"}  # Hydra's own
     assert ours == set(config.RESOLVERS)
     for name in ours:

@@ -4,20 +4,21 @@ defaults) is written in one place."""
 import ast
 import dataclasses
 import re
-import typing
 
 import pytest
 from omegaconf import MISSING, OmegaConf
 
-from makemore import schema, settings
+from makemore import loggers, models, optim, settings
+from makemore.fields import defaults_of
+from makemore.models import schema_of
 
-from helpers import ROOT, compose_config
+from helpers import ROOT
 
 PACKAGE = ROOT / "makemore"
 # Each module may import only modules of lower layers (and its own layer's, listed before it): the order in
 # which the package is built up, from the errors users see to the command line.
 LAYERS = [
-    ["errors", "shell", "settings", "targets", "rundir", "hydra_versions", "optim", "metrics", "dashboard"],
+    ["errors", "shell", "fields", "settings", "targets", "rundir", "hydra_versions", "optim", "metrics", "dashboard"],
     ["loggers", "loggers.tensorboard", "loggers.wandb", "loggers.mlflow"],
     [
         "models.registry",
@@ -111,47 +112,100 @@ def test_the_watch_keys_and_model_targets_are_written_once():
     assert "exclude_keys" not in (ROOT / "conf" / "train.yaml").read_text()
 
 
-def yaml_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+def sources_of_defaults() -> list[tuple[str, object]]:
+    """(full key, default) for every key a part of the config defines with a default: the top-level keys, the data
+    section, each optimizer and schedule, each built-in model's constructor and each built-in logger's settings."""
+    parts = [("", settings.Settings), ("data.", settings.DataSettings)]
+    parts += [("optim.", preset.config) for preset in optim.OPTIMIZERS.values()]
+    parts += [("schedule.", preset.config) for preset in optim.SCHEDULES.values()]
+    parts += [("model.", schema_of(option.model_class)) for option in models.OPTIONS.values()]
+    parts += [(f"logger.{name}.", loggers.settings_of(target)) for name, target in loggers.BACKENDS.items()]
+    found = []
+    for prefix, cls in parts:
+        found += [(prefix + key, value) for key, value in defaults_of(cls).items() if value != MISSING]
+    return found
 
 
-def defaults_of(cls) -> dict:
-    """A dataclass's defaults, MISSING where it has none."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            values[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            values[f.name] = f.default_factory()
-        else:
-            values[f.name] = MISSING
-    return values
+def flat_yaml(path) -> dict:
+    """A conf/ YAML file's keys as full keys of the run config (a group's own file sits under its group's key)."""
+    text = path.read_text()
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    node.pop("defaults", None)
+    node.pop("hydra", None)
+    group = path.parent.relative_to(ROOT / "conf").as_posix()
+    if group != "." and "@package _global_" not in text:
+        node = {group.replace("/", "."): node}
+    return flat(node)
 
 
-def assert_one_source(cls, node: dict, where: str) -> None:
-    for key, default in defaults_of(cls).items():
-        if key in node and default is not MISSING:
-            nested = typing.get_type_hints(cls)[key]
-            if dataclasses.is_dataclass(schema._unwrap(nested)) and node[key] is not None:
-                assert_one_source(schema._unwrap(nested), node[key], f"{where}.{key}")
+def flat(node: dict, prefix: str = "") -> dict:
+    """{'model': {'emb': 10}} -> {'model.emb': 10}, lists kept."""
+    found = {}
+    for key, value in node.items():
+        found.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return found
+
+
+# A lecture's recipe pins the model it publishes: its model keys stay the lecture's when a default changes.
+PINNED = {"experiment": "model."}
+
+
+def test_every_default_is_written_once():
+    """The config tree never restates a default, and no code writes one as a keyword or a dict entry."""
+    defaults = sources_of_defaults()
+    assert {"seed", "optim.lr", "schedule.warmup", "data.fractions", "model.emb", "logger.wandb.mode"} <= {
+        key for key, _ in defaults
+    }
+    for path in sorted((ROOT / "conf").rglob("*.yaml")):
+        if "hydra" in path.relative_to(ROOT / "conf").parts:  # Hydra's and its plugins' own settings
+            continue
+        pinned = PINNED.get(path.parent.name)
+        for key, value in flat_yaml(path).items():
+            restated = [d for k, d in defaults if k == key and d == value]
+            assert not restated or (pinned and key.startswith(pinned)), f"{path.name} restates the default {key}"
+    for option in models.OPTIONS.values():
+        restated = {k: v for k, v in option.preset.items() if defaults_of(schema_of(option.model_class)).get(k) == v}
+        assert not restated, f"model={option.name} restates {restated}"
+    for preset in (*optim.OPTIMIZERS.values(), *optim.SCHEDULES.values()):
+        restated = {k: v for k, v in preset.values.items() if defaults_of(preset.config).get(k) == v}
+        restated |= {k: v for k, v in preset.run.items() if defaults_of(settings.Settings).get(k, MISSING) == v}
+        assert not restated, f"{preset} restates {restated}"
+    written = written_values()
+    for key, value in [(k, v) for k, v in defaults if v]:  # 0, false, null: "off" values code writes for its own ends
+        holders = [where for name, literal, where in written if name == key.rpartition(".")[2] and literal == value]
+        assert not holders, f"{key}={value!r} is written again in {holders}"
+
+
+# Calls whose values are an option's own, checked against that option's class above.
+PRESETS = {"register", "Preset"}
+
+
+def written_values() -> list[tuple[str, object, str]]:
+    """(key, value, file) for every keyword argument and dict entry in the package's code that writes a literal;
+    not in makemore/experiments, whose benchmarks pin the lectures' recipes as PINNED presets do."""
+    found = []
+    for path in set(PACKAGE.rglob("*.py")) - set((PACKAGE / "experiments").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            pairs = []
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in PRESETS:
                 continue
-            assert node[key] == default, f"{where}.{key}: the dataclass says {default!r}, the YAML {node[key]!r}"
+            if isinstance(node, ast.Call):
+                pairs = [(k.arg, k.value) for k in node.keywords if k.arg]
+            elif isinstance(node, ast.Dict):
+                pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+            for name, value in pairs:
+                try:
+                    found.append((name, ast.literal_eval(value), path.name))
+                except ValueError:  # not a literal
+                    continue
+    return found
 
 
-@pytest.mark.parametrize("group", ["optim", "schedule", "data"])  # a model's and a logger's are their classes' own
-def test_every_default_of_every_option_has_one_source(group):
-    for option in yaml_options(group):
-        composed = OmegaConf.to_container(compose_config(f"{group}={option}"))
-        node = composed[group]
-        if group in schema.OPTIONS:
-            cls = schema._option(group, node)
-        else:
-            cls = schema.Data
-        assert_one_source(cls, node, f"{group}={option}")
-
-
-def test_the_top_level_defaults_have_one_source():
-    composed = OmegaConf.to_container(compose_config())
-    # target is an interpolation in train.yaml: 2.2 for the built-in names only; the dataclass gives the 2.2
-    top = {k: v for k, v in composed.items() if k not in (*schema.SECTIONS, "target")}
-    assert_one_source(schema.Settings, top, "train.yaml")
+def test_every_key_of_the_run_has_an_allowed_range():
+    """Each key validate checks carries its range beside it; only a switch or a run selector takes any value."""
+    parts = [settings.Settings, settings.DataSettings]
+    parts += [preset.config for preset in (*optim.OPTIMIZERS.values(), *optim.SCHEDULES.values())]
+    for cls in parts:
+        for f in dataclasses.fields(cls):
+            free = f.type in ("bool", bool) or f.name == "name" or f.metadata.get("role") == "selects"
+            assert free or "range" in f.metadata, f"{cls.__name__}.{f.name} has no allowed range"

@@ -13,6 +13,7 @@ from torch import nn
 from makemore import models, schema
 from makemore.data import build_items, build_vocab, load_dataset, make_dataset
 from makemore.errors import MakemoreError
+from makemore.fields import field_range
 from makemore.models import (
     MLP,
     OPTIONS,
@@ -429,7 +430,7 @@ def test_every_model_option_is_its_constructor_and_every_key_has_a_range():
                 continue
             default = signature[key].default
             assert value == option.preset.get(key, default), f"model={name}: {key} is not its constructor's"
-            rule = schema._field_rule(schema_of(option.model_class), key) or schema.RANGES.get(f"model.{key}")
+            rule = field_range(schema_of(option.model_class), key)
             assert rule or isinstance(value, bool), f"model={name}: model.{key} has no allowed range"
 
 

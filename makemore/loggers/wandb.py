@@ -21,6 +21,7 @@ from typing import List, Optional
 from urllib.parse import urlparse
 
 from makemore.errors import MakemoreError
+from makemore.fields import one_of, ranged
 from makemore.loggers import RunInfo
 from makemore.shell import shell_word
 
@@ -35,7 +36,7 @@ class WandbSettings:
     entity: Optional[str] = None  # the team or user; null: the logged-in user's default
     group: Optional[str] = None  # null: a sweep member joins the group named after its sweep directory
     tags: List[str] = field(default_factory=list)  # labels to filter runs by in W&B
-    mode: str = field(default="offline", metadata={"allowed": ("offline", "online", "disabled")})  # WANDB_MODE wins
+    mode: str = ranged(one_of("offline", "online", "disabled"), "offline")  # WANDB_MODE wins
     init_timeout: float = 30.0  # seconds to reach the server online; then the run goes on offline
 
 

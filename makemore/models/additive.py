@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from makemore.models.registry import PositiveInt, register
+from makemore.fields import PositiveInt
+from makemore.models.registry import register
 
 
 @register("additive", budget_steps=75000)

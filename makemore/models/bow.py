@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from makemore.fields import PositiveInt
 from makemore.models.causal import CausalOverItems
-from makemore.models.registry import PositiveInt, register
+from makemore.models.registry import register
 
 
 @register("bow", budget_steps=20000)

@@ -7,7 +7,8 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from makemore.models.registry import NON_NEGATIVE, PositiveInt, register
+from makemore.fields import NON_NEGATIVE, PositiveInt
+from makemore.models.registry import register
 from makemore.models.tables import check_table_size, context_index
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from makemore.errors import MakemoreError
-from makemore.models.registry import Fraction, PositiveInt, one_of, register
+from makemore.fields import Fraction, PositiveInt, one_of
+from makemore.models.registry import register
 
 
 @register("mlp", budget_steps=30000)

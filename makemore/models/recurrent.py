@@ -7,8 +7,9 @@ from typing import Annotated
 import torch
 from torch import nn
 
+from makemore.fields import PositiveInt, one_of
 from makemore.models.causal import CausalOverItems
-from makemore.models.registry import PositiveInt, one_of, register
+from makemore.models.registry import register
 
 
 class RNNCell(nn.Module):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,29 +19,8 @@ from typing import Annotated, Any
 
 from omegaconf import MISSING
 
+from makemore.fields import Range, defaults_of
 from makemore.targets import import_target
-
-
-@dataclass(frozen=True)
-class Range:
-    """An allowed range: a test a value of the right type passes, and the words that say what is allowed."""
-
-    test: Callable[[Any], bool]
-    words: str
-
-
-def one_of(*names: str) -> Range:
-    """A range of named choices."""
-    return Range(lambda v: v in names, "one of " + ", ".join(names))
-
-
-POSITIVE = Range(lambda v: v >= 1, "a positive integer")
-NON_NEGATIVE = Range(lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
-FRACTION = Range(lambda v: 0 <= v < 1, "a number in [0, 1)")
-
-# The constructor annotations the registered models share.
-PositiveInt = Annotated[int, POSITIVE]
-Fraction = Annotated[float, FRACTION]
 
 
 @dataclass(frozen=True)
@@ -57,8 +35,7 @@ class Option:
 
     def config(self) -> dict:
         """The option's node as Hydra composes it: `_target_`, `name`, then every constructor option."""
-        schema = schema_of(self.model_class)
-        defaults = {f.name: f.default for f in dataclasses.fields(schema) if f.default is not dataclasses.MISSING}
+        defaults = defaults_of(schema_of(self.model_class))
         return {"_target_": target_of(self.model_class), "name": self.name, **defaults, **self.preset}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from makemore.models.registry import PositiveInt, register
+from makemore.fields import PositiveInt
+from makemore.models.registry import register
 from makemore.models.tables import check_table_size, context_index
 
 

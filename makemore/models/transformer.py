@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from makemore.errors import MakemoreError
+from makemore.fields import Fraction, PositiveInt
 from makemore.models.causal import CausalOverItems
-from makemore.models.registry import Fraction, PositiveInt, register
+from makemore.models.registry import register
 
 
 class Block(nn.Module):

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from makemore.errors import MakemoreError
-from makemore.models.registry import PositiveInt, register
+from makemore.fields import PositiveInt
+from makemore.models.registry import register
 
 
 class FlattenConsecutive(nn.Module):
