@@ -17,7 +17,7 @@ from makemore.fields import defaults_of
 from makemore.hydra_versions import VERSION_BASE, register_resolver
 from makemore.models.registry import budget_node, models_sweep_node
 from makemore.optim import OPTIMIZERS, SCHEDULES, optimizer_node
-from makemore.rundir import CONFIG, RECORD, SWEEP_RECORD, ended_metrics, is_watch_key
+from makemore.rundir import CONFIG, HYDRA_DIR, SWEEP_RECORD, ended_metrics, is_watch_key
 from makemore.settings import DataSettings, settings_node
 
 # The config tree: conf/ at a checkout's top, shipped inside an installed package as makemore/conf (pyproject.toml).
@@ -108,11 +108,11 @@ def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
     return re.sub(r"[^A-Za-z0-9=,.+_# -]+", "-", name).strip("- ")[:120]
 
 
-def experiment_hparams(config: dict, counted: bool) -> dict:
+def experiment_hparams(config: dict, trained_by_counting: bool) -> dict:
     """The keys that define what a run computed, flattened; a counting run took no steps and used no optimizer. A
     null (a full-batch run's batch_size, no target) has no HParams value: its cell stays empty, its column typed."""
     hparams = {k: v for k, v in flatten(config).items() if not is_watch_key(k) and v is not None}
-    if counted:
+    if trained_by_counting:
         hparams = {
             k: v
             for k, v in hparams.items()
@@ -150,7 +150,7 @@ def read_swept_keys(saved: str, mtime_ns: int, size: int) -> tuple[frozenset[str
 def record_dir(resume: str | None, output_dir: str) -> str | None:
     """Where Hydra writes a run's record: nowhere for resume=, or for a member of a continued sweep whose
     directory already holds its record (no command rewrites a run's files); else .hydra."""
-    return None if resume or (Path(output_dir) / CONFIG).is_file() else RECORD
+    return None if resume or (Path(output_dir) / CONFIG).is_file() else HYDRA_DIR
 
 
 def job_log(output_dir: str, job_name: str) -> str:

@@ -24,7 +24,7 @@ from makemore.rundir import MODEL, run_directory_of, write_json, written_by_a_ru
 
 CHOICES = (*SPLITS, "all")
 RECORDS = Path("outputs") / "evaluations"  # beside the runs Hydra writes under outputs/, never inside one
-RECORD = "evaluation.json"
+EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,14 @@ def own_items(run_dir: Path, settings: dict) -> list[str]:
     return items
 
 
-def data_record(split: str, data: Path | None) -> dict:
+def evaluated_data(split: str, data: Path | None) -> dict:
     """What was scored: the runs' own data (each run's file, checked against its provenance) or the given file."""
     if data is None:
         return {"source": "the runs' own data", "split": split}
     return {"source": str(data), "sha256": provenance.sha256_of(data), "split": split}
 
 
-def write_record(scores: list[Evaluation], data: dict, records: Path = RECORDS) -> Path:
+def write_evaluation(scores: list[Evaluation], data: dict, records: Path = RECORDS) -> Path:
     """A new directory under `records` holding evaluation.json: what was scored, on what, and the losses."""
     inside = written_by_a_run(records.resolve())
     if inside:
@@ -133,8 +133,8 @@ def write_record(scores: list[Evaluation], data: dict, records: Path = RECORDS) 
         "data": data,
         "evaluations": [asdict(score) for score in scores],
     }
-    write_json(directory / RECORD, record)
-    return directory / RECORD
+    write_json(directory / EVALUATION_FILE, record)
+    return directory / EVALUATION_FILE
 
 
 def summary(score: Evaluation, split: str, data: Path | None) -> str:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             if run_directory_of(run_dir.resolve()) != run_dir.resolve():
                 raise MakemoreError(f"{run_dir} is not a run directory; pass one that holds {MODEL}")
         scores = [evaluate(run_dir, split, args.data, args.skip_unseen) for run_dir in args.run_dirs]
-        path = write_record(scores, data_record(split, args.data))
+        path = write_evaluation(scores, evaluated_data(split, args.data))
     except MakemoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

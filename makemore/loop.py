@@ -112,14 +112,14 @@ def step_function(
     """One training step on a batch at a learning rate, returning its loss: autograd's, or for an MLP with
     model.backward=manual lecture 4's hand-derived backward pass (fused into the update for plain SGD)."""
     if getattr(model, "manual_backward", False):
-        hand = ManualBackward(model, batch_size, smoothing)
+        manual = ManualBackward(model, batch_size, smoothing)
         if is_plain_sgd(optimizer):
-            return hand.sgd_step
+            return manual.sgd_step
 
         optimizer_step = fused_step(optimizer)
 
         def manual_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
-            loss = hand.gradients(xb, yb)
+            loss = manual.gradients(xb, yb)
             optimizer_step()  # the lr is already in the param groups
             return loss
 
@@ -169,7 +169,7 @@ def record_evaluation(state: TrainState, dev_loss: float, target: float | None, 
 
 
 def checkpoint(weights: dict, optimizer: dict, rng: torch.Tensor, window: torch.Tensor, state: TrainState) -> dict:
-    """The training state a checkpoint holds (with the run's `extra`): resume continues from it exactly."""
+    """The training state a checkpoint holds (with the run's `checkpoint_context`): resume continues from it exactly."""
     return {"model": weights, "optimizer": optimizer, "rng": rng, "window": window.cpu(), "state": state.saved()}
 
 
@@ -192,7 +192,7 @@ def fit(
     cfg: DictConfig,
     loggers: Loggers,
     run_dir: Path,
-    extra: dict,
+    checkpoint_context: dict,
     resume: dict | None,
     on_eval: Callable[[int, float, float], None] | None = None,
     rows_per_batch: int | None = None,
@@ -201,7 +201,7 @@ def fit(
 
     The train loss is logged every log_interval steps and dev is evaluated every eval_interval steps (the last
     step is left to the caller, which evaluates every split). The host reads the loss only at log points, never
-    per step: a per-step .item() would stall every step. `extra` is stored in every checkpoint (vocabulary,
+    per step: a per-step .item() would stall every step. `checkpoint_context` is stored in every checkpoint (vocabulary,
     config, logger ids). `on_eval(step, dev_loss, train_seconds)` is called at every dev evaluation; it may raise
     to stop the run (an Optuna trial's pruning). `rows_per_batch` replaces cfg.batch_size as the rows of X drawn
     per step (whole items, for cfg.batch_size next characters).
@@ -212,7 +212,7 @@ def fit(
     optimizer, lr_at = build_optimizer(model, cfg.optim, cfg.schedule, steps)
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
     train_step = step_function(model, optimizer, n_train if batch_size is None else batch_size, cfg.label_smoothing)
-    vocab_size = len(extra["vocab"])
+    vocab_size = len(checkpoint_context["vocab"])
     step_losses = torch.zeros(steps, device=device)
     patience = cfg.early_stopping  # evaluations without a better dev loss before stopping; 0: never stop early
     state, best_weights = TrainState(), None  # best_weights: with early stopping, the weights at the best dev loss
@@ -235,7 +235,7 @@ def fit(
         training = dataclasses.replace(state, train_seconds=elapsed())
         saved = checkpoint(model.state_dict(), optimizer.state_dict(), torch.get_rng_state(), window, training)
         save_atomic(
-            {**saved, **({"best_model": best_weights} if best_weights is not None else {}), **extra},
+            {**saved, **({"best_model": best_weights} if best_weights is not None else {}), **checkpoint_context},
             run_dir / CHECKPOINT,
         )
 

@@ -291,7 +291,7 @@ class Population:
         optimizer = self.optimizer.state_dict(position, m.optimizer, m.job.model)
         saved = checkpoint(weights, optimizer, m.rng, window.contiguous(), training)
         best = {"best_model": m.best_weights} if m.best_weights is not None else {}
-        save_atomic({**saved, **best, **m.job.extra}, m.job.run_dir / CHECKPOINT)
+        save_atomic({**saved, **best, **m.job.checkpoint_context}, m.job.run_dir / CHECKPOINT)
 
     def end(self, ended: dict[int, Exception | None]) -> None:
         """Finish the members that reached their end (None) or record why they stopped; the others go on."""
@@ -322,13 +322,13 @@ class Population:
         self.keep([k for k in self.active if k not in ended])
 
 
-def write_record(run_dir: Path, record: dict) -> None:
+def write_population_record(run_dir: Path, population: dict) -> None:
     """The member's record of its population (.hydra/population.json), written when it first trains in one: a
     continued member keeps the record of the population it started in."""
     path = run_dir / POPULATION
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, record)
+        write_json(path, population)
 
 
 def final_losses(engine, evaluation: Evaluation) -> list[dict]:

@@ -51,8 +51,8 @@ def check_model(cfg: DictConfig, vocab_size: int) -> None:
     floating and finite, and the model must have a trainable parameter unless it is trained by counting."""
     model = build_model(cfg.model, vocab_size).eval()
     what = f"model {cfg.model.name} ({cfg.model._target_})"
-    counted = getattr(model, "trained_by_counting", False)
-    if not counted and not any(p.requires_grad for p in model.parameters()):
+    by_counting = getattr(model, "trained_by_counting", False)
+    if not by_counting and not any(p.requires_grad for p in model.parameters()):
         raise MakemoreError(
             f"{what} has no trainable parameter, so gradient descent cannot change it; "
             "register its weights as nn.Parameter (or nn.Embedding, nn.Linear, ...)"
@@ -87,7 +87,7 @@ def check_model(cfg: DictConfig, vocab_size: int) -> None:
             )
         if not logits.is_floating_point():
             raise MakemoreError(f"{what}: {call} returned {logits.dtype} logits; return floating-point logits")
-        if not counted and (logits.isnan().any() or logits.isposinf().any()):  # -inf is a probability of 0
+        if not by_counting and (logits.isnan().any() or logits.isposinf().any()):  # -inf is a probability of 0
             raise MakemoreError(
                 f"{what}: {call} returned NaN or +inf logits at initialisation; check its initialisation and forward"
             )

@@ -45,7 +45,7 @@ def data_fingerprint(path: str | None, items: list[str] | None = None) -> dict:
     return {"path": str(file), "sha256": sha256_of(file), "bytes": file.stat().st_size, "items": len(items)}
 
 
-def data_record(path: str | None, items: list[str], dataset: Dataset) -> dict:
+def data_provenance(path: str | None, items: list[str], dataset: Dataset) -> dict:
     """The fingerprint, the split's sizes (items and examples per split) and the vocabulary."""
     return {
         **data_fingerprint(path, items),
@@ -172,7 +172,7 @@ def collect(cfg, items: list[str], dataset: Dataset, device: str) -> tuple[dict,
     """A run's provenance and the patch of its uncommitted code changes (empty when there are none)."""
     code, patch = code_record(cfg.model._target_)
     record = {
-        "data": data_record(cfg.data.path, items, dataset),
+        "data": data_provenance(cfg.data.path, items, dataset),
         "code": code,
         "environment": environment_record(device, cfg.threads),
     }

@@ -20,7 +20,7 @@ from makemore.config import experiment_hparams, short_names
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
 from makemore.errors import MakemoreError, refuse
-from makemore.evaluate import data_record, evaluate, write_record
+from makemore.evaluate import evaluate, evaluated_data, write_evaluation
 from makemore.loggers import writes_tensorboard
 from makemore.metrics import leaderboard_cells
 from makemore.rundir import (
@@ -110,7 +110,7 @@ def eval_column(runs: list[dict], data: Path) -> EvalColumn:
         if score.skipped_items:
             every = score.items + score.skipped_items
             print(f"{score.run}: {score.skipped_items:,} of {every:,} items of {data} skipped for {score.unseen!r}")
-    print(f"evaluation record: {write_record(scores, data_record('all', data))}")
+    print(f"evaluation record: {write_evaluation(scores, evaluated_data('all', data))}")
     return f"{data.name} loss", {Path(score.run): score.loss for score in scores}
 
 
@@ -515,8 +515,8 @@ def logged_hparams(runs: list[dict]) -> list[dict]:
             saved = run["dir"] / CONFIG
             # resolved: a sweep member's saved config keeps `target: ${names_target:...}` as Hydra composed it
             config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True) if saved.is_file() else None
-            counted = run["metrics"].get("steps") == 0
-            run["hparams"] = None if config is None else experiment_hparams(config, counted=counted)
+            by_counting = run["metrics"].get("steps") == 0
+            run["hparams"] = None if config is None else experiment_hparams(config, trained_by_counting=by_counting)
     return [run["hparams"] for run in runs if run["hparams"] is not None]
 
 

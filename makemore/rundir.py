@@ -15,17 +15,17 @@ import yaml
 
 from makemore.settings import WATCH_KEYS
 
-RECORD = ".hydra"
-CONFIG = f"{RECORD}/config.yaml"
-OVERRIDES = f"{RECORD}/overrides.yaml"
+HYDRA_DIR = ".hydra"
+CONFIG = f"{HYDRA_DIR}/config.yaml"
+OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"
 METRICS = "metrics.json"
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 HISTORY = "history.csv"
 SAMPLES = "samples.txt"
-PROVENANCE = f"{RECORD}/provenance.json"  # data, code and environment: makemore.provenance
-PATCH = f"{RECORD}/code.patch"  # the uncommitted changes of a dirty git tree
-POPULATION = f"{RECORD}/population.json"  # a member of a population: its size, its index, the members, the engine
+PROVENANCE = f"{HYDRA_DIR}/provenance.json"  # data, code and environment: makemore.provenance
+PATCH = f"{HYDRA_DIR}/code.patch"  # the uncommitted changes of a dirty git tree
+POPULATION = f"{HYDRA_DIR}/population.json"  # a member of a population: its size, its index, the members, the engine
 SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
 MLFLOW_ARTIFACTS = "mlflow-artifacts"  # beside an SQLite MLflow store: copies of runs' files, not runs
 REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
@@ -82,7 +82,7 @@ def read_overrides(run_dir: Path) -> list[str]:
 def run_directory_of(path: Path) -> Path | None:
     """The run directory that holds `path` (or is it), if any: a run's files are never changed by another command."""
     for directory in (path, *path.parents):
-        if (directory / RECORD).is_dir() or (directory / METRICS).is_file():
+        if (directory / HYDRA_DIR).is_dir() or (directory / METRICS).is_file():
             return directory
     return None
 
@@ -93,7 +93,7 @@ def written_by_a_run(path: Path) -> Path | None:
     if path.name in REPORT_FILES and path.is_file():
         return path.parent
     for directory in (path, *path.parents):
-        if (directory / RECORD).is_dir() or (directory / METRICS).is_file() or (directory / SWEEP_RECORD).is_file():
+        if (directory / HYDRA_DIR).is_dir() or (directory / METRICS).is_file() or (directory / SWEEP_RECORD).is_file():
             return directory
     return None
 

@@ -65,14 +65,14 @@ def _cross_checks(cfg: dict) -> None:
         built_in.check_options(cfg["model"])
 
 
-def shown(value: Any) -> str:
+def on_command_line(value: Any) -> str:
     """A value as it would be typed on the command line."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(map(shown, value)) + "]"
+        return "[" + ",".join(map(on_command_line, value)) + "]"
     return str(value)
 
 
@@ -89,7 +89,7 @@ def _type_words(annotation: Any) -> str:
 def _typed(prefix: str, schema: type, node: Any) -> dict:
     """`node` checked against `schema`: no unknown keys, each value of its field's type. Returns plain values."""
     if not isinstance(node, dict):
-        raise MakemoreError(f"{prefix.rstrip('.')}={shown(node)} is not allowed: it must be a group of keys")
+        raise MakemoreError(f"{prefix.rstrip('.')}={on_command_line(node)} is not allowed: it must be a group of keys")
     hints = typing.get_type_hints(schema)
     names = [f.name for f in dataclasses.fields(schema)]
     unknown = [key for key in node if key not in names]
@@ -112,7 +112,7 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
             typed[name] = value  # OmegaConf checks the type on assignment
         except OmegaConfBaseException:
             raise MakemoreError(
-                f"{key}={shown(value)} is not allowed: {key} must be {_type_words(hints[name])}"
+                f"{key}={on_command_line(value)} is not allowed: {key} must be {_type_words(hints[name])}"
             ) from None
     try:
         result = OmegaConf.to_container(typed, throw_on_missing=True)
@@ -122,7 +122,9 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
         key, allowed = prefix + name, field_range(schema, name)
         value = node.get(name, result[name]) if key in AS_TYPED else result[name]
         if allowed and value is not None and not allowed.test(value):
-            raise MakemoreError(f"{key}={shown(node.get(name, value))} is not allowed: {key} must be {allowed.words}")
+            raise MakemoreError(
+                f"{key}={on_command_line(node.get(name, value))} is not allowed: {key} must be {allowed.words}"
+            )
     return result
 
 
@@ -140,7 +142,7 @@ def _option(group: str, node: Any) -> type:
         return UserModel
     if choice not in schemas:
         raise MakemoreError(
-            f"{group}.{key}={shown(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}"
+            f"{group}.{key}={on_command_line(choice)} is not allowed: {group}.{key} must be one of {', '.join(schemas)}"
         )
     return schemas[choice]
 
@@ -161,7 +163,9 @@ def _loggers(node: Any) -> dict:
     """The logger group: one section per backend, each naming its class by `_target_`; a built-in backend's keys
     checked against its settings (makemore.loggers), a user's logger checked for Logger's methods."""
     if not isinstance(node, dict):
-        raise MakemoreError(f"logger={shown(node)} is not allowed: use logger=tensorboard, wandb, mlflow, all or none")
+        raise MakemoreError(
+            f"logger={on_command_line(node)} is not allowed: use logger=tensorboard, wandb, mlflow, all or none"
+        )
     checked = {}
     for name, section in node.items():
         key = f"logger.{name}"

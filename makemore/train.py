@@ -59,12 +59,14 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(hydra.runtime.output_dir)
     sweep_dir = Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
     try:
-        return train_job(cfg, run_dir, sweep_dir, hydra.sweeper if sweep_dir else None)
+        return train_or_continue(cfg, run_dir, sweep_dir, hydra.sweeper if sweep_dir else None)
     except Exception as error:
         return settle_stopped_run(error, run_dir, sweep_dir)
 
 
-def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: DictConfig | None = None) -> float:
+def train_or_continue(
+    cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: DictConfig | None = None
+) -> float:
     """A single run, or a member of the sweep in `sweep_dir` (`sweeper`: its hydra.sweeper config); its final dev
     loss."""
     if sweep_dir:
@@ -73,7 +75,7 @@ def train_job(cfg: DictConfig, run_dir: Path, sweep_dir: Path | None, sweeper: D
             return kept
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
-    metrics = run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
+    metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
@@ -101,10 +103,10 @@ def ended_member(run_dir: Path) -> float | None:
     return math.inf if dev is None else dev
 
 
-def run_overrides(*overrides: str) -> dict:
+def train_in_process(*overrides: str) -> dict:
     """Run `python train.py <overrides>` in-process, in a throwaway directory; return its metrics (for experiments)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return run(compose_train_config(*overrides), Path(tmp))
+        return train_run(compose_train_config(*overrides), Path(tmp))
 
 
 @dataclass
@@ -119,18 +121,18 @@ class Run:
     model: nn.Module
     params: int
     config: dict  # the resolved config, as model.pt and every checkpoint carry it
-    record: dict  # the provenance
+    provenance: dict  # where its code, data and environment came from (makemore.provenance)
     hparams: dict
     loggers: Loggers
     ids: dict  # the logger ids a resumed run logs into again (W&B's run id)
     rng: torch.Tensor  # the global generator's state once the model was built: what training starts from
 
     @property
-    def counted(self) -> bool:
+    def trained_by_counting(self) -> bool:
         return getattr(self.model, "trained_by_counting", False)
 
     @property
-    def extra(self) -> dict:
+    def checkpoint_context(self) -> dict:
         """What every checkpoint carries besides the training state."""
         return {"vocab": list(self.data.dataset.vocab.chars), "config": self.config, "ids": self.ids}
 
@@ -147,7 +149,7 @@ class RunData:
     rows_per_batch: int | None
 
 
-def run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None) -> dict:
+def train_run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eval=None) -> dict:
     """Train (or continue from the checkpoint `resume`), evaluate on every split, write the run directory.
     `on_eval(step, dev_loss, train_seconds)`: see makemore.loop.fit (an Optuna trial's pruning).
 
@@ -181,11 +183,11 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
     data = run_data(cfg, items, vocab, model, device, shared)
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     config = OmegaConf.to_container(cfg, resolve=True)
-    record, patch = provenance.collect(cfg, items, data.dataset, str(device))
+    facts, patch = provenance.collect(cfg, items, data.dataset, str(device))
     if resume:  # a resumed run keeps the provenance it started with; its data must be the same (or accepted)
         provenance.refuse_changed_data("resume", run_dir, cfg, items)
     else:
-        provenance.write(run_dir, record, patch)
+        provenance.write(run_dir, facts, patch)
     log.info(
         "%s: %s parameters, %s tokens, %s train examples",
         cfg.model.name,
@@ -200,26 +202,35 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
             data.rows_per_batch or "all",
         )
     ids = resume["ids"] if resume else {"run": secrets.token_hex(4)}  # a resumed run logs into the same runs
-    hparams = experiment_hparams(config, counted=getattr(model, "trained_by_counting", False))
+    hparams = experiment_hparams(config, trained_by_counting=getattr(model, "trained_by_counting", False))
     resumed_at = resume["state"]["step"] if resume else None
     sweep = run_dir.parent.name if (run_dir.parent / SWEEP_RECORD).is_file() else None
     run_id = ids.get("run") or ids["wandb"]  # checkpoints before the logger sections named it for W&B
-    about = RunInfo(run_dir, run_dir.name, sweep, hparams, record, run_id, resumed_at)
+    about = RunInfo(run_dir, run_dir.name, sweep, hparams, facts, run_id, resumed_at)
     loggers = build_loggers(config["logger"], about)
-    loggers.text("provenance", provenance.markdown(record), resumed_at or 0)
-    return Run(cfg, run_dir, data, model, params, config, record, hparams, loggers, ids, rng)
+    loggers.text("provenance", provenance.markdown(facts), resumed_at or 0)
+    return Run(cfg, run_dir, data, model, params, config, facts, hparams, loggers, ids, rng)
 
 
 def train_alone(job: Run, resume: dict | None, on_eval=None) -> TrainState:
     """The run's model trained on its own: counted, or by the gradient-descent loop (makemore.loop.fit)."""
-    if job.counted:
+    if job.trained_by_counting:
         log.info("trained by counting the train split: no optimizer steps")
         begin = time.perf_counter()
         job.model.fit(job.data.X["train"], job.data.Y["train"])
         return TrainState(train_seconds=time.perf_counter() - begin)
     data = job.data
     return fit(
-        job.model, data.X, data.Y, job.cfg, job.loggers, job.run_dir, job.extra, resume, on_eval, data.rows_per_batch
+        job.model,
+        data.X,
+        data.Y,
+        job.cfg,
+        job.loggers,
+        job.run_dir,
+        job.checkpoint_context,
+        resume,
+        on_eval,
+        data.rows_per_batch,
     )
 
 
@@ -236,9 +247,9 @@ def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:
         state.history[-1]["loss/dev"] = losses["dev"]
     metrics = final_metrics(cfg, state, losses, job.params, data.rows_per_batch)
     if cfg.overfit_batch:
-        metrics["overfit"] = overfit_verdict(data.X["train"], data.Y["train"], losses["train"], job.counted)
+        metrics["overfit"] = overfit_verdict(data.X["train"], data.Y["train"], losses["train"], job.trained_by_counting)
     if cfg.rerun:
-        metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), job.record, metrics)
+        metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), job.provenance, metrics)
     samples = generate(model, data.dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
     write_outputs(job.run_dir, model, data.dataset, job.config, metrics, samples, state.history)
     log_final(job.loggers, model, data.dataset, job.hparams, metrics, samples)
@@ -337,9 +348,9 @@ def final_metrics(cfg: DictConfig, state: TrainState, losses: dict, params: int,
     return metrics
 
 
-def overfit_verdict(X: torch.Tensor, Y: torch.Tensor, loss: float, counted: bool) -> dict:
+def overfit_verdict(X: torch.Tensor, Y: torch.Tensor, loss: float, trained_by_counting: bool) -> dict:
     """debug=overfit: the loss on the one batch against the lowest any model can reach on it."""
-    if counted:
+    if trained_by_counting:
         return {"verdict": "not applicable: a counting model takes no gradient steps"}
     floor = lowest_possible_loss(X, Y)
     return {"loss": loss, "floor": floor, "verdict": "pass" if loss <= floor + OVERFIT_MARGIN else "fail"}

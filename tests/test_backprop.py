@@ -11,7 +11,7 @@ from makemore.checkpoint import load_checkpoint
 from makemore.errors import MakemoreError
 from makemore.models import MLP
 from makemore.schema import validate
-from makemore.train import run
+from makemore.train import train_run
 
 from helpers import FAST, compose_config
 
@@ -69,9 +69,9 @@ def test_the_fused_sgd_step_equals_autograd_then_sgd(options):
 @pytest.mark.parametrize("optim", ["optim=sgd", "optim=adamw"])
 def test_a_manual_run_ends_where_autograd_does_and_is_deterministic(tmp_path, optim):
     args = [optim, "model.norm=batch", "model.layers=2", "model.hidden=32", *FAST, "steps=300", "logger=none"]
-    autograd = run(compose_config(*args), tmp_path / "autograd")
-    manual = run(compose_config(*args, "model.backward=manual"), tmp_path / "manual")
-    again = run(compose_config(*args, "model.backward=manual"), tmp_path / "again")
+    autograd = train_run(compose_config(*args), tmp_path / "autograd")
+    manual = train_run(compose_config(*args, "model.backward=manual"), tmp_path / "manual")
+    again = train_run(compose_config(*args, "model.backward=manual"), tmp_path / "again")
     assert manual["dev_loss"] == pytest.approx(autograd["dev_loss"], abs=2e-3)
     assert [manual[f"{s}_loss"] for s in ("train", "dev", "test")] == [
         again[f"{s}_loss"] for s in ("train", "dev", "test")
@@ -89,8 +89,8 @@ def test_a_resumed_manual_run_ends_bit_identical(tmp_path):
         "progress=false",
         "logger=none",
     )
-    whole = run(cfg, tmp_path / "whole")
-    resumed = run(cfg, tmp_path / "resumed", load_checkpoint(tmp_path / "whole" / "checkpoint.pt", {"state"}))
+    whole = train_run(cfg, tmp_path / "whole")
+    resumed = train_run(cfg, tmp_path / "resumed", load_checkpoint(tmp_path / "whole" / "checkpoint.pt", {"state"}))
     assert [whole[f"{s}_loss"] for s in ("train", "dev", "test")] == [
         resumed[f"{s}_loss"] for s in ("train", "dev", "test")
     ]

@@ -10,7 +10,7 @@ import pytest
 
 from makemore import evaluate, report
 from makemore.errors import MakemoreError
-from makemore.train import run
+from makemore.train import train_run
 
 from helpers import FAST, compose_config, tree_hashes
 
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     runs = {}
     for model in ("mlp", "transformer"):
         cfg = compose_config(f"model={model}", *FAST, "logger=none", "samples=0", f"data.path={data}")
-        runs[model] = (root / model, run(cfg, root / model))
+        runs[model] = (root / model, train_run(cfg, root / model))
     return data, runs
 
 

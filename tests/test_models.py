@@ -29,7 +29,7 @@ from makemore.models import (
     tables,
     target_of,
 )
-from makemore.schema import shown
+from makemore.schema import on_command_line
 
 from helpers import ROOT, compose_config, group_options
 
@@ -408,7 +408,7 @@ def registry_table() -> str:
     rows = ["| option | class | config (defaults) | `budget=` steps |", "| --- | --- | --- | --- |"]
     for name, option in OPTIONS.items():
         config = {k: v for k, v in option.config().items() if k not in ("_target_", "name")}
-        keys = " ".join(f"{k}={shown(v)}" for k, v in config.items())
+        keys = " ".join(f"{k}={on_command_line(v)}" for k, v in config.items())
         budget = "counting" if option.budget_steps is None else str(option.budget_steps)
         budget += f", optim={option.budget_optim}" if option.budget_optim else ""
         rows.append(f"| `{name}` | `{target_of(option.model_class)}` | {keys} | {budget} |")

@@ -8,7 +8,7 @@ import torch
 from makemore.models import MLP
 from makemore.optim import build_optimizer
 from makemore.schema import validate
-from makemore.train import run
+from makemore.train import train_run
 
 from helpers import FAST, compose_config
 
@@ -38,7 +38,7 @@ def test_each_schedule_gives_the_lr_it_promises():
 
 def test_any_schedule_runs_with_any_optimizer(tmp_path, few_names):
     for i, overrides in enumerate([("optim=sgd", "schedule=cosine"), ("optim=adamw", "schedule=step")]):
-        metrics = run(compose_config(*overrides, *FAST, "logger=none", few_names), tmp_path / str(i))
+        metrics = train_run(compose_config(*overrides, *FAST, "logger=none", few_names), tmp_path / str(i))
         assert metrics["status"] == "ok"
 
 

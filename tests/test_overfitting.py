@@ -9,7 +9,7 @@ import pytest
 from makemore.checkpoint import load_model
 from makemore.data import load_dataset
 from makemore.models import loss_on
-from makemore.train import run
+from makemore.train import train_run
 
 from helpers import compose_config, read_metrics, run_train
 
@@ -56,7 +56,7 @@ def test_an_overfitting_run_records_its_best_dev_and_says_so_last(tmp_path, smal
 
 
 def test_early_stopping_stops_and_keeps_the_best_dev_weights(tmp_path, small_data):
-    metrics = run(compose_config(f"data.path={small_data}", *OVERFITS, "early_stopping=3"), tmp_path / "run")
+    metrics = train_run(compose_config(f"data.path={small_data}", *OVERFITS, "early_stopping=3"), tmp_path / "run")
     history = dev_history(tmp_path / "run")
     best_step = min(history, key=history.get)
     assert metrics["early_stopped_at"] == best_step + 3 * 100 == metrics["steps"] < 1500
@@ -68,7 +68,7 @@ def test_early_stopping_stops_and_keeps_the_best_dev_weights(tmp_path, small_dat
 
 
 def test_a_run_that_keeps_improving_has_no_warning_and_its_last_step_is_its_best(tmp_path, capsys):
-    metrics = run(
+    metrics = train_run(
         compose_config("steps=300", "eval_interval=100", "logger=none", "progress=false", "samples=2"), tmp_path / "run"
     )
     assert metrics["best_dev_step"] == 300 and metrics["best_dev_loss"] == metrics["dev_loss"]

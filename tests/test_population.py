@@ -19,7 +19,7 @@ from makemore.loop import Diverged
 from makemore.population import train_population
 from makemore.rundir import find_runs
 from makemore.stacked import distinct_rows
-from makemore.train import run, start
+from makemore.train import start, train_run
 
 from helpers import FAST, ROOT, compose_config, read_metrics, run_bash, run_script
 from wandb_records import read_run as read_wandb_run
@@ -37,7 +37,7 @@ def population_and_solo(tmp_path, members: list[list[str]]) -> list[tuple[dict |
     shared: dict = {}
     jobs = [start(compose_config(*m), tmp_path / f"member{i}", None, shared) for i, m in enumerate(members)]
     outcomes = train_population(jobs, [None] * len(jobs), [None] * len(jobs), 1, lambda done, tally: None)
-    solos = [run(compose_config(*m), tmp_path / f"solo{i}") for i, m in enumerate(members)]
+    solos = [train_run(compose_config(*m), tmp_path / f"solo{i}") for i, m in enumerate(members)]
     histories = [
         (tmp_path / f"member{i}" / "history.csv").read_text() == (tmp_path / f"solo{i}" / "history.csv").read_text()
         for i in range(len(members))
@@ -88,7 +88,7 @@ def test_a_diverging_member_ends_alone_and_the_others_finish(tmp_path, few_names
     ok1, diverged, ok2 = train_population(jobs, [None] * 3, [None] * 3, 1, lambda done, tally: None)
     assert isinstance(diverged, Diverged) and "lower optim.lr" in str(diverged)
     for outcome, i in ((ok1, 0), (ok2, 2)):
-        assert outcome["dev_loss"] == run(compose_config(*members[i]), tmp_path / f"solo{i}")["dev_loss"]
+        assert outcome["dev_loss"] == train_run(compose_config(*members[i]), tmp_path / f"solo{i}")["dev_loss"]
 
 
 def members_of(*commands: list[str]) -> list[grouping.Member]:

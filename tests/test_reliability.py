@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.data import load_dataset, tokens_of
 from makemore.errors import MakemoreError
-from makemore.train import run
+from makemore.train import train_run
 
 from helpers import ROOT, compose_config, read_metrics, run_train
 
@@ -52,7 +52,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> None
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
     signum = signal.SIGINT  # Ctrl-C; SIGTERM takes the same path (test_sweeps stops a grid sweep with it)
-    reference = run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
+    reference = train_run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
     run_dir = tmp_path / "run"
     process = start_train(run_dir, *RESUMABLE, "logger=all")
     wait_for(run_dir / "checkpoint.pt", process)
@@ -81,7 +81,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_killed_outright_resumes_from_its_last_periodic_checkpoint(tmp_path):
-    reference = run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
+    reference = train_run(compose_config(*RESUMABLE, "logger=none"), tmp_path / "reference")
     run_dir = tmp_path / "run"
     process = start_train(run_dir, *RESUMABLE, "logger=none")
     wait_for(run_dir / "checkpoint.pt", process)

@@ -88,11 +88,11 @@ def torch_counts():
 def test_model_loads_for_sampling_from_a_checkpoint(tmp_path):
     from makemore.data import load_dataset
     from makemore.models import loss_on
-    from makemore.train import run
+    from makemore.train import train_run
 
     from helpers import compose_config
 
-    metrics = run(compose_config("model=additive", *FAST, "logger=none"), tmp_path)
+    metrics = train_run(compose_config("model=additive", *FAST, "logger=none"), tmp_path)
     model, vocab, config = load_model(tmp_path / "model.pt")
     assert config["model"]["name"] == "additive" and not model.training and vocab.size == 27
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["model"]
@@ -177,12 +177,12 @@ def test_sampling_stops_at_max_len_and_leaves_the_model_in_its_mode():
 @pytest.fixture(scope="module")
 def counted_run(tmp_path_factory):
     """A finished bigram-count run (counting takes no steps): a run directory to sample from."""
-    from makemore.train import run
+    from makemore.train import train_run
 
     from helpers import compose_config
 
     run_dir = tmp_path_factory.mktemp("counted") / "run"
-    run(compose_config("model=bigram_count", "logger=none", "progress=false", "samples=0"), run_dir)
+    train_run(compose_config("model=bigram_count", "logger=none", "progress=false", "samples=0"), run_dir)
     return run_dir
 
 

@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from makemore.checkpoint import load_model
 from makemore.loop import Diverged
 from makemore.metrics import FINAL_METRICS, final_summary
-from makemore.train import run
+from makemore.train import train_run
 
 from helpers import FAST, ROOT, compose_config, read_metrics, run_train
 
@@ -49,7 +49,7 @@ def test_train_subprocess_writes_a_run_that_tensorboard_reads_back(tmp_path):
 @pytest.mark.parametrize("model", ["mlp", "trigram_table", "additive", "trigram_count"])
 def test_same_config_and_seed_give_identical_losses(tmp_path, model, few_names):
     cfg = compose_config(f"model={model}", *FAST, "logger=none", few_names)
-    first, second = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")
+    first, second = train_run(cfg, tmp_path / "a"), train_run(cfg, tmp_path / "b")
     assert [first[f"{s}_loss"] for s in ("train", "dev", "test")] == [
         second[f"{s}_loss"] for s in ("train", "dev", "test")
     ]
@@ -60,7 +60,7 @@ def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_
     from makemore.data import load_dataset
     from makemore.models import loss_on
 
-    metrics = run(
+    metrics = train_run(
         compose_config(
             "model=gru",
             "steps=6",
@@ -78,7 +78,7 @@ def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_
     assert metrics["items_per_batch"] == round(256 * items / examples) == 36  # 7.1 next characters an item
     model, _, _ = load_model(tmp_path / "a" / "model.pt")  # the reported loss is the windows' loss
     assert loss_on(model, dataset.X["dev"], dataset.Y["dev"], 27) == pytest.approx(metrics["dev_loss"], abs=1e-6)
-    windows = run(
+    windows = train_run(
         compose_config(
             "model=gru",
             "model.block_size=15",
@@ -94,13 +94,13 @@ def test_a_sequence_model_trains_on_whole_items_with_batch_size_counted_in_next_
 
 
 def test_other_seed_gives_other_losses(tmp_path, few_names):
-    first = run(compose_config(*FAST, "logger=none", few_names), tmp_path / "a")
-    second = run(compose_config(*FAST, "logger=none", few_names, "seed=7"), tmp_path / "b")
+    first = train_run(compose_config(*FAST, "logger=none", few_names), tmp_path / "a")
+    second = train_run(compose_config(*FAST, "logger=none", few_names, "seed=7"), tmp_path / "b")
     assert first["dev_loss"] != second["dev_loss"]
 
 
 def test_counting_takes_no_optimizer_steps(tmp_path):
-    metrics = run(compose_config("model=trigram_count", "logger=none", "progress=false"), tmp_path / "a")
+    metrics = train_run(compose_config("model=trigram_count", "logger=none", "progress=false"), tmp_path / "a")
     assert metrics["steps"] == 0 and metrics["dev_loss"] == pytest.approx(2.2225, abs=0.005)
     summarised = [m for m in FINAL_METRICS if m.tag]
     assert [m.key for m in summarised if m.key in metrics] == [m.key for m in summarised][:-1]  # no target met
@@ -165,21 +165,21 @@ def test_bad_input_gets_one_clear_line_and_a_failing_exit(tmp_path, args, messag
 
 def test_diverging_to_a_huge_finite_loss_is_divergence(tmp_path, few_names):
     with pytest.raises(Diverged, match="above diverge_above=100"):
-        run(
+        train_run(
             compose_config(
                 "optim=sgd", "optim.lr=1e6", "steps=300", "log_interval=1", "progress=false", "logger=none", few_names
             ),
             tmp_path / "sgd",
         )
     with pytest.raises(Diverged, match="above diverge_above=100"):
-        run(
+        train_run(
             compose_config("optim=full_batch", "log_interval=1", "progress=false", "logger=none", few_names),
             tmp_path / "full_batch",
         )
 
 
 def test_lecture_2s_randn_start_is_not_divergence(tmp_path, few_names):
-    metrics = run(
+    metrics = train_run(
         compose_config(
             "experiment=karpathy_mlp",
             "steps=200",
@@ -199,7 +199,7 @@ def test_lecture_2s_randn_start_is_not_divergence(tmp_path, few_names):
 
 
 def test_infinite_losses_are_written_as_valid_json(tmp_path):
-    run(compose_config("model=trigram_count", "model.alpha=0", "logger=none", "progress=false"), tmp_path)
+    train_run(compose_config("model=trigram_count", "model.alpha=0", "logger=none", "progress=false"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert metrics["dev_loss"] is None and metrics["test_loss"] is None and "infinite" in metrics["note"]
     assert metrics["status"] == "ok" and math.isfinite(metrics["train_loss"])
@@ -207,7 +207,7 @@ def test_infinite_losses_are_written_as_valid_json(tmp_path):
 
 @pytest.mark.slow
 def test_history_and_time_to_target_are_recorded(tmp_path):
-    metrics = run(
+    metrics = train_run(
         compose_config("steps=2000", "eval_interval=500", "log_interval=250", "progress=false", "logger=none"), tmp_path
     )
     with open(tmp_path / "history.csv") as f:

@@ -109,23 +109,25 @@ SMALL = {"transformer": ["model.n_layer=1", "model.n_embd=16", "model.block_size
 
 @pytest.mark.parametrize("model", ["mlp", *SEQUENCE_FAMILIES, "trigram_table", "additive"])
 def test_every_family_overfits_one_batch(tmp_path, model, capsys):
-    from makemore.train import run
+    from makemore.train import train_run
 
     from helpers import compose_config
 
     steps = ["steps=300"] if model in ("gru", "transformer") else []  # the slow ones memorise 32 examples sooner
     overrides = [f"model={model}", "debug=overfit", "progress=false", *steps, *SMALL.get(model, [])]
-    metrics = run(compose_config(*overrides), tmp_path)
+    metrics = train_run(compose_config(*overrides), tmp_path)
     assert metrics["overfit"]["verdict"] == "pass"
     assert "overfit one batch: PASS" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("model", ["mlp", *SEQUENCE_FAMILIES, "trigram_count"])
 def test_debug_fast_runs_every_family_end_to_end(tmp_path, model):
-    from makemore.train import run
+    from makemore.train import train_run
 
     from helpers import compose_config
 
-    metrics = run(compose_config(f"model={model}", "debug=fast", "progress=false", *SMALL.get(model, [])), tmp_path)
+    metrics = train_run(
+        compose_config(f"model={model}", "debug=fast", "progress=false", *SMALL.get(model, [])), tmp_path
+    )
     assert metrics["status"] == "ok"
     assert {"model.pt", "metrics.json", "samples.txt", "history.csv"} <= {p.name for p in tmp_path.iterdir()}

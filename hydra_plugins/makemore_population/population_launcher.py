@@ -40,7 +40,7 @@ from makemore.cli import record_end
 from makemore.errors import MakemoreError, SweepInterrupted
 from makemore.hydra_versions import configure_console_log, job_id
 from makemore.loop import STOP_SIGNALS, Interrupted
-from makemore.population import Tally, progress_bar, train_population, write_record
+from makemore.population import Tally, progress_bar, train_population, write_population_record
 from makemore.rundir import CHECKPOINT, ended_metrics
 from makemore.search import Pruned, trial_reporter
 from makemore.train import start, sweep_member
@@ -126,7 +126,7 @@ class PopulationLauncher(Launcher):
         """One population: in this process, or split into shards that train in worker processes side by side."""
         count = self.processes(unit)
         threads = OmegaConf.select(unit.members[0].config, "threads")  # the members' own, as their solo runs
-        record = {
+        population = {
             "size": len(unit.members),
             "members": [m.name for m in unit.members],
             "engine": unit.engine,
@@ -135,7 +135,7 @@ class PopulationLauncher(Launcher):
             "threads": threads,
         }
         shards = [
-            Shard(number, [m.config for m in unit.members[number::count]], record, threads)
+            Shard(number, [m.config for m in unit.members[number::count]], population, threads)
             for number in range(count)  # members dealt round-robin: each shard's share of every kind of member
         ]
         last = max(OmegaConf.select(m.config, "steps") for m in unit.members)
@@ -190,8 +190,8 @@ class Shard:
     """Some members of one population, trained together in one process: their composed configs, the population's
     record, and torch's threads. (No dataclass: Hydra's plugin scan runs this module outside sys.modules.)"""
 
-    def __init__(self, number: int, configs: list[DictConfig], record: dict, threads: int):
-        self.number, self.configs, self.record, self.threads = number, configs, record, threads
+    def __init__(self, number: int, configs: list[DictConfig], population: dict, threads: int):
+        self.number, self.configs, self.population, self.threads = number, configs, population, threads
 
     def run(self, hydra_context: HydraContext, config: DictConfig, progress) -> tuple[dict[int, JobReturn], int | None]:
         """Each member's Hydra job, trained together: their job returns by index, and the signal that stopped them,
@@ -206,8 +206,8 @@ class Shard:
             configure_console_log(config, hydra_context)  # the population's lines to the console, not a member's log
             ready = [j for j in jobs if j.prepared is not None]
             for job in ready:
-                index = self.record["members"].index(job.prepared.run_dir.name)
-                write_record(job.prepared.run_dir, {**self.record, "index": index})
+                index = self.population["members"].index(job.prepared.run_dir.name)
+                write_population_record(job.prepared.run_dir, {**self.population, "index": index})
             if ready:
                 parts = ("prepared", "resume", "reporter")
                 runs, resumes, reporters = ([getattr(j, part) for j in ready] for part in parts)

@@ -67,10 +67,10 @@ def kernels_only_steps_per_second(X: torch.Tensor, Y: torch.Tensor, steps: int) 
 
 def framework_steps_per_second(steps: int, *overrides: str) -> float:
     """The same model, batch and steps through train.py's own code path, TensorBoard logging on."""
-    from makemore.train import run_overrides
+    from makemore.train import train_in_process
 
     lecture = ["experiment=karpathy_mlp", f"steps={steps}", f"eval_interval={steps}", "progress=false", "samples=1"]
-    return run_overrides(*lecture, *overrides)["steps_per_second"]
+    return train_in_process(*lecture, *overrides)["steps_per_second"]
 
 
 def throughput(steps: int, repeats: int) -> dict:
@@ -108,9 +108,9 @@ def throughput(steps: int, repeats: int) -> dict:
 
 def lecture_run_seconds(*overrides: str) -> dict:
     """`python train.py experiment=karpathy_mlp` (200k SGD steps) in this process: its training time and dev loss."""
-    from makemore.train import run_overrides
+    from makemore.train import train_in_process
 
-    metrics = run_overrides("experiment=karpathy_mlp", "progress=false", "logger=none", "samples=1", *overrides)
+    metrics = train_in_process("experiment=karpathy_mlp", "progress=false", "logger=none", "samples=1", *overrides)
     return {"seconds": metrics["train_seconds"], "dev": metrics["dev_loss"]}
 
 

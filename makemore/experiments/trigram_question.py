@@ -103,9 +103,9 @@ def evaluate(model: nn.Module, stats: dict[str, ContextStats]) -> dict:
 
 def framework_recipe_run() -> dict:
     """The user's recipe through train.py's own path: model=trigram_table optim=full_batch."""
-    from makemore.train import run_overrides
+    from makemore.train import train_in_process
 
-    return run_overrides(
+    return train_in_process(
         "model=trigram_table", "optim=full_batch", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0"
     )
 
@@ -277,11 +277,11 @@ def _cost(fit: dict) -> dict:
 
 def references() -> list[dict]:
     """bigram counts and the default MLP, through train.py's own path."""
-    from makemore.train import run_overrides
+    from makemore.train import train_in_process
 
     rows = []
     for model in ("bigram_count", "mlp"):
-        m = run_overrides(f"model={model}", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0")
+        m = train_in_process(f"model={model}", "logger=none", "progress=false", "samples=1", "checkpoint_interval=0")
         rows.append(
             {
                 "model": f"{model} (reference)",
