@@ -25,6 +25,7 @@ from makemore.loggers import Loggers
 from makemore.models import loss_on, predict
 from makemore.optim import build_optimizer, fused_step, is_plain_sgd
 from makemore.rundir import CHECKPOINT
+from makemore.settings import Settings
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
 
@@ -189,7 +190,9 @@ def fit(
     model: nn.Module,
     X: dict,
     Y: dict,
-    cfg: DictConfig,
+    settings: Settings,
+    optim: DictConfig,
+    schedule: DictConfig,
     loggers: Loggers,
     run_dir: Path,
     checkpoint_context: dict,
@@ -197,24 +200,26 @@ def fit(
     on_eval: Callable[[int, float, float], None] | None = None,
     rows_per_batch: int | None = None,
 ) -> TrainState:
-    """Train for cfg.steps, continuing from `resume` (a checkpoint) if given; return where training ended.
+    """Train for settings.steps with the `optim` and `schedule` sections' optimizer, continuing from `resume` (a
+    checkpoint) if given; return where training ended.
 
     The train loss is logged every log_interval steps and dev is evaluated every eval_interval steps (the last
     step is left to the caller, which evaluates every split). The host reads the loss only at log points, never
     per step: a per-step .item() would stall every step. `checkpoint_context` is stored in every checkpoint (vocabulary,
     config, logger ids). `on_eval(step, dev_loss, train_seconds)` is called at every dev evaluation; it may raise
-    to stop the run (an Optuna trial's pruning). `rows_per_batch` replaces cfg.batch_size as the rows of X drawn
-    per step (whole items, for cfg.batch_size next characters).
+    to stop the run (an Optuna trial's pruning). `rows_per_batch` replaces settings.batch_size as the rows of X
+    drawn per step (whole items, for settings.batch_size next characters).
     """
-    steps, seed = cfg.steps, cfg.seed
-    batch_size = rows_per_batch or cfg.batch_size
-    log_every, eval_every, save_every = cfg.log_interval, cfg.eval_interval, cfg.checkpoint_interval
-    optimizer, lr_at = build_optimizer(model, cfg.optim, cfg.schedule, steps)
+    steps, seed = settings.steps, settings.seed
+    batch_size = rows_per_batch or settings.batch_size
+    log_every, eval_every, save_every = settings.log_interval, settings.eval_interval, settings.checkpoint_interval
+    optimizer, lr_at = build_optimizer(model, optim, schedule, steps)
     X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
-    train_step = step_function(model, optimizer, n_train if batch_size is None else batch_size, cfg.label_smoothing)
+    rows = n_train if batch_size is None else batch_size
+    train_step = step_function(model, optimizer, rows, settings.label_smoothing)
     vocab_size = len(checkpoint_context["vocab"])
     step_losses = torch.zeros(steps, device=device)
-    patience = cfg.early_stopping  # evaluations without a better dev loss before stopping; 0: never stop early
+    patience = settings.early_stopping  # evaluations without a better dev loss before stopping; 0: never stop early
     state, best_weights = TrainState(), None  # best_weights: with early stopping, the weights at the best dev loss
     if resume:
         model.load_state_dict(resume["model"])
@@ -239,7 +244,8 @@ def fit(
             run_dir / CHECKPOINT,
         )
 
-    bar = tqdm(total=steps, initial=first, disable=not cfg.progress, unit="step", dynamic_ncols=True, mininterval=0.5)
+    shown = settings.progress
+    bar = tqdm(total=steps, initial=first, disable=not shown, unit="step", dynamic_ncols=True, mininterval=0.5)
     model.train()
     train_loss = math.nan  # the last log window's, for the progress bar
     with stop_requests() as stop, bar:
@@ -259,12 +265,12 @@ def fit(
             row = {}
             if done % log_every == 0 or done == steps:
                 train_loss = step_losses[done - 1 - (done - 1) % log_every : done].mean().item()
-                error = diverged(train_loss, cfg.diverge_above, done, lr)
+                error = diverged(train_loss, settings.diverge_above, done, lr)
                 if error:
                     raise error
                 row = {"loss/train": train_loss, "lr": lr}
             if done % eval_every == 0 and done < steps:  # the last step is evaluated on every split after
-                if evaluate(model, X["dev"], Y["dev"], vocab_size, state, cfg.target, elapsed()) and patience:
+                if evaluate(model, X["dev"], Y["dev"], vocab_size, state, settings.target, elapsed()) and patience:
                     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 row = {**row, "loss/dev": state.dev_loss, "lr": lr}
                 if on_eval:

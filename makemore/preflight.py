@@ -42,29 +42,29 @@ def prepare(cfg: DictConfig, known: tuple[list[str], Vocab] | None = None) -> tu
     else:
         items, vocab = known
     check_memory(cfg, vocab.size, sum(map(len, items)) + len(items))
-    check_model(cfg, vocab.size)
+    check_model(cfg.model, vocab.size)
     return cfg, items, vocab
 
 
-def check_model(cfg: DictConfig, vocab_size: int) -> None:
+def check_model(model_config: DictConfig, vocab_size: int) -> None:
     """One forward pass on a batch of two contexts: the logits must be [B, V] (and [B, T, V] from forward_items),
     floating and finite, and the model must have a trainable parameter unless it is trained by counting."""
-    model = build_model(cfg.model, vocab_size).eval()
-    what = f"model {cfg.model.name} ({cfg.model._target_})"
+    model = build_model(model_config, vocab_size).eval()
+    what = f"model {model_config.name} ({model_config._target_})"
     by_counting = getattr(model, "trained_by_counting", False)
     if not by_counting and not any(p.requires_grad for p in model.parameters()):
         raise MakemoreError(
             f"{what} has no trainable parameter, so gradient descent cannot change it; "
             "register its weights as nn.Parameter (or nn.Embedding, nn.Linear, ...)"
         )
-    context = torch.zeros(2, cfg.model.block_size, dtype=torch.long)
+    context = torch.zeros(2, model_config.block_size, dtype=torch.long)
     calls = [("forward(context[2, block_size])", lambda: model(context), (2, vocab_size))]
     if hasattr(model, "forward_items"):
         calls.append(
             (
                 "forward_items(tokens[2, block_size])",
                 lambda: model.forward_items(context),
-                (2, cfg.model.block_size, vocab_size),
+                (2, model_config.block_size, vocab_size),
             )
         )
     for call, forward, shape in calls:

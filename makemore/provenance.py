@@ -20,6 +20,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from makemore.data import Dataset, read_items, resolve_path
 from makemore.errors import MakemoreError
 from makemore.rundir import METRICS, PATCH, PROVENANCE, read_metrics, write_json
@@ -168,13 +170,16 @@ def environment_record(device: str, threads: int) -> dict:
     }
 
 
-def collect(cfg, items: list[str], dataset: Dataset, device: str) -> tuple[dict, str]:
-    """A run's provenance and the patch of its uncommitted code changes (empty when there are none)."""
-    code, patch = code_record(cfg.model._target_)
+def collect(
+    model_target: str, data_path: str, items: list[str], dataset: Dataset, device: str, threads: int
+) -> tuple[dict, str]:
+    """A run's provenance and the patch of its uncommitted code changes (empty when there are none): the code of
+    its model's class, its data (the items read from `data_path` and cut into `dataset`) and where it ran."""
+    code, patch = code_record(model_target)
     record = {
-        "data": data_provenance(cfg.data.path, items, dataset),
+        "data": data_provenance(data_path, items, dataset),
         "code": code,
-        "environment": environment_record(device, cfg.threads),
+        "environment": environment_record(device, threads),
     }
     return record, patch
 
@@ -238,9 +243,10 @@ def differences(saved: dict, now: dict) -> list[str]:
     )
 
 
-def check_source(what: str, source: Path, cfg, items: list[str], device: str) -> None:
-    """rerun=/resume= of `source`: changed data is refused unless use_current_data=true; every other difference
-    is one warning line; a run recorded before provenance gets one note."""
+def check_source(what: str, source: Path, run: DictConfig, items: list[str], device: str) -> None:
+    """rerun=/resume= of `source`, as the checked config `run` would train it: changed data is refused unless
+    use_current_data=true; every other difference is one warning line; a run recorded before provenance gets one
+    note."""
     saved = read(source)
     if saved is None:
         print(
@@ -250,22 +256,22 @@ def check_source(what: str, source: Path, cfg, items: list[str], device: str) ->
         )
         return
     now = {
-        "data": data_fingerprint(cfg.data.path, items),
-        "code": code_record(cfg.model._target_)[0],
-        "environment": environment_record(device, cfg.threads),
+        "data": data_fingerprint(run.data.path, items),
+        "code": code_record(run.model._target_)[0],
+        "environment": environment_record(device, run.threads),
     }
-    refuse_if_data_changed(what, source, data_changes(saved["data"], now["data"]), cfg.use_current_data)
+    refuse_if_data_changed(what, source, data_changes(saved["data"], now["data"]), run.use_current_data)
     for line in differences(saved, now):
         print(f"warning: {line}", file=sys.stderr)
 
 
-def refuse_changed_data(what: str, source: Path, cfg, items: list[str]) -> None:
-    """The data file changed since `source` was trained (by its recorded sha256) is refused unless
-    use_current_data=true."""
+def refuse_changed_data(what: str, source: Path, data_path: str, items: list[str], accepted: bool) -> None:
+    """The data file changed since `source` was trained (by its recorded sha256) is refused unless `accepted`
+    (use_current_data=true)."""
     saved = read(source)
     if saved:
-        changed = data_changes(saved["data"], data_fingerprint(cfg.data.path, items))
-        refuse_if_data_changed(what, source, changed, cfg.use_current_data)
+        changed = data_changes(saved["data"], data_fingerprint(data_path, items))
+        refuse_if_data_changed(what, source, changed, accepted)
 
 
 def refuse_if_data_changed(what: str, source: Path, changed: list[str], accepted: bool) -> None:

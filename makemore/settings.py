@@ -10,6 +10,7 @@ watch-only, but never changed beside them. Every other key is part of the run's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from makemore.fields import COUNT, FRACTION, POSITIVE, POSITIVE_NUMBER, SEED, Range, defaults_of, one_of, ranged
 
@@ -86,6 +87,11 @@ def settings_node() -> dict:
     """The top-level keys as Hydra composes them: their defaults, the target a figure of the built-in names only."""
     values = defaults_of(Settings)
     return {**values, "target": f"${{names_target:${{data.path}},{values['target']}}}"}
+
+
+def run_settings(cfg: Any) -> Settings:
+    """A run's top-level keys, typed: what a part that needs no section of its own is handed."""
+    return Settings(**{f.name: cfg[f.name] for f in fields(Settings)})
 
 
 # Config groups with the same roles: how a run is logged, and the named sweep that launched it.

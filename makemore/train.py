@@ -42,6 +42,7 @@ from makemore.rundir import (
 )
 from makemore.sample import generate
 from makemore.search import trial_reporter
+from makemore.settings import run_settings
 
 log = logging.getLogger(__name__)
 OVERFIT_MARGIN = 0.1  # nats above the lowest possible loss that debug=overfit still calls memorised
@@ -183,9 +184,9 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
     data = run_data(cfg, items, vocab, model, device, shared)
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     config = OmegaConf.to_container(cfg, resolve=True)
-    facts, patch = provenance.collect(cfg, items, data.dataset, str(device))
+    facts, patch = provenance.collect(cfg.model._target_, cfg.data.path, items, data.dataset, str(device), cfg.threads)
     if resume:  # a resumed run keeps the provenance it started with; its data must be the same (or accepted)
-        provenance.refuse_changed_data("resume", run_dir, cfg, items)
+        provenance.refuse_changed_data("resume", run_dir, cfg.data.path, items, cfg.use_current_data)
     else:
         provenance.write(run_dir, facts, patch)
     log.info(
@@ -224,7 +225,9 @@ def train_alone(job: Run, resume: dict | None, on_eval=None) -> TrainState:
         job.model,
         data.X,
         data.Y,
-        job.cfg,
+        run_settings(job.cfg),
+        job.cfg.optim,
+        job.cfg.schedule,
         job.loggers,
         job.run_dir,
         job.checkpoint_context,

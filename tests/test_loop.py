@@ -24,6 +24,7 @@ from makemore.models import MLP, RNN, loss_on
 from makemore.optim import fused_step, is_plain_sgd, param_groups
 from makemore.rundir import CHECKPOINT, read_metrics
 from makemore.search import Pruned
+from makemore.settings import run_settings
 
 from helpers import compose_config
 
@@ -69,7 +70,8 @@ def train(data, cfg, run_dir, model=None, resume=None, on_eval=None):
     model = model or fresh_model()
     recorded = Recorded()
     extra = {"vocab": list(data.vocab.chars), "config": {}}
-    state = fit(model, data.X, data.Y, cfg, Loggers([recorded]), run_dir, extra, resume, on_eval)
+    settings, logged = run_settings(cfg), Loggers([recorded])
+    state = fit(model, data.X, data.Y, settings, cfg.optim, cfg.schedule, logged, run_dir, extra, resume, on_eval)
     return model, state, state.history, recorded.scalars_logged
 
 

@@ -146,15 +146,15 @@ def with_model(model_class: str, block_size: int = 3):
 )  # fmt: skip
 def test_a_model_is_checked_on_one_batch_before_training(model, message):
     with pytest.raises(MakemoreError) as refused:
-        preflight.check_model(with_model(model), 27)
+        preflight.check_model(with_model(model).model, 27)
     prefix = f"model mine (test_preflight.{model})"
     assert str(refused.value) == f"{prefix}{'' if model == 'Frozen' else ':'} {message}"
 
 
 @pytest.mark.parametrize("overrides", [[], ["model=bigram_count", "model.alpha=0"], ["model=gru"], ["model=wavenet"]])
 def test_the_models_that_keep_the_contract_pass(overrides):
-    preflight.check_model(validate(compose_config(*overrides)), 27)  # counts at alpha 0: empty until counted
-    preflight.check_model(with_model("Masked"), 27)  # -inf logits are probabilities of 0, not an error
+    preflight.check_model(validate(compose_config(*overrides)).model, 27)  # counts at alpha 0: empty until counted
+    preflight.check_model(with_model("Masked").model, 27)  # -inf logits are probabilities of 0, not an error
 
 
 @pytest.mark.parametrize(
