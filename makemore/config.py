@@ -96,13 +96,15 @@ def run_name(model: str, overrides: Sequence[str]) -> str:
 def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
     """A sweep member's name: the short overrides that vary across the sweep (read from its multirun.yaml), as
     `emb=10 hidden=200 s43`, the same in TensorBoard, W&B and the leaderboard. The job number is added only where
-    the values alone may repeat: an Optuna trial starts with its number (`t3 lr=0.012`), and a sweep that lists a
+    the values alone may repeat: an Optuna trial starts with its number (`t3 lr=0.012`, `t3 lr=0.012 s43` for one
+    of its seeds), and a sweep that lists a
     value twice or sweeps a range ends with it (`s1 #3`). Constants like a shared `steps=1500` are left out."""
     swept, unique = swept_keys(Path(sweep_dir) / SWEEP_RECORD)
     kept = [o for o in overrides if not swept or _key(o) in swept]
     name = " ".join(short_names(kept)) or "defaults"
-    if any(_key(o) == "trial" for o in overrides):
-        name = f"t{number} {name}"
+    trial = [o.partition("=")[2] for o in overrides if _key(o) == "trial"]
+    if trial:
+        name = f"t{trial[-1]} {name}"
     elif not unique:
         name = f"{name} #{number}"
     return re.sub(r"[^A-Za-z0-9=,.+_# -]+", "-", name).strip("- ")[:120]

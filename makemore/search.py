@@ -7,15 +7,20 @@ its dev loss at every evaluation and stops when the study's pruner says so. Optu
 
 from __future__ import annotations
 
+import shutil
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from makemore.errors import MakemoreError
+from makemore.shell import shell_word
 
 JOURNAL = "optuna_journal.log"  # the default storage: Optuna's journal file in the sweep directory
 SWEEPER = "hydra_plugins.makemore_optuna.optuna_sweeper.OptunaSweeper"
+# Trial attributes of a seed group (seeds=N): its seeds, each one's final dev loss, and their standard deviation.
+SEEDS, SEED_VALUES, SEED_STD = "seeds", "seed_dev_losses", "seed_dev_std"
 
 
 class Pruned(MakemoreError):
@@ -46,17 +51,25 @@ def open_storage(url: str):
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
+def dashboard_lines(url: str) -> list[str]:
+    """What opens the study in optuna-dashboard (a journal file or a database URL), as commands to paste; first the
+    install where it is missing (an optional extra)."""
+    install = [] if shutil.which("optuna-dashboard") else ["pip install 'optuna-dashboard>=0.15'"]
+    return [*install, f"optuna-dashboard {shell_word(url)}"]
+
+
 def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:
     """The configured study name, or the sweep directory's name."""
     return sweeper.get("study_name") or sweep_dir.name
 
 
 def trial_reporter(
-    trial_number: int | None, sweeper: DictConfig | None, sweep_dir: Path | None
+    trial_number: int | None, sweeper: DictConfig | None, sweep_dir: Path | None, seed: int
 ) -> Callable[[int, float, float], None] | None:
     """For a member of an Optuna sweep (`sweeper`: the sweep's hydra.sweeper config): a function that reports
-    (step, dev loss, training seconds) to its trial and raises Pruned when the study's pruner stops it. None for
-    any other run (a rerun or resume of a member included)."""
+    (step, dev loss, training seconds) to its trial and raises Pruned when the study's pruner stops it. In a seed
+    group (seeds=N) the trial's value at a step is the mean of its seeds' dev losses there, of the seeds that
+    reached it so far. None for any other run (a rerun or resume of a member included)."""
     if trial_number is None or sweeper is None or sweep_dir is None or sweeper.get("_target_") != SWEEPER:
         return None
     import optuna
@@ -68,10 +81,23 @@ def trial_reporter(
     study = optuna.load_study(study_name=name, storage=storage, pruner=instantiate(sweeper.pruner))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), trial_number)
     trial = optuna.trial.Trial(study, trial_id)
+    seeds = storage.get_trial(trial_id).user_attrs.get(SEEDS)
+
+    def group_mean(step: int, dev_loss: float) -> None:
+        """This seed's dev loss kept beside its siblings'; the trial's value at `step` their mean."""
+        storage.set_trial_user_attr(trial_id, f"dev_loss {step} seed={seed}", dev_loss)
+        kept = storage.get_trial(trial_id).user_attrs
+        values = [kept[key] for s in seeds if (key := f"dev_loss {step} seed={s}") in kept]
+        storage.set_trial_intermediate_value(trial_id, step, statistics.fmean(values))
 
     def report(step: int, dev_loss: float, train_seconds: float) -> None:
-        trial.report(dev_loss, step)
-        if trial.should_prune():
+        if seeds:
+            group_mean(step, dev_loss)
+            prune = study.pruner.prune(study, storage.get_trial(trial_id))
+        else:
+            trial.report(dev_loss, step)
+            prune = trial.should_prune()
+        if prune:
             trial.set_user_attr("pruned_at_step", step)  # the sweeper reads it back and tells Optuna PRUNED
             raise Pruned(trial_number, step, dev_loss, train_seconds)
 

@@ -76,7 +76,7 @@ def train_or_continue(
             return kept
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
-    metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir))
+    metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir, cfg.seed))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]

@@ -122,3 +122,36 @@ def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path
             make(directory)
             done.touch()
     return directory
+
+
+def served_trials(command: str, cwd) -> list[dict]:
+    """The trials optuna-dashboard serves over its HTTP API, started by the printed command (on a free port)."""
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bin_dir = os.path.dirname(sys.executable)  # the venv's, as an activated venv puts it first on PATH
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {command} --host 127.0.0.1 --port {port}"], cwd=cwd, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    studies = json.load(response)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"{command} served nothing on port {port}")
+        (study,) = studies
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}?after=0") as response:
+            return json.load(response)["trials"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

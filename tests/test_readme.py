@@ -18,7 +18,7 @@ import pytest
 from makemore.models import OPTIONS
 from makemore.rundir import find_runs, read_overrides
 
-from helpers import ROOT, interrupted_once, read_metrics, run_bash
+from helpers import ROOT, interrupted_once, read_metrics, run_bash, served_trials
 from wandb_records import read_run as read_wandb_run
 
 # The README and the documents it links to, read as one text: a command or figure is checked wherever it is shown.
@@ -337,6 +337,36 @@ def trials_pruned_one_by_one(project: Path, result: subprocess.CompletedProcess)
             assert trial.intermediate_values[trial.last_step] == metrics["dev_loss_at_prune"]
 
 
+def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> None:
+    """4 trials x 3 seeds: no trial searches the seed, each trial's value is its seeds' mean dev loss (their spread
+    beside it), and the printed optuna-dashboard command serves the study over HTTP."""
+    import statistics
+
+    import optuna
+
+    from makemore.search import SEED_STD, SEED_VALUES, open_storage
+
+    [sweep_dir] = sweep_roots(project)
+    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
+    [summary] = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    runs = find_runs(sweep_dir)
+    assert len(study.trials) == 4 and len(runs) == 12
+    for trial in study.trials:
+        assert "seed" not in trial.params and trial.state.name == "COMPLETE"
+        group = [run for run in runs if run.name.split()[0] == f"t{trial.number}"]
+        assert sorted(run.name.split()[-1] for run in group) == ["s42", "s43", "s44"]
+        devs = [read_metrics(run)["dev_loss"] for run in group]
+        assert trial.value == statistics.fmean(trial.user_attrs[SEED_VALUES]) == pytest.approx(statistics.fmean(devs))
+        assert trial.user_attrs[SEED_STD] == pytest.approx(statistics.stdev(devs))
+    assert "leaderboard of 12 runs" in result.stdout and "3 of 3 ok" in result.stdout
+    printed = result.stdout.split("the study in optuna-dashboard:\n")[1].splitlines()
+    command = [line.strip() for line in printed if line.startswith("    ")][-1]
+    assert command.startswith("optuna-dashboard ")
+    served = served_trials(command, project)
+    assert {t["number"]: t["values"] for t in served} == {t.number: [t.value] for t in study.trials}
+
+
 def two_seeds(project: Path) -> dict[str, str]:
     """Two finished runs of one config under seeds 1 and 2."""
     a, b = (a_run(project, f"seed={seed}").relative_to(project) for seed in (1, 2))
@@ -457,6 +487,9 @@ CASES: dict[str, Case] = {
     ),
     "python sweep.py sweep=mlp_grid": Case(check=sweep_of(8)),
     "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3)),
+    "python sweep.py sweep=optuna_mlp seeds=3": Case(
+        suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=trials_over_seeds
+    ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(
         suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3, status="pruned")
     ),

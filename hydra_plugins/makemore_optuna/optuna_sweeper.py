@@ -1,16 +1,20 @@
-"""A Hydra sweeper on Optuna's ask-and-tell API: Hydra's sweep syntax in, one job per trial out.
+"""A Hydra sweeper on Optuna's ask-and-tell API: Hydra's sweep syntax in, one job per trial (and seed) out.
 
 Optuna samples, stores and prunes; this maps overrides to distributions and trial parameters back to overrides.
 Each job gets `trial=<number>` and reports to its trial itself (makemore.search), so pruning works in any
-launcher's process. Trials are counted in the study, so a second process or a rerun of the same command
-(same hydra.sweep.dir) continues the study: finished trials are kept, interrupted ones are tried again.
+launcher's process. A swept `seed` (`seeds=N`) is not searched: each trial runs once per seed, its value the
+mean dev loss of its seeds (their spread a trial attribute), so no trial wins by a lucky seed. Trials are counted
+in the study, so a second process or a rerun of the same command (same hydra.sweep.dir) continues the study:
+finished trials are kept, interrupted ones are tried again.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.makemore_optuna.config import Direction  # importing it registers the settings' schema
 from makemore.rundir import SWEEP_RECORD
-from makemore.search import open_storage, storage_url, study_name
+from makemore.search import SEED_STD, SEED_VALUES, SEEDS, dashboard_lines, open_storage, storage_url, study_name
 
 log = logging.getLogger(__name__)
 OWNER = "owner"  # trial user attribute: host and pid of the sweep process that launched it
@@ -82,16 +86,18 @@ class OptunaSweeper(Sweeper):
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        seeds = replicate_seeds(parsed)
+        parsed = [p for p in parsed if p.get_key_element() != "seed" or not seeds]
         space = {p.get_key_element(): distribution(p) for p in parsed if p.is_sweep_override()}
         fixed = [f"{p.get_key_element()}={p.get_value_element_as_str()}" for p in parsed if not p.is_sweep_override()]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / SWEEP_RECORD).exists():
             OmegaConf.save(self.config, sweep_dir / SWEEP_RECORD)
-        name = study_name(self.config.hydra.sweeper, sweep_dir)
+        name, url = study_name(self.config.hydra.sweeper, sweep_dir), storage_url(self.storage, sweep_dir)
         study = optuna.create_study(
             study_name=name,
-            storage=open_storage(storage_url(self.storage, sweep_dir)),
+            storage=open_storage(url),
             sampler=self.sampler,
             pruner=self.pruner,
             direction=self.direction,
@@ -106,21 +112,35 @@ class OptunaSweeper(Sweeper):
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
             for trial in trials:
                 trial.set_user_attr(OWNER, owner)
+                if seeds:
+                    trial.set_user_attr(SEEDS, seeds)
             try:
-                returns.append(self.launch(study, trials, fixed))
+                returns.append(self.launch(study, trials, fixed, seeds))
             except KeyboardInterrupt:  # train.py prints the command that continues the search
                 for trial in trials:  # tried again, first, when it does
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     study.enqueue_trial(trial.params)
                 raise
         write_results(study, sweep_dir)
+        print("the study in optuna-dashboard:", *dashboard_lines(url), sep="\n    ")
         return returns
 
-    def launch(self, study, trials: list, fixed: list[str]) -> list:
-        """Run the trials' jobs, each named by its trial number; tell Optuna how each ended."""
+    def launch(self, study, trials: list, fixed: list[str], seeds: list[str]) -> list:
+        """Run the trials' jobs (one per seed, with seeds), each numbered after its trial; tell Optuna how each
+        trial ended."""
         import optuna
 
-        batch = [[*fixed, *(f"{k}={v}" for k, v in trial.params.items()), f"trial={trial.number}"] for trial in trials]
+        runs = len(seeds) or 1
+        batch = [
+            [
+                *fixed,
+                *(f"{k}={v}" for k, v in trial.params.items()),
+                *([f"seed={s}"] if s else []),
+                f"trial={trial.number}",
+            ]
+            for trial in trials
+            for s in seeds or [None]
+        ]
         self.validate_batch_is_legal(batch)
         results = []
         for first in range(len(trials)):  # consecutive trial numbers go in one launch (another process may interleave)
@@ -129,17 +149,33 @@ class OptunaSweeper(Sweeper):
             last = first
             while last + 1 < len(trials) and trials[last + 1].number == trials[last].number + 1:
                 last += 1
-            results += self.launcher.launch(batch[first : last + 1], initial_job_idx=trials[first].number)
-        for trial, result in zip(trials, results):
+            jobs = batch[first * runs : (last + 1) * runs]
+            results += self.launcher.launch(jobs, initial_job_idx=trials[first].number * runs)
+        for k, trial in enumerate(trials):
             ended = study.get_trials(deepcopy=False)[trial.number]
-            value = result.return_value if result.status == JobStatus.COMPLETED else None
+            values = [
+                r.return_value if r.status == JobStatus.COMPLETED else None for r in results[k * runs : (k + 1) * runs]
+            ]
             if "pruned_at_step" in ended.user_attrs:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            elif isinstance(value, float) and value == value and abs(value) != float("inf"):
-                study.tell(trial, value)
+            elif all(isinstance(v, float) and math.isfinite(v) for v in values):
+                if seeds:
+                    trial.set_user_attr(SEED_VALUES, values)
+                    trial.set_user_attr(SEED_STD, statistics.stdev(values) if runs > 1 else 0.0)
+                study.tell(trial, statistics.fmean(values))
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return results
+
+
+def replicate_seeds(parsed: list[Override]) -> list[str]:
+    """The values of a swept `seed` (seeds=N sweeps seed=42,43,...): each trial's replicates, not a parameter."""
+    swept = [p for p in parsed if p.get_key_element() == "seed" and p.is_sweep_override()]
+    if swept and swept[-1].is_interval_sweep():
+        raise ValueError(
+            "the Optuna sweeper runs each trial once per seed: sweep seed as a list or a range, or use seeds=N"
+        )
+    return list(swept[-1].sweep_string_iterator()) if swept else []
 
 
 def built(part: Any) -> Any:

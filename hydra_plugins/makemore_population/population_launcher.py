@@ -299,7 +299,7 @@ class MemberJob(threading.Thread):
         try:
             _, self.resume = sweep_member(cfg, run_dir, sweep_dir)  # a member that ended earlier never gets here
             self.prepared = start(cfg, run_dir, self.resume, shared=self.data)
-            self.reporter = trial_reporter(cfg.get("trial"), hydra.sweeper, sweep_dir)
+            self.reporter = trial_reporter(cfg.get("trial"), hydra.sweeper, sweep_dir, cfg.seed)
         except Exception as e:
             error = e
         finally:
