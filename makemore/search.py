@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,10 +46,31 @@ def open_storage(url: str):
     import optuna
 
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        try:
+            return database_storage(url)
+        except ImportError as e:  # the URL's database driver (SQLAlchemy's psycopg for postgresql://)
+            raise MakemoreError(
+                f"the study's storage {url} needs a database driver that is not installed ({e.__cause__ or e}); "
+                "pip install -e '.[postgres]' for PostgreSQL, or leave hydra.sweeper.storage unset for the journal file"
+            ) from None
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def database_storage(url: str, attempts: int = 5):
+    """Optuna's RDB storage; workers started together on an empty database race to create its tables, and the
+    losers find them made after a moment."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):  # another worker created the schema in the same instant
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def dashboard_lines(url: str) -> list[str]:

@@ -227,6 +227,34 @@ def two_processes_share_one_study(project: Path, result: subprocess.CompletedPro
     assert trials == list(range(len(trials))) and len(trials) >= 4  # each trial run once, none twice
 
 
+def database(project: Path) -> dict[str, str]:
+    """A real PostgreSQL server (pgserver's build) for the study: its URL, quoted for Hydra inside bash's quotes as
+    docs/search.md says, and kept in database.url for the check."""
+    import tempfile
+
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (the dev extra) starts the PostgreSQL server")
+    try:  # its socket lives in its data directory, whose path must stay short
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="pg"), cleanup_mode="stop")
+    except Exception as e:
+        pytest.skip(f"no PostgreSQL server can be started here: {e}")
+    (project / "database.url").write_text(server.get_uri())
+    return {"<database>": f"'\"{server.get_uri()}\"'"}
+
+
+def workers_share_one_database_study(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Two processes, one PostgreSQL study: n_trials finished trials, each run once, one leaderboard of them all."""
+    import optuna
+
+    two_processes_share_one_study(project, result)
+    study = optuna.load_study(study_name="optuna_mlp", storage=(project / "database.url").read_text())
+    finished = [t.number for t in study.trials if t.state.name == "COMPLETE"]
+    members = [d for d in find_runs(project / "outputs" / "search") if (d / "metrics.json").is_file()]
+    ran = sorted(int(o.split("=")[1]) for d in members for o in read_overrides(d) if o.startswith("trial="))
+    assert len(finished) == 4 and ran == finished
+    with open(project / "outputs" / "search" / "leaderboard.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
 def parallel_sweep_of(count: int) -> Callable[[Path, subprocess.CompletedProcess], None]:
     """A parallel launcher's sweep from the default directories: one sweep directory (not one per worker), the
     constant overrides left out of the members' names, and a member's printed rerun command works when pasted."""
@@ -513,6 +541,9 @@ CASES: dict[str, Case] = {
     ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median hydra.sweep.dir=outputs/search": Case(
         suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=two_processes_share_one_study
+    ),
+    "python sweep.py sweep=optuna_mlp hydra.sweep.dir=outputs/search hydra.sweeper.storage=<database>": Case(
+        suffix=f"hydra.sweeper.n_trials=4 {QUICK}", setup=database, check=workers_share_one_database_study
     ),
     "PYTHONPATH=. python train.py +logger.printer._target_=my_logger.PrintLogger +logger.printer.prefix=mine": Case(
         block=True, check=printed_logger_check

@@ -110,6 +110,9 @@ class OptunaSweeper(Sweeper):
         returns = []
         while (left := self.n_trials - counted(study)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
+            trials = [trial for trial in trials if not surplus(study, trial, self.n_trials)]
+            if not trials:
+                break
             for trial in trials:
                 trial.set_user_attr(OWNER, owner)
                 if seeds:
@@ -203,6 +206,20 @@ def write_results(study, sweep_dir: Path) -> None:
         results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
         log.info("best trial %d: %s = %.4f", best.number, best.params, best.value)
     OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+
+
+def surplus(study, trial, n_trials: int) -> bool:
+    """Whether another process filled n_trials first (both counted before either asked): the later trial is failed,
+    unrun, so the study ends with n_trials finished trials however many processes share it."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    before = [t for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+    if len(before) < n_trials:
+        return False
+    trial.set_user_attr("surplus", "another sweep process reached n_trials first")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return True
 
 
 def counted(study) -> int:
