@@ -68,6 +68,7 @@ class TrainState:
     eval_seconds: float = 0.0
     dev_loss: float = math.nan  # the last evaluation's
     reached: dict = field(default_factory=dict)  # step_to_target, seconds_to_target, target_reached_at
+    stopped_at_target: bool = False  # stop_at_target ended it at its first evaluation below the target
     best: Best = field(default_factory=Best)
     early_stopped: bool = False
 
@@ -290,6 +291,9 @@ def fit(
             if patience and state.best.stale >= patience:
                 state.early_stopped = True
                 model.load_state_dict(best_weights)
+                break
+            if settings.stop_at_target and state.reached:
+                state.stopped_at_target = True
                 break
     state.train_seconds = elapsed()
     return state

@@ -60,6 +60,7 @@ class Member:
         cfg = self.job.cfg
         self.steps, self.seed, self.smoothing = cfg.steps, cfg.seed, cfg.label_smoothing
         self.save_every, self.patience = cfg.checkpoint_interval, cfg.early_stopping
+        self.stop_at_target = cfg.stop_at_target
         self.ceiling, self.target = cfg.diverge_above, cfg.target
         self.schedule = (cfg.optim.lr, cfg.steps, *sorted(cfg.schedule.items()))  # equal: equal lr at every step
 
@@ -257,6 +258,9 @@ class Population:
             elif m.patience and m.state.best.stale >= m.patience:
                 m.state.early_stopped = True
                 m.job.model.load_state_dict(m.best_weights)
+                ended[k] = None
+            elif m.stop_at_target and m.state.reached:
+                m.state.stopped_at_target = True
                 ended[k] = None
             elif k in ends:
                 ended[k] = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from makemore.config import experiment_hparams, short_names
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
@@ -37,6 +37,7 @@ from makemore.rundir import (
     read_overrides,
     run_directory_of,
 )
+from makemore.search import OPTIMIZATION_RESULTS, PARETO_FRONT
 from makemore.shell import train_command
 
 CURVES_SHOWN = 6
@@ -76,6 +77,7 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
     ranked = sorted(runs, key=lambda run: (run["metrics"].get("status") != "ok", dev_loss(run), str(run["dir"])))
     targets = [run["metrics"]["target"] for run in ranked if run["metrics"].get("target") is not None]
     target = targets[0] if targets else "target"
+    front = pareto_front(root)
     rows = []
     for rank, run in enumerate(ranked, 1):
         m, ok = run["metrics"], run["metrics"].get("status") == "ok"
@@ -88,11 +90,21 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
                 **{k: run["overrides"].get(k, "") for k in varying},
                 **leaderboard_cells(m, target),
                 **({scored[0]: _loss(scored[1][run["dir"]]) if run["dir"] in scored[1] else ""} if scored else {}),
+                **({"pareto": "✓" if run["overrides"].get("trial") in front else ""} if front else {}),
                 "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
                 "rerun": train_command("rerun", rerun_dir),
             }
         )
     return rows
+
+
+def pareto_front(sweep_dir: Path) -> set[str]:
+    """The trial numbers on a multi-objective Optuna study's Pareto front (optimization_results.yaml), as the
+    members' `trial=` overrides write them; empty for any other sweep."""
+    results = sweep_dir / OPTIMIZATION_RESULTS
+    if not results.is_file():
+        return set()
+    return {str(number) for number in OmegaConf.load(results).get(PARETO_FRONT, [])}
 
 
 EvalColumn = tuple[str, dict[Path, float]]

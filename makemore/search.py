@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,10 @@ from makemore.shell import shell_word
 
 JOURNAL = "optuna_journal.log"  # the default storage: Optuna's journal file in the sweep directory
 SWEEPER = "hydra_plugins.makemore_optuna.optuna_sweeper.OptunaSweeper"
+OBJECTIVES = ("dev_loss", "params", "train_seconds", "seconds_to_target")  # hydra.sweeper.objectives, minimised
+TO_TARGET = "seconds_to_target"  # the mission's question: how fast a config reaches the target
+OPTIMIZATION_RESULTS = "optimization_results.yaml"  # the sweep's outcome: the best trial, or the Pareto front
+PARETO_FRONT = "pareto_front"  # its key for the non-dominated trials of a multi-objective study
 # Trial attributes of a seed group (seeds=N): its seeds, each one's final dev loss, and their standard deviation.
 SEEDS, SEED_VALUES, SEED_STD = "seeds", "seed_dev_losses", "seed_dev_std"
 
@@ -76,8 +81,12 @@ def database_storage(url: str, attempts: int = 5):
 def dashboard_lines(url: str) -> list[str]:
     """What opens the study in optuna-dashboard (a journal file or a database URL), as commands to paste; first the
     install where it is missing (an optional extra)."""
-    install = [] if shutil.which("optuna-dashboard") else ["pip install 'optuna-dashboard>=0.15'"]
-    return [*install, f"optuna-dashboard {shell_word(url)}"]
+    if shutil.which("optuna-dashboard"):
+        return [f"optuna-dashboard {shell_word(url)}"]
+    beside = Path(sys.executable).parent / "optuna-dashboard"  # installed in this venv, which is not on PATH
+    if beside.is_file():
+        return [f"{shell_word(str(beside))} {shell_word(url)}"]
+    return ["pip install 'optuna-dashboard>=0.15'", f"optuna-dashboard {shell_word(url)}"]
 
 
 def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:
@@ -102,6 +111,8 @@ def trial_reporter(
     name = study_name(sweeper, sweep_dir)
     study = optuna.load_study(study_name=name, storage=storage, pruner=instantiate(sweeper.pruner))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), trial_number)
+    if len(study.directions) > 1:  # Optuna prunes single-objective studies only: nothing to report to
+        return None
     trial = optuna.trial.Trial(study, trial_id)
     seeds = storage.get_trial(trial_id).user_attrs.get(SEEDS)
 

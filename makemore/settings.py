@@ -42,6 +42,8 @@ class Settings:
     early_stopping: int = ranged(
         Range(COUNT.test, "an integer >= 0: evaluations without a better dev loss (0: off)"), 0
     )
+    # stop at the first evaluation whose dev loss is below the target (what `seconds_to_target` searches time)
+    stop_at_target: bool = False
     # debug=overfit: train on one fixed batch of this many examples, then say pass or fail
     overfit_batch: int = ranged(Range(COUNT.test, "an integer >= 0 (0: off; debug=overfit sets 32)"), 0)
     # a log window's mean train loss above this (nats) stops the run as diverged; null: NaN only

@@ -334,6 +334,7 @@ def final_metrics(cfg: DictConfig, state: TrainState, losses: dict, params: int,
         "eval_seconds": state.eval_seconds,
         **state.reached,
         **({"early_stopped_at": state.step} if state.early_stopped else {}),
+        **({"stopped_at_target": state.step} if state.stopped_at_target else {}),
         "weights": f"best dev, step {best.step} (restored by early_stopping)" if state.early_stopped else "last step",
         **({"items_per_batch": rows_per_batch} if rows_per_batch else {}),
         "steps_per_second": state.step / state.train_seconds if state.step else 0.0,
@@ -376,6 +377,11 @@ def report_end(cfg: DictConfig, metrics: dict) -> None:
         print(
             f"early_stopping: no better dev loss in {cfg.early_stopping} evaluations, stopped at step "
             f"{metrics['early_stopped_at']:,}; model.pt holds the best-dev weights, of step {best_step:,}"
+        )
+    if "stopped_at_target" in metrics:
+        print(
+            f"stop_at_target: dev went below {cfg.target} at step {metrics['stopped_at_target']:,}, "
+            f"after {metrics['seconds_to_target']:.1f} s of training; stopped there"
         )
     if cfg.overfit_batch:
         check_overfit(metrics["overfit"], cfg.overfit_batch)

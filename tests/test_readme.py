@@ -395,6 +395,55 @@ def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> Non
     assert {t["number"]: t["values"] for t in served} == {t.number: [t.value] for t in study.trials}
 
 
+def only_study(project: Path):
+    """The one Optuna study of the one sweep under outputs/, and its sweep directory."""
+    import optuna
+
+    from makemore.search import open_storage
+
+    [sweep_dir] = sweep_roots(project)
+    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
+    [summary] = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage), sweep_dir
+
+
+def trial_of(run_dir: Path) -> int:
+    return next(int(o.split("=")[1]) for o in read_overrides(run_dir) if o.startswith("trial="))
+
+
+def pareto_front_marked(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Dev loss against parameters: a front of at least two trials, none dominated by any finished trial, and the
+    leaderboard's pareto column marks exactly their runs."""
+    study, sweep_dir = only_study(project)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    front = study.best_trials
+    assert len(study.directions) == 2 and len(front) >= 2
+    for trial in front:
+        assert not any(
+            all(a <= b for a, b in zip(o.values, trial.values)) and o.values != trial.values for o in finished
+        )
+    with open(sweep_dir / "leaderboard.csv", newline="") as f:
+        marked = {row["run"] for row in csv.DictReader(f) if row["pareto"] == "✓"}
+    assert marked == {run.name for run in find_runs(sweep_dir) if trial_of(run) in {t.number for t in front}}
+
+
+def fastest_to_the_target(project: Path, result: subprocess.CompletedProcess) -> None:
+    """seconds_to_target: trials stop where they reach the target, metrics.json says so, and the best trial is the
+    one with the least seconds (a trial that never reaches it: its seconds plus the penalty)."""
+    study, sweep_dir = only_study(project)
+    seconds = {}
+    for run in find_runs(sweep_dir):
+        metrics = read_metrics(run)
+        if "seconds_to_target" in metrics:
+            assert metrics["stopped_at_target"] == metrics["steps"] == metrics["step_to_target"] < 300
+            seconds[trial_of(run)] = metrics["seconds_to_target"]
+        else:
+            seconds[trial_of(run)] = metrics["train_seconds"] + 10000.0
+    assert any(value < 10000 for value in seconds.values())
+    assert {t.number: t.value for t in study.trials} == seconds
+    assert study.best_trial.number == min(seconds, key=seconds.get)
+
+
 def two_seeds(project: Path) -> dict[str, str]:
     """Two finished runs of one config under seeds 1 and 2."""
     a, b = (a_run(project, f"seed={seed}").relative_to(project) for seed in (1, 2))
@@ -517,6 +566,13 @@ CASES: dict[str, Case] = {
     "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3)),
     "python sweep.py sweep=optuna_mlp seeds=3": Case(
         suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=trials_over_seeds
+    ),
+    "python sweep.py sweep=optuna_mlp 'hydra.sweeper.objectives=[dev_loss,params]'": Case(
+        suffix=f"hydra.sweeper.n_trials=6 {QUICK}", check=pareto_front_marked
+    ),
+    "python sweep.py sweep=optuna_mlp 'hydra.sweeper.objectives=[seconds_to_target]'": Case(
+        suffix="hydra.sweeper.n_trials=4 steps=300 eval_interval=25 target=2.6 progress=false",
+        check=fastest_to_the_target,
     ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(
         suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3, status="pruned")

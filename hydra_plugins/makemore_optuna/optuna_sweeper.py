@@ -26,8 +26,21 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.makemore_optuna.config import Direction  # importing it registers the settings' schema
-from makemore.rundir import SWEEP_RECORD
-from makemore.search import SEED_STD, SEED_VALUES, SEEDS, dashboard_lines, open_storage, storage_url, study_name
+from makemore.errors import MakemoreError
+from makemore.rundir import SWEEP_RECORD, read_metrics
+from makemore.search import (
+    OBJECTIVES,
+    OPTIMIZATION_RESULTS,
+    PARETO_FRONT,
+    SEED_STD,
+    SEED_VALUES,
+    SEEDS,
+    TO_TARGET,
+    dashboard_lines,
+    open_storage,
+    storage_url,
+    study_name,
+)
 
 log = logging.getLogger(__name__)
 OWNER = "owner"  # trial user attribute: host and pid of the sweep process that launched it
@@ -59,6 +72,8 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         direction: Direction | str,
+        objectives: list[str],
+        target_penalty: float,
         study_name: str | None,
         storage: str | None,
         n_trials: int,
@@ -68,6 +83,7 @@ class OptunaSweeper(Sweeper):
         params: dict | None = None,
     ):
         self.direction = direction.name if isinstance(direction, Direction) else str(direction)
+        self.objectives, self.target_penalty = list(objectives), float(target_penalty)
         self.study_name, self.storage = study_name, storage
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.sampler, self.pruner = built(sampler), built(pruner)
@@ -94,21 +110,28 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / SWEEP_RECORD).exists():
             OmegaConf.save(self.config, sweep_dir / SWEEP_RECORD)
+        if TO_TARGET in self.objectives and not any(o.startswith("stop_at_target=") for o in fixed):
+            fixed.append("stop_at_target=true")  # a trial's time to the target ends where it reaches it
         name, url = study_name(self.config.hydra.sweeper, sweep_dir), storage_url(self.storage, sweep_dir)
         study = optuna.create_study(
             study_name=name,
             storage=open_storage(url),
             sampler=self.sampler,
             pruner=self.pruner,
-            direction=self.direction,
+            **check_objectives(self.objectives, self.direction, self.pruner),
             load_if_exists=True,
         )
         if study.trials:  # a continued search: a sampler seeded as at the start would draw its opening trials again
             study.sampler = continued_sampler(self.config.hydra.sweeper.sampler, len(study.trials))
         retry_abandoned(study)
         owner = f"{socket.gethostname()}:{os.getpid()}"
-        returns = []
+        returns, failed_in_a_row = [], 0
         while (left := self.n_trials - counted(study)) > 0:
+            if failed_in_a_row >= self.n_trials:  # a search whose every trial fails would ask forever
+                raise MakemoreError(
+                    f"the last {failed_in_a_row} trials all failed, so the search stopped; "
+                    f"see why in a member's train.log under {sweep_dir}"
+                )
             trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
             trials = [trial for trial in trials if not surplus(study, trial, self.n_trials)]
             if not trials:
@@ -119,6 +142,9 @@ class OptunaSweeper(Sweeper):
                     trial.set_user_attr(SEEDS, seeds)
             try:
                 returns.append(self.launch(study, trials, fixed, seeds))
+                states = [study.get_trials(deepcopy=False)[t.number].state for t in trials]
+                failed = all(state == optuna.trial.TrialState.FAIL for state in states)
+                failed_in_a_row = failed_in_a_row + len(trials) if failed else 0
             except KeyboardInterrupt:  # train.py prints the command that continues the search
                 for trial in trials:  # tried again, first, when it does
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -156,19 +182,49 @@ class OptunaSweeper(Sweeper):
             results += self.launcher.launch(jobs, initial_job_idx=trials[first].number * runs)
         for k, trial in enumerate(trials):
             ended = study.get_trials(deepcopy=False)[trial.number]
-            values = [
-                r.return_value if r.status == JobStatus.COMPLETED else None for r in results[k * runs : (k + 1) * runs]
-            ]
+            ran = results[k * runs : (k + 1) * runs]
+            values = [r.return_value if r.status == JobStatus.COMPLETED else None for r in ran]
             if "pruned_at_step" in ended.user_attrs:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             elif all(isinstance(v, float) and math.isfinite(v) for v in values):
                 if seeds:
                     trial.set_user_attr(SEED_VALUES, values)
                     trial.set_user_attr(SEED_STD, statistics.stdev(values) if runs > 1 else 0.0)
-                study.tell(trial, statistics.fmean(values))
+                scores = [self.scores(r) for r in ran]  # each objective, averaged over the seeds
+                means = [statistics.fmean(column) for column in zip(*scores)]
+                study.tell(trial, means if len(means) > 1 else means[0])
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return results
+
+    def scores(self, result) -> list[float]:
+        """A finished job's objectives, from its metrics.json (dev_loss is also the job's return value)."""
+        metrics = read_metrics(Path(result.hydra_cfg.hydra.runtime.output_dir)) or {}
+        scores = []
+        for objective in self.objectives:
+            if objective == TO_TARGET and metrics.get(TO_TARGET) is None:  # never reached: the whole run and more
+                scores.append(metrics["train_seconds"] + self.target_penalty)
+            else:
+                scores.append(float(result.return_value if objective == "dev_loss" else metrics[objective]))
+        return scores
+
+
+def check_objectives(objectives: list[str], direction: str, pruner) -> dict:
+    """create_study's direction(s): a single objective's as configured, every one of several minimised (each is a
+    loss or a cost); refused in one line where unknown, or where a pruner is asked for several (Optuna prunes one)."""
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise MakemoreError(
+            f"hydra.sweeper.objectives={objectives} is not allowed: each must be one of {', '.join(OBJECTIVES)}"
+        )
+    if len(objectives) == 1:
+        return {"direction": direction}
+    if pruner is not None and type(pruner).__name__ != "NopPruner":
+        raise MakemoreError(
+            "a pruner cannot judge several objectives at once (Optuna prunes single-objective studies only); "
+            "use hydra/sweeper/pruner=none with hydra.sweeper.objectives"
+        )
+    return {"directions": ["minimize"] * len(objectives)}
 
 
 def replicate_seeds(parsed: list[Override]) -> list[str]:
@@ -201,11 +257,16 @@ def write_results(study, sweep_dir: Path) -> None:
     """optimization_results.yaml: the best trial's parameters and value, and how the trials ended."""
     states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
     results = {"name": study.study_name, "trials": {s: states.count(s) for s in sorted(set(states))}}
-    if "complete" in states:
+    if "complete" in states and len(study.directions) > 1:
+        front = sorted(study.best_trials, key=lambda t: t.values)
+        results[PARETO_FRONT] = [t.number for t in front]
+        results["pareto_values"] = {t.number: t.values for t in front}
+        log.info("Pareto front of %d trials: %s", len(front), ", ".join(f"{t.number} {t.values}" for t in front))
+    elif "complete" in states:
         best = study.best_trial
         results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
         log.info("best trial %d: %s = %.4f", best.number, best.params, best.value)
-    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / OPTIMIZATION_RESULTS)
 
 
 def surplus(study, trial, n_trials: int) -> bool:
