@@ -444,6 +444,23 @@ def fastest_to_the_target(project: Path, result: subprocess.CompletedProcess) ->
     assert study.best_trial.number == min(seconds, key=seconds.get)
 
 
+def slots_refilled(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Two slots: a trial starts the moment a pruned one ends, while the other slot's trial is still running; each
+    trial runs once."""
+    study, sweep_dir = only_study(project)
+    trials = study.trials
+    assert sorted(trial_of(run) for run in find_runs(sweep_dir)) == [t.number for t in trials]
+    refilled = [
+        (pruned.number, next_.number, other.number)
+        for pruned in trials
+        if pruned.state.name == "PRUNED"
+        for next_ in trials
+        for other in trials
+        if other.datetime_start < pruned.datetime_complete <= next_.datetime_start < other.datetime_complete
+    ]
+    assert refilled, [(t.number, t.state.name, t.datetime_start, t.datetime_complete) for t in trials]
+
+
 def two_seeds(project: Path) -> dict[str, str]:
     """Two finished runs of one config under seeds 1 and 2."""
     a, b = (a_run(project, f"seed={seed}").relative_to(project) for seed in (1, 2))
@@ -573,6 +590,12 @@ CASES: dict[str, Case] = {
     "python sweep.py sweep=optuna_mlp 'hydra.sweeper.objectives=[seconds_to_target]'": Case(
         suffix="hydra.sweeper.n_trials=4 steps=300 eval_interval=25 target=2.6 progress=false",
         check=fastest_to_the_target,
+    ),
+    "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median hydra/launcher=joblib hydra.launcher.n_jobs=2 "
+    "hydra.sweeper.n_jobs=2": Case(
+        suffix="hydra.sweeper.pruner.n_startup_trials=2 hydra.sweeper.n_trials=8 steps=600 eval_interval=50 "
+        "progress=false",
+        check=slots_refilled,
     ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(
         suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3, status="pruned")

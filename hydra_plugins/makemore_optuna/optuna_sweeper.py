@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import statistics
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -124,34 +125,78 @@ class OptunaSweeper(Sweeper):
         if study.trials:  # a continued search: a sampler seeded as at the start would draw its opening trials again
             study.sampler = continued_sampler(self.config.hydra.sweeper.sampler, len(study.trials))
         retry_abandoned(study)
-        owner = f"{socket.gethostname()}:{os.getpid()}"
-        returns, failed_in_a_row = [], 0
-        while (left := self.n_trials - counted(study)) > 0:
-            if failed_in_a_row >= self.n_trials:  # a search whose every trial fails would ask forever
-                raise MakemoreError(
-                    f"the last {failed_in_a_row} trials all failed, so the search stopped; "
-                    f"see why in a member's train.log under {sweep_dir}"
-                )
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, left))]
-            trials = [trial for trial in trials if not surplus(study, trial, self.n_trials)]
-            if not trials:
-                break
-            for trial in trials:
-                trial.set_user_attr(OWNER, owner)
-                if seeds:
-                    trial.set_user_attr(SEEDS, seeds)
-            try:
-                returns.append(self.launch(study, trials, fixed, seeds))
-                states = [study.get_trials(deepcopy=False)[t.number].state for t in trials]
-                failed = all(state == optuna.trial.TrialState.FAIL for state in states)
-                failed_in_a_row = failed_in_a_row + len(trials) if failed else 0
-            except KeyboardInterrupt:  # train.py prints the command that continues the search
-                for trial in trials:  # tried again, first, when it does
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    study.enqueue_trial(trial.params)
-                raise
+        search = Search(study, space, fixed, seeds, f"{socket.gethostname()}:{os.getpid()}", sweep_dir)
+        returns = self.in_slots(search) if self.refills() else self.in_batches(search)
         write_results(study, sweep_dir)
         print("the study in optuna-dashboard:", *dashboard_lines(url), sep="\n    ")
+        return returns
+
+    def refills(self) -> bool:
+        """Whether n_jobs trials run in slots that refill as each ends: with a launcher whose every launch runs in
+        processes of its own (joblib). In-process launchers run one batch at a time, and the population launcher
+        stacks a batch's members into one model."""
+        return self.n_jobs > 1 and type(self.launcher).__name__ == "JoblibLauncher"
+
+    def in_batches(self, search: Search) -> list:
+        """n_jobs trials at a time, each batch launched together and awaited whole."""
+        import optuna
+
+        returns, failed_in_a_row = [], 0
+        while (left := self.n_trials - counted(search.study)) > 0:
+            search.check_failures(failed_in_a_row, self.n_trials)
+            trials = search.ask(min(self.n_jobs, left), self.n_trials)
+            if not trials:
+                break
+            try:
+                returns.append(self.launch(search.study, trials, search.fixed, search.seeds))
+            except KeyboardInterrupt:  # train.py prints the command that continues the search
+                search.requeue(trials)
+                raise
+            states = [search.study.get_trials(deepcopy=False)[t.number].state for t in trials]
+            failed = all(state == optuna.trial.TrialState.FAIL for state in states)
+            failed_in_a_row = failed_in_a_row + len(trials) if failed else 0
+        return returns
+
+    def in_slots(self, search: Search) -> list:
+        """n_jobs slots, each asking the study for its next trial as soon as its last one ends or is pruned, so a
+        pruned trial's core never waits for the slowest trial of a batch. Each trial's jobs are one launch."""
+        import optuna
+
+        lock, returns, running, failed_in_a_row = threading.Lock(), [], [], [0]
+        errors: list[BaseException] = []
+
+        def slot() -> None:
+            try:
+                while True:
+                    with lock:
+                        if errors or self.n_trials - counted(search.study) <= 0:
+                            return
+                        search.check_failures(failed_in_a_row[0], self.n_trials)
+                        trials = search.ask(1, self.n_trials)
+                        if not trials:
+                            return
+                        running.append(trials[0])
+                    returns.append(self.launch(search.study, trials, search.fixed, search.seeds))
+                    with lock:
+                        running.remove(trials[0])
+                        failed = search.study.get_trials(deepcopy=False)[trials[0].number].state
+                        failed_in_a_row[0] = failed_in_a_row[0] + 1 if failed == optuna.trial.TrialState.FAIL else 0
+            except BaseException as error:  # raised again in the sweep's own thread
+                errors.append(error)
+
+        threads = [threading.Thread(target=slot, daemon=True) for _ in range(self.n_jobs)]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.2)  # a short wait: Ctrl-C reaches this thread between waits
+        except KeyboardInterrupt:
+            with lock:
+                search.requeue(list(running))
+            raise
+        if errors:
+            raise errors[0]
         return returns
 
     def launch(self, study, trials: list, fixed: list[str], seeds: list[str]) -> list:
@@ -225,6 +270,41 @@ def check_objectives(objectives: list[str], direction: str, pruner) -> dict:
             "use hydra/sweeper/pruner=none with hydra.sweeper.objectives"
         )
     return {"directions": ["minimize"] * len(objectives)}
+
+
+class Search:
+    """One sweep process's side of a study: its search space, the fixed overrides, the seeds each trial runs,
+    and the owner mark its trials carry."""
+
+    def __init__(self, study, space: dict, fixed: list[str], seeds: list[str], owner: str, sweep_dir: Path):
+        self.study, self.space, self.fixed, self.seeds = study, space, fixed, seeds
+        self.owner, self.sweep_dir = owner, sweep_dir
+
+    def ask(self, count: int, n_trials: int) -> list:
+        """Up to `count` new trials, marked with this process and their seeds; none past n_trials."""
+        trials = [self.study.ask(self.space) for _ in range(count)]
+        trials = [trial for trial in trials if not surplus(self.study, trial, n_trials)]
+        for trial in trials:
+            trial.set_user_attr(OWNER, self.owner)
+            if self.seeds:
+                trial.set_user_attr(SEEDS, self.seeds)
+        return trials
+
+    def requeue(self, trials: list) -> None:
+        """Interrupted trials: failed, and queued again first with the same parameters for the continued search."""
+        import optuna
+
+        for trial in trials:
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.study.enqueue_trial(trial.params)
+
+    def check_failures(self, failed_in_a_row: int, n_trials: int) -> None:
+        """A search whose every trial fails would ask forever: it stops once n_trials fail in a row."""
+        if failed_in_a_row >= n_trials:
+            raise MakemoreError(
+                f"the last {failed_in_a_row} trials all failed, so the search stopped; "
+                f"see why in a member's train.log under {self.sweep_dir}"
+            )
 
 
 def replicate_seeds(parsed: list[Override]) -> list[str]:
