@@ -37,7 +37,7 @@ from makemore.rundir import (
     read_overrides,
     run_directory_of,
 )
-from makemore.search import OPTIMIZATION_RESULTS, PARETO_FRONT
+from makemore.search import IMPORTANCES, OPTIMIZATION_RESULTS, PARETO_FRONT
 from makemore.shell import train_command
 
 CURVES_SHOWN = 6
@@ -96,6 +96,16 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
             }
         )
     return rows
+
+
+def importances_line(sweep_dir: Path) -> str:
+    """An Optuna search's parameter importances (optimization_results.yaml), as a line under its table."""
+    results = sweep_dir / OPTIMIZATION_RESULTS
+    importances = OmegaConf.load(results).get(IMPORTANCES) if results.is_file() else None
+    if not importances:
+        return ""
+    shares = ", ".join(f"{key} {share:.2f}" for key, share in importances.items())
+    return f"\nparameter importances (Optuna's PED-ANOVA, normalised to sum to 1): {shares}\n"
 
 
 def pareto_front(sweep_dir: Path) -> set[str]:
@@ -180,6 +190,7 @@ def write_report(root: Path, rewrite: bool = True, eval_data: Path | None = None
         ranked = ranked_groups(groups)
         grouped = [row for row, _ in ranked]
         table = f"{markdown(with_ensembles(ranked))}\n{verdict(grouped)}\n\nevery run:\n\n{table}"
+    table += importances_line(root)
     print(f"\nleaderboard of {len(rows)} runs in {root} ({best})\n{table}", end="")
     inside = run_directory_of(root)
     if inside:

@@ -25,6 +25,8 @@ OBJECTIVES = ("dev_loss", "params", "train_seconds", "seconds_to_target")  # hyd
 TO_TARGET = "seconds_to_target"  # the mission's question: how fast a config reaches the target
 OPTIMIZATION_RESULTS = "optimization_results.yaml"  # the sweep's outcome: the best trial, or the Pareto front
 PARETO_FRONT = "pareto_front"  # its key for the non-dominated trials of a multi-objective study
+IMPORTANCES = "param_importances"  # its key for each parameter's importance (Optuna's PED-ANOVA)
+IMPORTANCE_TRIALS = 5  # finished trials before importances say more than noise
 # Trial attributes of a seed group (seeds=N): its seeds, each one's final dev loss, and their standard deviation.
 SEEDS, SEED_VALUES, SEED_STD = "seeds", "seed_dev_losses", "seed_dev_std"
 

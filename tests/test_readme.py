@@ -461,6 +461,21 @@ def slots_refilled(project: Path, result: subprocess.CompletedProcess) -> None:
     assert refilled, [(t.number, t.state.name, t.datetime_start, t.datetime_complete) for t in trials]
 
 
+def search_with_importances(project: Path, result: subprocess.CompletedProcess) -> None:
+    """5 trials: the leaderboard, and under it each searched parameter's importance, as the study computes it."""
+    from hydra_plugins.makemore_optuna.optuna_sweeper import param_importances
+
+    sweep_of(5)(project, result)
+    study, sweep_dir = only_study(project)
+    importances = param_importances(study)
+    assert set(importances) == {"model.emb", "model.hidden", "model.block_size", "optim.lr"}
+    shares = ", ".join(f"{key} {share:.2f}" for key, share in importances.items())
+    assert (
+        f"parameter importances (Optuna's PED-ANOVA, normalised to sum to 1): {shares}"
+        in (sweep_dir / "leaderboard.md").read_text()
+    )
+
+
 def two_seeds(project: Path) -> dict[str, str]:
     """Two finished runs of one config under seeds 1 and 2."""
     a, b = (a_run(project, f"seed={seed}").relative_to(project) for seed in (1, 2))
@@ -580,7 +595,7 @@ CASES: dict[str, Case] = {
         suffix="", setup=pokemon_file, check=report_with_eval_check
     ),
     "python sweep.py sweep=mlp_grid": Case(check=sweep_of(8)),
-    "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3)),
+    "python sweep.py sweep=optuna_mlp": Case(suffix=f"hydra.sweeper.n_trials=5 {QUICK}", check=search_with_importances),
     "python sweep.py sweep=optuna_mlp seeds=3": Case(
         suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=trials_over_seeds
     ),

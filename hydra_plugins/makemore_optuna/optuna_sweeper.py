@@ -30,6 +30,8 @@ from hydra_plugins.makemore_optuna.config import Direction  # importing it regis
 from makemore.errors import MakemoreError
 from makemore.rundir import SWEEP_RECORD, read_metrics
 from makemore.search import (
+    IMPORTANCE_TRIALS,
+    IMPORTANCES,
     OBJECTIVES,
     OPTIMIZATION_RESULTS,
     PARETO_FRONT,
@@ -334,7 +336,9 @@ def continued_sampler(sampler: DictConfig, trials: int):
 
 
 def write_results(study, sweep_dir: Path) -> None:
-    """optimization_results.yaml: the best trial's parameters and value, and how the trials ended."""
+    """optimization_results.yaml: how the trials ended, and the best trial's parameters and value (with enough
+    trials, each parameter's importance), or a multi-objective study's Pareto front."""
+
     states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
     results = {"name": study.study_name, "trials": {s: states.count(s) for s in sorted(set(states))}}
     if "complete" in states and len(study.directions) > 1:
@@ -346,6 +350,8 @@ def write_results(study, sweep_dir: Path) -> None:
         best = study.best_trial
         results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
         log.info("best trial %d: %s = %.4f", best.number, best.params, best.value)
+        if states.count("complete") >= IMPORTANCE_TRIALS and len(best.params) > 1:
+            results[IMPORTANCES] = {k: round(v, 4) for k, v in param_importances(study).items()}
     OmegaConf.save(OmegaConf.create(results), sweep_dir / OPTIMIZATION_RESULTS)
 
 
@@ -361,6 +367,14 @@ def surplus(study, trial, n_trials: int) -> bool:
     trial.set_user_attr("surplus", "another sweep process reached n_trials first")
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     return True
+
+
+def param_importances(study) -> dict[str, float]:
+    """Each parameter's importance to the objective: Optuna's default evaluator, PED-ANOVA (deterministic, and
+    without fANOVA's scikit-learn)."""
+    import optuna
+
+    return optuna.importance.get_param_importances(study)
 
 
 def counted(study) -> int:
