@@ -624,6 +624,10 @@ CASES: dict[str, Case] = {
         compose_only="SLURM needs a cluster's sbatch: the command composes here, and submitit_local runs the rest"
     ),
     "python sweep.py sweep=mlp_grid hydra/launcher=submitit_local": Case(check=parallel_sweep_of(8)),
+    "python sweep.py sweep=optuna_mlp hydra/launcher=slurm hydra.launcher.partition=gpu hydra.sweeper.n_jobs=16 "
+    "'hydra.sweeper.storage=\"postgresql://user:secret@dbhost/optuna\"'": Case(
+        compose_only="SLURM and the database server are a cluster's: the command composes here"
+    ),
     "python train.py -m hydra/launcher=population seeds=16": Case(check=one_population_of(16)),
     "python train.py -m hydra/launcher=population model.emb=4,10 optim.lr=0.01,0.03 seeds=2": Case(
         check=the_basic_launchers_numbers
