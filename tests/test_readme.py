@@ -476,6 +476,18 @@ def search_with_importances(project: Path, result: subprocess.CompletedProcess) 
     )
 
 
+def best_trials_confirmed(project: Path, result: subprocess.CompletedProcess) -> None:
+    """The best 2 trials, each on its own seed and 3 more, as seed groups of 4 with the verdict on their lead."""
+    study, sweep_dir = only_study(project)
+    best = sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)[:2]
+    with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
+        groups = [row for row in csv.DictReader(f) if row["rank"]]
+    assert [(row["n"], row["seeds"]) for row in groups[:2]] == [("4", "42 43 44 45")] * 2
+    for row, trial in zip(groups, best):
+        assert all(f"{k.rpartition('.')[2]}={v}" in row["group"] for k, v in trial.params.items())
+    assert "seed-to-seed spread" in result.stdout
+
+
 def two_seeds(project: Path) -> dict[str, str]:
     """Two finished runs of one config under seeds 1 and 2."""
     a, b = (a_run(project, f"seed={seed}").relative_to(project) for seed in (1, 2))
@@ -611,6 +623,9 @@ CASES: dict[str, Case] = {
         suffix="hydra.sweeper.pruner.n_startup_trials=2 hydra.sweeper.n_trials=8 steps=600 eval_interval=50 "
         "progress=false",
         check=slots_refilled,
+    ),
+    "python sweep.py sweep=optuna_mlp hydra.sweeper.confirm=2": Case(
+        suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=best_trials_confirmed
     ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(
         suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3, status="pruned")

@@ -31,6 +31,10 @@ class OptunaSweeperConf:
     # trials launched at once (in parallel with hydra/launcher=joblib; as one stacked population with
     # hydra/launcher=population)
     n_jobs: int = 1
+    # at the end, the best `confirm` trials run again on `confirm_seeds` more seeds each: the leaderboard's seed
+    # groups then rank them by mean +- std and say whether the winner's lead exceeds the seed-to-seed spread
+    confirm: int = 0
+    confirm_seeds: int = 3
     sampler: Any = None  # an Optuna sampler's config: hydra/sweeper/sampler=tpe or random
     pruner: Any = None  # an Optuna pruner's config: hydra/sweeper/pruner=none, median, successive_halving, hyperband
     params: Dict[str, Any] = field(default_factory=dict)  # the search space, in Hydra's sweep syntax

@@ -44,6 +44,7 @@ from makemore.search import (
     storage_url,
     study_name,
 )
+from makemore.settings import Settings
 
 log = logging.getLogger(__name__)
 OWNER = "owner"  # trial user attribute: host and pid of the sweep process that launched it
@@ -81,6 +82,8 @@ class OptunaSweeper(Sweeper):
         storage: str | None,
         n_trials: int,
         n_jobs: int,
+        confirm: int,
+        confirm_seeds: int,
         sampler: Any,
         pruner: Any,
         params: dict | None = None,
@@ -89,6 +92,7 @@ class OptunaSweeper(Sweeper):
         self.objectives, self.target_penalty = list(objectives), float(target_penalty)
         self.study_name, self.storage = study_name, storage
         self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.confirm, self.confirm_seeds = confirm, confirm_seeds
         self.sampler, self.pruner = built(sampler), built(pruner)
         self.params = dict(params or {})
 
@@ -113,6 +117,8 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / SWEEP_RECORD).exists():
             OmegaConf.save(self.config, sweep_dir / SWEEP_RECORD)
+        if self.confirm and not seeds and not any(o.startswith("seed=") for o in fixed):
+            fixed.append(f"seed={Settings.seed}")  # named beside the confirming seeds in the seed groups
         if TO_TARGET in self.objectives and not any(o.startswith("stop_at_target=") for o in fixed):
             fixed.append("stop_at_target=true")  # a trial's time to the target ends where it reaches it
         name, url = study_name(self.config.hydra.sweeper, sweep_dir), storage_url(self.storage, sweep_dir)
@@ -129,6 +135,8 @@ class OptunaSweeper(Sweeper):
         retry_abandoned(study)
         search = Search(study, space, fixed, seeds, f"{socket.gethostname()}:{os.getpid()}", sweep_dir)
         returns = self.in_slots(search) if self.refills() else self.in_batches(search)
+        if self.confirm:
+            returns.append(self.confirm_best(search))
         write_results(study, sweep_dir)
         print("the study in optuna-dashboard:", *dashboard_lines(url), sep="\n    ")
         return returns
@@ -200,6 +208,24 @@ class OptunaSweeper(Sweeper):
         if errors:
             raise errors[0]
         return returns
+
+    def confirm_best(self, search: Search) -> list:
+        """The best `confirm` trials again, each on `confirm_seeds` seeds past the search's own: runs outside the
+        study (its trials keep their values), grouped with their trial's runs by the leaderboard's seed groups."""
+        import optuna
+
+        if len(search.study.directions) > 1:
+            raise MakemoreError("hydra.sweeper.confirm ranks one objective; a multi-objective search has a front")
+        finished = search.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        best = sorted(finished, key=lambda t: t.value)[: self.confirm]
+        given = [o.partition("=")[2] for o in search.fixed if o.startswith("seed=")]
+        used = [int(s) for s in search.seeds or given or [Settings.seed]]
+        extra = range(max(used) + 1, max(used) + 1 + self.confirm_seeds)
+        fixed = [o for o in search.fixed if not o.startswith("seed=")]
+        batch = [[*fixed, *(f"{k}={v}" for k, v in t.params.items()), f"seed={s}"] for t in best for s in extra]
+        log.info("confirming the best %d trials on seeds %s", len(best), ", ".join(map(str, extra)))
+        self.validate_batch_is_legal(batch)
+        return self.launcher.launch(batch, initial_job_idx=len(search.study.trials) * max(1, len(search.seeds)))
 
     def launch(self, study, trials: list, fixed: list[str], seeds: list[str]) -> list:
         """Run the trials' jobs (one per seed, with seeds), each numbered after its trial; tell Optuna how each
