@@ -88,6 +88,23 @@ def test_optuna_mlp_runs_ranks_and_keeps_its_study_in_a_journal_in_the_sweep_dir
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hydra.sweeper.objectives=[dev_loss,size]"], "hydra.sweeper.objectives=['dev_loss', 'size'] is not allowed"),
+        (["hydra.sweeper.objectives=[dev_loss,params]", "hydra/sweeper/pruner=median"], "a pruner cannot judge"),
+        (["hydra.sweeper.objectives=[dev_loss,params]", "hydra.sweeper.confirm=2"], "confirm ranks one objective"),
+        (["seed=interval(1,5)"], "runs each trial once per seed"),
+    ],
+)
+def test_a_search_that_cannot_run_is_refused_before_it_writes(tmp_path, args, message):
+    sweep_dir = tmp_path / "sweep"
+    result = run_script(str(ROOT / "sweep.py"), *QUICK, *args, f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not sweep_dir.exists()
+
+
+@pytest.mark.slow
 def test_optuna_sqlite_storage(tmp_path):
     import optuna
 

@@ -67,7 +67,7 @@ def distribution(parsed: Override):
         if "int" in value.tags:
             return IntDistribution(int(value.start), int(value.end), log=log_scale)
         return FloatDistribution(value.start, value.end, log=log_scale)
-    raise ValueError(f"the Optuna sweeper cannot search {parsed.input_line}; use choice, range or interval")
+    raise MakemoreError(f"the Optuna sweeper cannot search {parsed.input_line}; use choice, range or interval")
 
 
 class OptunaSweeper(Sweeper):
@@ -113,6 +113,7 @@ class OptunaSweeper(Sweeper):
         parsed = [p for p in parsed if p.get_key_element() != "seed" or not seeds]
         space = {p.get_key_element(): distribution(p) for p in parsed if p.is_sweep_override()}
         fixed = [f"{p.get_key_element()}={p.get_value_element_as_str()}" for p in parsed if not p.is_sweep_override()]
+        directions = check_objectives(self.objectives, self.direction, self.pruner, self.confirm)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / SWEEP_RECORD).exists():
@@ -127,7 +128,7 @@ class OptunaSweeper(Sweeper):
             storage=open_storage(url),
             sampler=self.sampler,
             pruner=self.pruner,
-            **check_objectives(self.objectives, self.direction, self.pruner),
+            **directions,
             load_if_exists=True,
         )
         if study.trials:  # a continued search: a sampler seeded as at the start would draw its opening trials again
@@ -214,8 +215,6 @@ class OptunaSweeper(Sweeper):
         study (its trials keep their values), grouped with their trial's runs by the leaderboard's seed groups."""
         import optuna
 
-        if len(search.study.directions) > 1:
-            raise MakemoreError("hydra.sweeper.confirm ranks one objective; a multi-objective search has a front")
         finished = search.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         best = sorted(finished, key=lambda t: t.value)[: self.confirm]
         given = [o.partition("=")[2] for o in search.fixed if o.startswith("seed=")]
@@ -282,9 +281,10 @@ class OptunaSweeper(Sweeper):
         return scores
 
 
-def check_objectives(objectives: list[str], direction: str, pruner) -> dict:
+def check_objectives(objectives: list[str], direction: str, pruner, confirm: int) -> dict:
     """create_study's direction(s): a single objective's as configured, every one of several minimised (each is a
-    loss or a cost); refused in one line where unknown, or where a pruner is asked for several (Optuna prunes one)."""
+    loss or a cost); refused in one line, before the sweep writes anything, where unknown, or where a pruner or
+    confirm= is asked of several (Optuna prunes one objective; confirm ranks one)."""
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or not objectives:
         raise MakemoreError(
@@ -292,6 +292,8 @@ def check_objectives(objectives: list[str], direction: str, pruner) -> dict:
         )
     if len(objectives) == 1:
         return {"direction": direction}
+    if confirm:
+        raise MakemoreError("hydra.sweeper.confirm ranks one objective; a multi-objective search ends with its front")
     if pruner is not None and type(pruner).__name__ != "NopPruner":
         raise MakemoreError(
             "a pruner cannot judge several objectives at once (Optuna prunes single-objective studies only); "
@@ -339,7 +341,7 @@ def replicate_seeds(parsed: list[Override]) -> list[str]:
     """The values of a swept `seed` (seeds=N sweeps seed=42,43,...): each trial's replicates, not a parameter."""
     swept = [p for p in parsed if p.get_key_element() == "seed" and p.is_sweep_override()]
     if swept and swept[-1].is_interval_sweep():
-        raise ValueError(
+        raise MakemoreError(
             "the Optuna sweeper runs each trial once per seed: sweep seed as a list or a range, or use seeds=N"
         )
     return list(swept[-1].sweep_string_iterator()) if swept else []
