@@ -10,6 +10,7 @@ below.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, List
@@ -129,9 +130,10 @@ def _typed(prefix: str, schema: type, node: Any) -> dict:
 
 
 def _unwrap(annotation: Any) -> Any:
-    """Optional[X] -> X."""
+    """Optional[X] (or X | None) -> X."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if typing.get_origin(annotation) is typing.Union and len(args) == 1 else annotation
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return args[0] if union and len(args) == 1 else annotation
 
 
 def _option(group: str, node: Any) -> type:
