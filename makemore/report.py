@@ -98,10 +98,16 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
     return rows
 
 
-def importances_line(sweep_dir: Path) -> str:
-    """An Optuna search's parameter importances (optimization_results.yaml), as a line under its table."""
+def search_results(sweep_dir: Path) -> dict:
+    """An Optuna search's optimization_results.yaml (its best trial or Pareto front, its importances); empty for
+    any other sweep."""
     results = sweep_dir / OPTIMIZATION_RESULTS
-    importances = OmegaConf.load(results).get(IMPORTANCES) if results.is_file() else None
+    return OmegaConf.to_container(OmegaConf.load(results)) if results.is_file() else {}
+
+
+def importances_line(sweep_dir: Path) -> str:
+    """An Optuna search's parameter importances, as a line under its table."""
+    importances = search_results(sweep_dir).get(IMPORTANCES)
     if not importances:
         return ""
     shares = ", ".join(f"{key} {share:.2f}" for key, share in importances.items())
@@ -109,12 +115,9 @@ def importances_line(sweep_dir: Path) -> str:
 
 
 def pareto_front(sweep_dir: Path) -> set[str]:
-    """The trial numbers on a multi-objective Optuna study's Pareto front (optimization_results.yaml), as the
-    members' `trial=` overrides write them; empty for any other sweep."""
-    results = sweep_dir / OPTIMIZATION_RESULTS
-    if not results.is_file():
-        return set()
-    return {str(number) for number in OmegaConf.load(results).get(PARETO_FRONT, [])}
+    """The trial numbers on a multi-objective Optuna study's Pareto front, as the members' `trial=` overrides write
+    them; empty for any other sweep."""
+    return {str(number) for number in search_results(sweep_dir).get(PARETO_FRONT, [])}
 
 
 EvalColumn = tuple[str, dict[Path, float]]

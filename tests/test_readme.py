@@ -221,9 +221,26 @@ def lr_finder_check(project: Path, result: subprocess.CompletedProcess) -> None:
     assert (sweep_dir / "lr_finder.png").is_file() and "lr finder: suggested lr" in result.stdout
 
 
+def only_study(project: Path):
+    """The one Optuna study of the one sweep under outputs/, and its sweep directory."""
+    import optuna
+
+    from makemore.search import open_storage
+
+    [sweep_dir] = sweep_roots(project)
+    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
+    [summary] = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage), sweep_dir
+
+
+def trial_of(run_dir: Path) -> int:
+    """The Optuna trial a sweep member ran for, from its trial= override."""
+    return next(int(o.split("=")[1]) for o in read_overrides(run_dir) if o.startswith("trial="))
+
+
 def two_processes_share_one_study(project: Path, result: subprocess.CompletedProcess) -> None:
     members = [d for d in find_runs(project / "outputs" / "search") if (d / "metrics.json").is_file()]
-    trials = sorted(int(o.split("=")[1]) for d in members for o in read_overrides(d) if o.startswith("trial="))
+    trials = sorted(map(trial_of, members))
     assert trials == list(range(len(trials))) and len(trials) >= 4  # each trial run once, none twice
 
 
@@ -249,7 +266,7 @@ def workers_share_one_database_study(project: Path, result: subprocess.Completed
     study = optuna.load_study(study_name="optuna_mlp", storage=(project / "database.url").read_text())
     finished = [t.number for t in study.trials if t.state.name == "COMPLETE"]
     members = [d for d in find_runs(project / "outputs" / "search") if (d / "metrics.json").is_file()]
-    ran = sorted(int(o.split("=")[1]) for d in members for o in read_overrides(d) if o.startswith("trial="))
+    ran = sorted(map(trial_of, members))
     assert len(finished) == 4 and ran == finished
     with open(project / "outputs" / "search" / "leaderboard.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
@@ -341,19 +358,10 @@ def the_basic_launchers_numbers(project: Path, result: subprocess.CompletedProce
 def trials_pruned_one_by_one(project: Path, result: subprocess.CompletedProcess) -> None:
     """Optuna's trials in populations of 4: some pruned on their own while the rest of their population finished,
     and the study holds what each trial's run logged."""
-    import optuna
-
-    from makemore.search import open_storage
-
-    [sweep_dir] = sweep_roots(project)
+    study, sweep_dir = only_study(project)
     assert result.stdout.count("4 members stacked") == 2
-    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
-    [study] = optuna.get_all_study_summaries(storage)
-    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
-    by_number = {}
-    for run_dir in find_runs(sweep_dir):
-        [trial] = [int(o.split("=")[1]) for o in read_overrides(run_dir) if o.startswith("trial=")]
-        by_number[trial] = read_metrics(run_dir)
+    trials = study.trials
+    by_number = {trial_of(run_dir): read_metrics(run_dir) for run_dir in find_runs(sweep_dir)}
     states = {t.number: t.state.name for t in trials}
     assert "PRUNED" in states.values() and "COMPLETE" in [states[t.number] for t in trials[4:]]
     for trial in trials:
@@ -370,14 +378,9 @@ def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> Non
     beside it), and the printed optuna-dashboard command serves the study over HTTP."""
     import statistics
 
-    import optuna
+    from makemore.search import SEED_STD, SEED_VALUES
 
-    from makemore.search import SEED_STD, SEED_VALUES, open_storage
-
-    [sweep_dir] = sweep_roots(project)
-    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
-    [summary] = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    study, sweep_dir = only_study(project)
     runs = find_runs(sweep_dir)
     assert len(study.trials) == 4 and len(runs) == 12
     for trial in study.trials:
@@ -393,22 +396,6 @@ def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> Non
     assert command.startswith("optuna-dashboard ")
     served = served_trials(command, project)
     assert {t["number"]: t["values"] for t in served} == {t.number: [t.value] for t in study.trials}
-
-
-def only_study(project: Path):
-    """The one Optuna study of the one sweep under outputs/, and its sweep directory."""
-    import optuna
-
-    from makemore.search import open_storage
-
-    [sweep_dir] = sweep_roots(project)
-    storage = open_storage(str(sweep_dir / "optuna_journal.log"))
-    [summary] = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary.study_name, storage=storage), sweep_dir
-
-
-def trial_of(run_dir: Path) -> int:
-    return next(int(o.split("=")[1]) for o in read_overrides(run_dir) if o.startswith("trial="))
 
 
 def pareto_front_marked(project: Path, result: subprocess.CompletedProcess) -> None:

@@ -388,9 +388,7 @@ def surplus(study, trial, n_trials: int) -> bool:
     unrun, so the study ends with n_trials finished trials however many processes share it."""
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    before = [t for t in study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
-    if len(before) < n_trials:
+    if len([t for t in counted_trials(study) if t.number < trial.number]) < n_trials:
         return False
     trial.set_user_attr("surplus", "another sweep process reached n_trials first")
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -405,12 +403,16 @@ def param_importances(study) -> dict[str, float]:
     return optuna.importance.get_param_importances(study)
 
 
-def counted(study) -> int:
+def counted_trials(study) -> list:
     """Trials that count toward n_trials: finished (complete or pruned) and running ones."""
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def counted(study) -> int:
+    return len(counted_trials(study))
 
 
 def retry_abandoned(study) -> None:
