@@ -21,6 +21,7 @@ from torch import nn
 
 from makemore.data import Vocab
 from makemore.models import Additive, NgramCounts, NgramTable
+from makemore.search import Pareto
 
 TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
 
@@ -134,10 +135,12 @@ def leaderboard_figure(
     costs: dict[str, tuple[float, float]],
     target: float | None,
     bands: dict[str, tuple[list, list, list]] | None = None,
+    pareto: Pareto | None = None,
 ):
     """Left: dev loss against step for the best runs (a run with no steps is a level line), or for seed groups
     their mean curve in a band of one standard deviation. Right: every finished run's (or group's mean) final
-    dev loss against its training seconds, the price of each result."""
+    dev loss against its training seconds, the price of each result; for a multi-objective search, its trials
+    on two of its objectives with the Pareto front drawn through them."""
     figure, (axes, cost_axes) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     for i, (name, (steps, mean, std)) in enumerate((bands or {}).items()):
         axes.plot(steps, mean, marker=".", label=f"{name} (mean of seeds)", color=f"C{i % 10}")
@@ -157,23 +160,54 @@ def leaderboard_figure(
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:  # no finished run: nothing to name
         axes.legend(fontsize=7)
-    points = {name: (max(seconds, 1e-3), dev) for name, (seconds, dev) in costs.items()}
-    for seconds, dev in points.values():
-        cost_axes.scatter(seconds, dev, color="C0")
-    if target is not None:
-        cost_axes.axhline(target, color="black", linewidth=1)
-    cost_axes.set_xscale("log")
-    if points:
-        seconds_ticks(cost_axes, [seconds for seconds, _ in points.values()])
-        label_points(cost_axes, points)
-    cost_axes.set_xlabel("training seconds (one core)")
-    cost_axes.set_ylabel("final dev loss")
-    cost_axes.set_title("dev loss against training time")
-    cost_axes.grid(alpha=0.3, which="both")
+    if pareto:
+        pareto_panel(cost_axes, pareto, target)
+    else:
+        cost_panel(cost_axes, costs, target)
     return figure
 
 
-def seconds_ticks(axes, seconds: list[float]) -> None:
+def cost_panel(axes, costs: dict[str, tuple[float, float]], target: float | None) -> None:
+    """Each result's final dev loss against its training seconds, on a log axis, each point named."""
+    points = {name: (max(seconds, 1e-3), dev) for name, (seconds, dev) in costs.items()}
+    for seconds, dev in points.values():
+        axes.scatter(seconds, dev, color="C0")
+    if target is not None:
+        axes.axhline(target, color="black", linewidth=1)
+    axes.set_xscale("log")
+    if points:
+        log_axis_ticks(axes, [seconds for seconds, _ in points.values()])
+        label_points(axes, points)
+    axes.set_xlabel("training seconds (one core)")
+    axes.set_ylabel("final dev loss")
+    axes.set_title("dev loss against training time")
+    axes.grid(alpha=0.3, which="both")
+
+
+def pareto_panel(axes, pareto: Pareto, target: float | None) -> None:
+    """A multi-objective search's trials on its two axes, the front as a staircase through its trials (each
+    named): below and left of it, no trial; above and right, the trials it beats."""
+    x_positive = all(x > 0 for x, _ in pareto.points.values())
+    beaten = [point for name, point in pareto.points.items() if name not in pareto.front]
+    if beaten:
+        axes.scatter(*zip(*beaten), color="0.6", s=14, label="other trials (each beaten by a front trial)")
+    front = sorted(point for name, point in pareto.points.items() if name in pareto.front)
+    axes.step(*zip(*front), where="post", color="C3", linewidth=1)
+    axes.scatter(*zip(*front), color="C3", s=24, zorder=3, label=f"Pareto front ({len(front)} trials)")
+    if target is not None and pareto.y == "dev_loss":
+        axes.axhline(target, color="black", linewidth=1)
+    if x_positive:
+        axes.set_xscale("log")
+        log_axis_ticks(axes, [x for x, _ in pareto.points.values()])
+    label_points(axes, {name: point for name, point in pareto.points.items() if name in pareto.front})
+    axes.set_xlabel(pareto.x)
+    axes.set_ylabel(pareto.y)
+    axes.set_title(f"{pareto.y} against {pareto.x}: the search's Pareto front")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7)
+
+
+def log_axis_ticks(axes, seconds: list[float]) -> None:
     """Readable ticks on a log axis for any range: five round values spread over it (a range inside one decade
     gets no decade tick at all from matplotlib's default), labelled plainly."""
     low, high = min(seconds), max(seconds)

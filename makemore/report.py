@@ -37,7 +37,7 @@ from makemore.rundir import (
     read_overrides,
     run_directory_of,
 )
-from makemore.search import IMPORTANCES, OPTIMIZATION_RESULTS, PARETO_FRONT
+from makemore.search import IMPORTANCES, OPTIMIZATION_RESULTS, PARETO_FRONT, RESULT_OBJECTIVES, TRIAL_VALUES, Pareto
 from makemore.shell import train_command
 
 CURVES_SHOWN = 6
@@ -118,6 +118,23 @@ def pareto_front(sweep_dir: Path) -> set[str]:
     """The trial numbers on a multi-objective Optuna study's Pareto front, as the members' `trial=` overrides write
     them; empty for any other sweep."""
     return {str(number) for number in search_results(sweep_dir).get(PARETO_FRONT, [])}
+
+
+def pareto_points(sweep_dir: Path) -> Pareto | None:
+    """A multi-objective study's trials as the leaderboard's figure draws them: dev loss (else the second
+    objective) against the first other objective, every finished trial a point, its front marked; None for any
+    other sweep."""
+    results = search_results(sweep_dir)
+    if PARETO_FRONT not in results:
+        return None
+    objectives = results[RESULT_OBJECTIVES]
+    y = "dev_loss" if "dev_loss" in objectives else objectives[1]
+    x = next(objective for objective in objectives if objective != y)
+    points = {
+        f"t{number}": (values[objectives.index(x)], values[objectives.index(y)])
+        for number, values in results[TRIAL_VALUES].items()
+    }
+    return Pareto(x, y, points, {f"t{number}" for number in results[PARETO_FRONT]})
 
 
 EvalColumn = tuple[str, dict[Path, float]]
@@ -226,7 +243,8 @@ def write_report(root: Path, rewrite: bool = True, eval_data: Path | None = None
         costs = {row["group"]: (float(row["seconds"]), float(row["dev mean"])) for row in grouped if row["n"]}
     from makemore import plots  # matplotlib takes ~0.5 s to import: only where a figure is drawn
 
-    plots.save(plots.leaderboard_figure(curves, costs, target, bands), root / "leaderboard.png")
+    figure = plots.leaderboard_figure(curves, costs, target, bands, pareto_points(root))
+    plots.save(figure, root / "leaderboard.png")
     print(f"written: {root}/leaderboard.{{md,csv,png}}")
     return rows
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import DictConfig
 
@@ -25,10 +26,21 @@ OBJECTIVES = ("dev_loss", "params", "train_seconds", "seconds_to_target")  # hyd
 TO_TARGET = "seconds_to_target"  # the mission's question: how fast a config reaches the target
 OPTIMIZATION_RESULTS = "optimization_results.yaml"  # the sweep's outcome: the best trial, or the Pareto front
 PARETO_FRONT = "pareto_front"  # its key for the non-dominated trials of a multi-objective study
+RESULT_OBJECTIVES = "objectives"  # with a front: the objectives, in the order of each trial's values
+TRIAL_VALUES = "trial_values"  # with a front: every finished trial's values, by trial number
 IMPORTANCES = "param_importances"  # its key for each parameter's importance (Optuna's PED-ANOVA)
 IMPORTANCE_TRIALS = 5  # finished trials before importances say more than noise
 # Trial attributes of a seed group (seeds=N): its seeds, each one's final dev loss, and their standard deviation.
 SEEDS, SEED_VALUES, SEED_STD = "seeds", "seed_dev_losses", "seed_dev_std"
+
+
+class Pareto(NamedTuple):
+    """A multi-objective search's finished trials on two of its objectives, and which of them are on its front."""
+
+    x: str  # the objective along the x axis (a cost: params, train_seconds, seconds_to_target)
+    y: str  # along the y axis: dev_loss where it is an objective
+    points: dict[str, tuple[float, float]]  # (x, y) by trial name, `t<number>`
+    front: set[str]  # the names of the trials no other trial beats on every objective
 
 
 class Pruned(MakemoreError):

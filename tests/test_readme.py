@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from makemore.models import OPTIONS
+from makemore.report import pareto_points
 from makemore.rundir import find_runs, read_overrides
 
 from helpers import ROOT, interrupted_once, read_metrics, run_bash, served_trials
@@ -412,6 +413,10 @@ def pareto_front_marked(project: Path, result: subprocess.CompletedProcess) -> N
     with open(sweep_dir / "leaderboard.csv", newline="") as f:
         marked = {row["run"] for row in csv.DictReader(f) if row["pareto"] == "✓"}
     assert marked == {run.name for run in find_runs(sweep_dir) if trial_of(run) in {t.number for t in front}}
+    drawn = pareto_points(sweep_dir)  # what leaderboard.png draws: dev loss against params, every finished trial
+    assert (drawn.x, drawn.y) == ("params", "dev_loss")
+    assert drawn.points == {f"t{t.number}": (t.values[1], t.values[0]) for t in finished}
+    assert drawn.front == {f"t{t.number}" for t in front}
 
 
 def fastest_to_the_target(project: Path, result: subprocess.CompletedProcess) -> None:

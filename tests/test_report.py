@@ -65,9 +65,9 @@ def drawn(monkeypatch) -> list[dict]:
     calls = []
     draw = plots.leaderboard_figure
 
-    def recording(curves, costs, target, bands=None):
-        calls.append({"curves": curves, "costs": costs, "target": target, "bands": bands})
-        return draw(curves, costs, target, bands)
+    def recording(curves, costs, target, bands=None, pareto=None):
+        calls.append({"curves": curves, "costs": costs, "target": target, "bands": bands, "pareto": pareto})
+        return draw(curves, costs, target, bands, pareto)
 
     monkeypatch.setattr(plots, "leaderboard_figure", recording)
     return calls

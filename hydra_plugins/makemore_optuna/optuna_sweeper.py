@@ -35,10 +35,12 @@ from makemore.search import (
     OBJECTIVES,
     OPTIMIZATION_RESULTS,
     PARETO_FRONT,
+    RESULT_OBJECTIVES,
     SEED_STD,
     SEED_VALUES,
     SEEDS,
     TO_TARGET,
+    TRIAL_VALUES,
     dashboard_lines,
     open_storage,
     storage_url,
@@ -138,7 +140,7 @@ class OptunaSweeper(Sweeper):
         returns = self.in_slots(search) if self.refills() else self.in_batches(search)
         if self.confirm:
             returns.append(self.confirm_best(search))
-        write_results(study, sweep_dir)
+        write_results(study, sweep_dir, self.objectives)
         print("the study in optuna-dashboard:", *dashboard_lines(url), sep="\n    ")
         return returns
 
@@ -363,16 +365,20 @@ def continued_sampler(sampler: DictConfig, trials: int):
     return instantiate(sampler, **({"seed": seed + trials} if seed is not None else {}))
 
 
-def write_results(study, sweep_dir: Path) -> None:
+def write_results(study, sweep_dir: Path, objectives: list[str]) -> None:
     """optimization_results.yaml: how the trials ended, and the best trial's parameters and value (with enough
-    trials, each parameter's importance), or a multi-objective study's Pareto front."""
+    trials, each parameter's importance), or a multi-objective study's Pareto front with every finished trial's
+    values (the leaderboard's figure draws them)."""
 
     states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
     results = {"name": study.study_name, "trials": {s: states.count(s) for s in sorted(set(states))}}
     if "complete" in states and len(study.directions) > 1:
         front = sorted(study.best_trials, key=lambda t: t.values)
+        results[RESULT_OBJECTIVES] = list(objectives)
         results[PARETO_FRONT] = [t.number for t in front]
-        results["pareto_values"] = {t.number: t.values for t in front}
+        results[TRIAL_VALUES] = {
+            t.number: t.values for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+        }
         log.info("Pareto front of %d trials: %s", len(front), ", ".join(f"{t.number} {t.values}" for t in front))
     elif "complete" in states:
         best = study.best_trial
