@@ -158,6 +158,8 @@ def check(group: list[Member], shared: dict | None) -> tuple[str | None, str, in
         return f"its config is refused ({e})", "", 1
     if configs[0].overfit_batch:
         return "debug=overfit trains one model on one fixed batch", "", 1
+    if configs[0].ema_decay:
+        return "ema_decay keeps each member's moving average of its weights, which a population does not stack", "", 1
     whole_items = data.Y["train"].dim() == 2
     batch = data.rows_per_batch or configs[0].batch_size
     first = []

@@ -26,6 +26,7 @@ from makemore.models import loss_on, predict
 from makemore.optim import build_optimizer, fused_step, is_plain_sgd
 from makemore.rundir import CHECKPOINT
 from makemore.settings import Settings
+from makemore.weight_average import AVERAGE, AVERAGE_DEV, WeightAverage
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
 
@@ -229,6 +230,7 @@ def fit(
         state = TrainState.restored(resume["state"])
         best_weights = resume.get("best_model")
         step_losses[state.step - len(resume["window"]) : state.step] = resume["window"].to(device)
+    average = WeightAverage(model, settings.ema_decay, (resume or {}).get(AVERAGE)) if settings.ema_decay else None
     groups = optimizer.param_groups  # only now: load_state_dict replaces the group dicts
     first, start = state.step, time.perf_counter()
     earlier_seconds = state.train_seconds  # of the sessions before a resume
@@ -240,10 +242,11 @@ def fit(
         window = step_losses[state.step - (state.step % log_every) : state.step]  # the unfinished log window
         training = dataclasses.replace(state, train_seconds=elapsed())
         saved = checkpoint(model.state_dict(), optimizer.state_dict(), torch.get_rng_state(), window, training)
-        save_atomic(
-            {**saved, **({"best_model": best_weights} if best_weights is not None else {}), **checkpoint_context},
-            run_dir / CHECKPOINT,
-        )
+        if best_weights is not None:
+            saved["best_model"] = best_weights
+        if average:
+            saved[AVERAGE] = average.saved()
+        save_atomic({**saved, **checkpoint_context}, run_dir / CHECKPOINT)
 
     shown = settings.progress
     bar = tqdm(total=steps, initial=first, disable=not shown, unit="step", dynamic_ncols=True, mininterval=0.5)
@@ -262,6 +265,8 @@ def fit(
             for group in groups:
                 group["lr"] = lr
             step_losses[step] = train_step(xb, yb, lr)
+            if average:
+                average.update()
             state.step = done = step + 1
             row = {}
             if done % log_every == 0 or done == steps:
@@ -274,8 +279,12 @@ def fit(
                 if evaluate(model, X["dev"], Y["dev"], vocab_size, state, settings.target, elapsed()) and patience:
                     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 row = {**row, "loss/dev": state.dev_loss, "lr": lr}
-                if on_eval:
-                    on_eval(done, state.dev_loss, elapsed())
+                if average:
+                    start_average = time.perf_counter()
+                    row[AVERAGE_DEV] = loss_on(average.model, X["dev"], Y["dev"], vocab_size)
+                    state.eval_seconds += time.perf_counter() - start_average
+                if on_eval:  # it judges the average where there is one (makemore/weight_average.py)
+                    on_eval(done, row.get(AVERAGE_DEV, state.dev_loss), elapsed())
             if row:
                 loggers.scalars(done, row if done < steps else {"lr": lr})  # the full splits give the last losses
                 state.history.append({"step": done, **row})

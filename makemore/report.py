@@ -332,7 +332,8 @@ def best_line(runs: list[dict]) -> str:
 
 # The custom scalars chart a view opens on: every run's dev curve with the level lines of refresh_dashboard.
 ANSWER_LAYOUT = {
-    "dev loss": {"loss/dev of every run, against the target and the best dev": ["Multiline", ["loss/dev"]]}
+    # anchored: TensorBoard searches each tag for the pattern, and loss/dev_ema (ema_decay=) is a chart of its own
+    "dev loss": {"loss/dev of every run, against the target and the best dev": ["Multiline", ["^loss/dev$"]]}
 }
 
 

@@ -46,9 +46,9 @@ class Pareto(NamedTuple):
 class Pruned(MakemoreError):
     """The study's pruner stopped this trial at an evaluation."""
 
-    def __init__(self, trial: int, step: int, dev_loss: float, train_seconds: float):
-        super().__init__(f"pruned at step {step} (dev {dev_loss:.4f})")
-        self.trial, self.step, self.dev_loss = trial, step, dev_loss
+    def __init__(self, trial: int, step: int, dev_loss: float, train_seconds: float, judged: str = "dev"):
+        super().__init__(f"pruned at step {step} ({judged} {dev_loss:.4f})")
+        self.trial, self.step, self.dev_loss = trial, step, dev_loss  # the dev loss judged (the average's, with EMA)
         self.train_seconds = train_seconds  # what the trial cost before it stopped
 
 
@@ -109,12 +109,13 @@ def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:
 
 
 def trial_reporter(
-    trial_number: int | None, sweeper: DictConfig | None, sweep_dir: Path | None, seed: int
+    trial_number: int | None, sweeper: DictConfig | None, sweep_dir: Path | None, seed: int, judged: str = "dev"
 ) -> Callable[[int, float, float], None] | None:
     """For a member of an Optuna sweep (`sweeper`: the sweep's hydra.sweeper config): a function that reports
     (step, dev loss, training seconds) to its trial and raises Pruned when the study's pruner stops it. In a seed
     group (seeds=N) the trial's value at a step is the mean of its seeds' dev losses there, of the seeds that
-    reached it so far. None for any other run (a rerun or resume of a member included)."""
+    reached it so far. `judged`: what the dev loss is of, for the pruned run's status. None for any other run (a
+    rerun or resume of a member included)."""
     if trial_number is None or sweeper is None or sweep_dir is None or sweeper.get("_target_") != SWEEPER:
         return None
     import optuna
@@ -146,6 +147,6 @@ def trial_reporter(
             prune = trial.should_prune()
         if prune:
             trial.set_user_attr("pruned_at_step", step)  # the sweeper reads it back and tells Optuna PRUNED
-            raise Pruned(trial_number, step, dev_loss, train_seconds)
+            raise Pruned(trial_number, step, dev_loss, train_seconds, judged)
 
     return report

@@ -44,6 +44,11 @@ class Settings:
     )
     # stop at the first evaluation whose dev loss is below the target (what `seconds_to_target` searches time)
     stop_at_target: bool = False
+    # also evaluate a moving average of the weights (this decay per step), logged as loss/dev_ema; an Optuna
+    # pruner judges it: mid-run it ranks runs by where they end, not by their lr (makemore/weight_average.py)
+    ema_decay: float | None = ranged(
+        Range(lambda v: 0 < v < 1, "a number in (0, 1), e.g. 0.98, or null for none"), None, **WATCH
+    )
     # debug=overfit: train on one fixed batch of this many examples, then say pass or fail
     overfit_batch: int = ranged(Range(COUNT.test, "an integer >= 0 (0: off; debug=overfit sets 32)"), 0)
     # a log window's mean train loss above this (nats) stops the run as diverged; null: NaN only

@@ -43,6 +43,7 @@ from makemore.rundir import (
 from makemore.sample import generate
 from makemore.search import trial_reporter
 from makemore.settings import run_settings
+from makemore.weight_average import AVERAGE_DEV
 
 log = logging.getLogger(__name__)
 OVERFIT_MARGIN = 0.1  # nats above the lowest possible loss that debug=overfit still calls memorised
@@ -76,7 +77,8 @@ def train_or_continue(
             return kept
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
-    metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir, cfg.seed))
+    judged = "dev of the weights' moving average" if cfg.ema_decay else "dev"  # what fit hands the reporter
+    metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir, cfg.seed, judged))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
@@ -435,7 +437,8 @@ def write_outputs(
     save_atomic(checkpoint, run_dir / MODEL)
     (run_dir / SAMPLES).write_text("\n".join(samples) + "\n", encoding="utf-8")
     with open(run_dir / HISTORY, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "loss/train", "loss/dev", "lr"])
+        columns = ["step", "loss/train", "loss/dev", "lr"] + [AVERAGE_DEV] * any(AVERAGE_DEV in row for row in history)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
     write_json(run_dir / METRICS, metrics)

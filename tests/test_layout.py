@@ -39,7 +39,7 @@ LAYERS = [
     ],
     ["config", "schema", "search", "backprop"],
     ["data"],
-    ["checkpoint", "plots", "provenance", "stacked", "stacked_optim"],
+    ["checkpoint", "plots", "provenance", "stacked", "stacked_optim", "weight_average"],
     ["preflight", "sample", "loop", "ensemble", "evaluate"],
     ["cli", "record", "report", "diff"],
     ["train"],
@@ -106,7 +106,7 @@ def test_the_watch_keys_and_model_targets_are_written_once():
     assert not [p.name for p, text in source.items() if re.search(r'"eval_interval",\s*"log_interval"', text)]
     assert set(settings.WATCH_KEYS) == {  # marked beside each key's definition, in makemore/settings.py
         *("progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval"),
-        *("checkpoint_interval", "diverge_above", "use_current_data", "trial", "rerun", "resume", "sweep"),
+        *("checkpoint_interval", "diverge_above", "use_current_data", "trial", "rerun", "resume", "sweep", "ema_decay"),
     }
     assert set(settings.RUN_SELECTORS) == {"trial", "rerun", "resume", "sweep"}
     assert not any(re.search(r'"makemore\.(sequence_)?models\.\w+"', text) for text in source.values())

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from makemore import loop
 from makemore.backprop import ManualBackward
@@ -25,6 +26,7 @@ from makemore.optim import fused_step, is_plain_sgd, param_groups
 from makemore.rundir import CHECKPOINT, read_metrics
 from makemore.search import Pruned
 from makemore.settings import run_settings
+from makemore.weight_average import WeightAverage
 
 from helpers import compose_config
 
@@ -527,3 +529,45 @@ def test_a_schedulers_signal_is_saved_then_handed_to_the_schedulers_own_handler(
         assert read_metrics(tmp_path)["status"] == "interrupted"  # not failed: a continued sweep resumes it
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_the_weight_average_follows_the_weights_with_a_short_warmup():
+    """After the n-th update the average moves toward the weights by 1 - min(decay, (1 + n) / (10 + n))."""
+    model = nn.Linear(1, 1, bias=False)
+    average = WeightAverage(model, 0.9)
+    expected = model.weight.item()
+    for n, value in enumerate([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0], 1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update()
+        expected += (1 - min(0.9, (1 + n) / (10 + n))) * (value - expected)
+        assert average.model.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert average.saved()["updates"] == 10
+
+
+def test_ema_decay_evaluates_the_weights_moving_average_and_hands_it_to_the_pruner(data, tmp_path):
+    """Its dev loss is logged beside the weights' own, which it leaves as they were, and is what on_eval judges."""
+    judged = []
+    plain, _, plain_history, _ = train(data, config(), tmp_path / "plain")
+    model, _, history, logged = train(
+        data, config("ema_decay=0.9"), tmp_path / "ema", on_eval=lambda step, dev, seconds: judged.append((step, dev))
+    )
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters()))
+    assert [row.get("loss/dev") for row in history] == [row.get("loss/dev") for row in plain_history]
+    averaged = [row for row in history if "loss/dev_ema" in row]
+    assert [row["step"] for row in averaged] == [EVAL, 2 * EVAL]
+    assert judged == [(row["step"], row["loss/dev_ema"]) for row in averaged]
+    assert all(row["loss/dev_ema"] != row["loss/dev"] for row in averaged)
+    assert [step for step, values in logged if "loss/dev_ema" in values] == [EVAL, 2 * EVAL]
+
+
+def test_a_resumed_run_continues_the_same_weight_average(data, tmp_path):
+    settings = ("ema_decay=0.9", "checkpoint_interval=20")
+    (tmp_path / "straight").mkdir()
+    straight = train(data, config(*settings), tmp_path / "straight")[2]
+    run_dir = tmp_path / "b"
+    run_dir.mkdir()
+    with pytest.raises(Pruned):  # at step 40, with the checkpoint of step 20 on disk
+        train(data, config(*settings), run_dir, on_eval=prune_at(2 * EVAL))
+    resumed = train(data, config(*settings), run_dir, resume=load_checkpoint(run_dir / CHECKPOINT, {"state"}))[2]
+    assert resumed == straight

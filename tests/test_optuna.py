@@ -10,7 +10,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from makemore.rundir import find_runs
+from makemore.rundir import find_runs, read_history, read_overrides
 from makemore.search import JOURNAL, open_storage, storage_url
 from makemore.shell import hydra_value
 
@@ -135,8 +135,13 @@ def test_a_pruner_stops_losing_trials_and_the_leaderboard_says_at_which_step(tmp
         assert f"pruned at step {step}" in next(
             line for line in leaderboard.splitlines() if runs[trial.number].name in line
         )
-    for trial in study.trials:  # every evaluation was reported to the trial
+    for trial in study.trials:  # every evaluation was reported: the dev loss of the weights' moving average
         assert sorted(trial.intermediate_values) == list(range(50, 50 * (len(trial.intermediate_values) + 1), 50))
+        assert "ema_decay=0.98" in read_overrides(runs[trial.number])
+        history = read_history(runs[trial.number])
+        averaged = {int(row["step"]): float(row["loss/dev_ema"]) for row in history if row.get("loss/dev_ema")}
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.intermediate_values == {step: averaged[step] for step in trial.intermediate_values}
 
 
 def start_sweep(sweep_dir, *args):

@@ -619,7 +619,7 @@ CASES: dict[str, Case] = {
     "python sweep.py sweep=optuna_mlp hydra.sweeper.confirm=2": Case(
         suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=best_trials_confirmed
     ),
-    "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median": Case(
+    "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=successive_halving": Case(
         suffix=f"hydra.sweeper.n_trials=3 {QUICK}", check=sweep_of(3, status="pruned")
     ),
     "python sweep.py sweep=lr_finder": Case(suffix="steps=100 progress=false", check=lr_finder_check),

@@ -37,6 +37,10 @@ class OptunaSweeperConf:
     confirm_seeds: int = 3
     sampler: Any = None  # an Optuna sampler's config: hydra/sweeper/sampler=tpe or random
     pruner: Any = None  # an Optuna pruner's config: hydra/sweeper/pruner=none, median, successive_halving, hyperband
+    # with a pruner, trials run with ema_decay=<this> (unless the sweep sets ema_decay) and the pruner judges the
+    # dev loss of their weights' moving average, which ranks trials by where they end, not by their lr; null: the
+    # weights' own dev loss
+    pruning_ema_decay: Optional[float] = 0.98
     params: Dict[str, Any] = field(default_factory=dict)  # the search space, in Hydra's sweep syntax
 
 

@@ -88,6 +88,7 @@ class OptunaSweeper(Sweeper):
         confirm_seeds: int,
         sampler: Any,
         pruner: Any,
+        pruning_ema_decay: float | None,
         params: dict | None = None,
     ):
         self.direction = direction.name if isinstance(direction, Direction) else str(direction)
@@ -96,6 +97,7 @@ class OptunaSweeper(Sweeper):
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.confirm, self.confirm_seeds = confirm, confirm_seeds
         self.sampler, self.pruner = built(sampler), built(pruner)
+        self.pruning_ema_decay = pruning_ema_decay
         self.params = dict(params or {})
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -124,6 +126,8 @@ class OptunaSweeper(Sweeper):
             fixed.append(f"seed={Settings.seed}")  # named beside the confirming seeds in the seed groups
         if TO_TARGET in self.objectives and not any(o.startswith("stop_at_target=") for o in fixed):
             fixed.append("stop_at_target=true")  # a trial's time to the target ends where it reaches it
+        if self.judges_average(fixed, space):
+            fixed.append(f"ema_decay={self.pruning_ema_decay}")
         name, url = study_name(self.config.hydra.sweeper, sweep_dir), storage_url(self.storage, sweep_dir)
         study = optuna.create_study(
             study_name=name,
@@ -143,6 +147,14 @@ class OptunaSweeper(Sweeper):
         write_results(study, sweep_dir, self.objectives)
         print("the study in optuna-dashboard:", *dashboard_lines(url), sep="\n    ")
         return returns
+
+    def judges_average(self, fixed: list[str], space: dict) -> bool:
+        """Whether trials get ema_decay=pruning_ema_decay: a pruner judges them, neither the sweep's overrides nor
+        its composed config set ema_decay, and the launcher runs each trial on its own (a population stacks its
+        members' weights, not their averages: there the pruner judges the weights' own dev loss)."""
+        chosen = "ema_decay" in space or any(o.startswith("ema_decay=") for o in fixed) or self.config.ema_decay
+        stacks = type(self.launcher).__name__ == "PopulationLauncher"
+        return prunes(self.pruner) and self.pruning_ema_decay is not None and not chosen and not stacks
 
     def refills(self) -> bool:
         """Whether n_jobs trials run in slots that refill as each ends: with a launcher whose every launch runs in
@@ -283,6 +295,11 @@ class OptunaSweeper(Sweeper):
         return scores
 
 
+def prunes(pruner) -> bool:
+    """Whether an Optuna pruner may stop trials (every one but NopPruner)."""
+    return pruner is not None and type(pruner).__name__ != "NopPruner"
+
+
 def check_objectives(objectives: list[str], direction: str, pruner, confirm: int) -> dict:
     """create_study's direction(s): a single objective's as configured, every one of several minimised (each is a
     loss or a cost); refused in one line, before the sweep writes anything, where unknown, or where a pruner or
@@ -296,7 +313,7 @@ def check_objectives(objectives: list[str], direction: str, pruner, confirm: int
         return {"direction": direction}
     if confirm:
         raise MakemoreError("hydra.sweeper.confirm ranks one objective; a multi-objective search ends with its front")
-    if pruner is not None and type(pruner).__name__ != "NopPruner":
+    if prunes(pruner):
         raise MakemoreError(
             "a pruner cannot judge several objectives at once (Optuna prunes single-objective studies only); "
             "use hydra/sweeper/pruner=none with hydra.sweeper.objectives"
