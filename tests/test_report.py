@@ -621,7 +621,7 @@ def test_seed_groups_reach_tensorboard_as_bands_and_rows(tmp_path):
     [config] = EventAccumulator(str(tmp_path / "dashboard")).Reload().Tensors("custom_scalars__config__")
     [view] = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0]).category  # the sweep is its own view
     assert [(chart.title, list(chart.multiline.tag)) for chart in view.chart] == [
-        ("loss/dev of every run, against the target and the best dev", ["loss/dev"])
+        ("loss/dev of every run, against the target and the best dev", ["^loss/dev$"])
     ]
     text = root.Tensors("sweep/leaderboard/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("```\n| rank | group") and "emb=16" in text  # the group rows first, once
