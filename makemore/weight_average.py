@@ -15,9 +15,8 @@ from torch import nn
 
 AVERAGE = "weight_average"  # its key in a checkpoint
 AVERAGE_DEV = "loss/dev_ema"  # its dev loss at each evaluation: logged, in history.csv, and judged by a pruner
-WARMUP_UPDATES = (
-    10  # early on the average follows the weights closely: decay (1 + n) / (10 + n) until it reaches ema_decay
-)
+# early on the average follows the weights closely: decay (1 + n) / (10 + n) after n updates, up to ema_decay
+WARMUP_UPDATES = 10
 
 
 class WeightAverage:
