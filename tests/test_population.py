@@ -111,6 +111,7 @@ def test_members_stack_by_shape_and_the_others_are_told_why(few_names):
         "model=bigram_count": "a counting model takes no optimizer steps",
         "model.dropout=0.1": "draws random numbers (dropout)",
         "model.backward=manual": "model.backward=manual fuses one model's SGD updates",
+        "ema_decay=0.98": "ema_decay keeps each member's moving average of its weights",
     }
     for override, reason in alone.items():
         units = grouping.plan(members_of(*([few_names, override, f"seed={s}"] for s in (1, 2))), max_members=16)
