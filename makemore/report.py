@@ -400,6 +400,13 @@ def band_tags(prefix: str) -> tuple[str, str, str]:
 OUTLIER_SHARE = 0.06
 MAX_POINTS = 1000  # TensorBoard keeps at most this many points of a series
 VIEW_INDEX = "dashboard.jsonl"  # at a view's root: what its refresh needs of each ended run (view_runs)
+# A view's own runs at its root: the HParams summary, and the level lines in every loss/dev chart.
+SUMMARY_RUN, BEST_LINE, TARGET_LINE = "dashboard", "best dev", "target {}"
+
+
+def is_view_run(name: str) -> bool:
+    """Whether a directory at a view's root is one of the view's own runs, not a run or sweep of the user's."""
+    return name in (SUMMARY_RUN, BEST_LINE) or name.startswith(TARGET_LINE.format(""))
 
 
 def refresh_dashboard(root: Path, ended: list[Path]) -> None:
@@ -409,21 +416,29 @@ def refresh_dashboard(root: Path, ended: list[Path]) -> None:
     other key that differs, each typed, and the metrics. Level lines in every loss/dev chart: `target <t>` per
     target and `best dev`, the lowest dev loss reached. And, beside the summary, the custom scalars chart of every
     run's loss/dev against them. What it needs of each run comes from the view's index (view_runs)."""
-    runs = view_runs(root, ended)
+    write_view_summary(root, view_runs(root, ended))
+
+
+def write_view_summary(root: Path, runs: list[dict], shared_only: bool = False) -> None:
+    """A view's own files at `root` for these runs (view_runs' entries): the HParams experiment summary in the run
+    `<root>/dashboard`, the level lines and the custom scalars chart (refresh_dashboard says what each shows).
+    `shared_only`: past the swept keys, only the keys every run has, so that the five columns TensorBoard ticks
+    are ones parallel coordinates can draw every run on (it leaves out a run that lacks a ticked key)."""
     if not runs:
         return
     differing = differing_hparams(runs)
     swept = swept_hparams(runs, differing) or ["model.name", "steps"]  # one run, or runs alike: what they are
-    others = sorted(differing - set(swept))
+    logged = logged_hparams(runs)
+    others = sorted(k for k in differing - set(swept) if not shared_only or all(k in h for h in logged))
     columns = hparam_values(runs, swept + others)
-    write_hparams_experiment(root / "dashboard", columns, swept, ANSWER_LAYOUT)
+    write_hparams_experiment(root / SUMMARY_RUN, columns, swept, ANSWER_LAYOUT)
     curves = [run["curve"] for run in runs if dev_loss(run) < math.inf]  # (last step, points, lowest dev) each
     last_step = max((last for last, _, _ in curves), default=0)
     points = min(MAX_POINTS, max(2, math.ceil(OUTLIER_SHARE * sum(count for _, count, _ in curves))))
     for target in {run["metrics"].get("target") for run in runs} - {None}:  # dense: a thick row of markers
-        write_level_line(root / f"target {target}", target, last_step, points)
+        write_level_line(root / TARGET_LINE.format(target), target, last_step, points)
     if curves:
-        write_level_line(root / "best dev", min(lowest for _, _, lowest in curves), last_step, points)
+        write_level_line(root / BEST_LINE, min(lowest for _, _, lowest in curves), last_step, points)
 
 
 def view_runs(root: Path, ended: list[Path]) -> list[dict]:

@@ -41,7 +41,7 @@ LAYERS = [
     ["data"],
     ["checkpoint", "plots", "provenance", "stacked", "stacked_optim", "weight_average"],
     ["preflight", "sample", "loop", "ensemble", "evaluate"],
-    ["cli", "record", "report", "diff"],
+    ["cli", "record", "report", "diff", "view"],
     ["train"],
     ["grouping", "population"],
     ["entrypoints", "__main__"],

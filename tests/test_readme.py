@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from makemore.models import OPTIONS
-from makemore.report import pareto_points
+from makemore.report import logged_hparams, pareto_points, read_run
 from makemore.rundir import find_runs, read_overrides
 
-from helpers import ROOT, interrupted_once, read_metrics, run_bash, served_trials
+from helpers import ROOT, interrupted_once, read_metrics, run_bash, served_trials, tree_hashes
 from wandb_records import read_run as read_wandb_run
 
 # The README and the documents it links to, read as one text: a command or figure is checked wherever it is shown.
@@ -565,6 +567,45 @@ def a_sweep_with_a_seed_43_member(project: Path) -> dict[str, str]:
     return {"<sweep>": str(sweep_dir.relative_to(project / "outputs" / "multirun"))}
 
 
+SWEEP_FILES: dict[Path, dict[str, str]] = {}  # a sweep's files as its setup left them, by project
+
+
+def a_sweep_of_three_families(project: Path) -> dict[str, str]:
+    made = bash(project, f"python train.py -m model=bigram_count,mlp,rnn {QUICK}")
+    assert made.returncode == 0, made.stderr[-2000:]
+    [sweep_dir] = sweep_roots(project)
+    SWEEP_FILES[project] = tree_hashes(sweep_dir)
+    return {"<sweep>": str(sweep_dir.relative_to(project / "outputs" / "multirun"))}
+
+
+def a_view_on_the_swept_keys(project: Path, result: subprocess.CompletedProcess) -> None:
+    """The printed command's logdir links every member and holds one HParams summary, its own: the swept key
+    first and marked (so ticked), then only keys every member has, so parallel coordinates draws them all."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    [sweep_dir] = sweep_roots(project)
+    [command] = [line.strip() for line in result.stdout.splitlines() if line.startswith("    tensorboard ")]
+    view = Path(shlex.split(command)[-1])
+    assert view.is_dir() and not view.resolve().is_relative_to((project / "outputs").resolve())
+    members = find_runs(sweep_dir)
+    assert {(view / m.name).resolve() for m in members} <= {p.resolve() for p in view.iterdir()}
+    summaries = []
+    for events in view.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        if "_hparams_/experiment" in accumulator.Tags()["tensors"]:
+            content = accumulator.SummaryMetadata("_hparams_/experiment").plugin_data.content
+            summaries.append(plugin_data_pb2.HParamsPluginData.FromString(content).experiment)
+    [experiment] = summaries
+    columns = [info.name for info in experiment.hparam_infos]
+    assert columns[0] == "model.name" and [i.name for i in experiment.hparam_infos if i.differs] == ["model.name"]
+    logged = logged_hparams([read_run(m) for m in members])
+    assert len(columns) > 1 and all(column in hparams for hparams in logged for column in columns)
+    assert tree_hashes(sweep_dir) == SWEEP_FILES[project]  # the sweep's files only read
+    shutil.rmtree(view)
+
+
 CASES: dict[str, Case] = {
     "python train.py": Case(suffix="progress=false", check=default_run),
     "python train.py model=mlp model.emb=10 model.hidden=100": Case(),
@@ -661,6 +702,9 @@ CASES: dict[str, Case] = {
     "python -m makemore.experiments.bench --dashboard 10000": Case(suffix="--smoke", check=dashboard_bench_check),
     "python -m makemore.experiments.on_device": Case(suffix="--smoke", check=device_table_check),
     "python train.py resume=outputs/<run>": Case(suffix="", setup=interrupted_run, check=resumed_check),
+    "python -m makemore.view outputs/multirun/<sweep>": Case(
+        suffix="", setup=a_sweep_of_three_families, check=a_view_on_the_swept_keys
+    ),
 }
 
 

@@ -66,9 +66,11 @@ def test_failing_member_is_recorded_and_the_sweep_goes_on(tmp_path):
 @pytest.mark.parametrize("sweep", ["models", "mlp_grid", "lr_finder", "optuna_mlp", "best_search"])
 def test_every_named_sweep_composes_and_passes_the_schema(sweep):
     from hydra import compose, initialize_config_dir
+    from hydra.core.plugins import Plugins
 
     from makemore.schema import validate
 
+    Plugins.instance()  # imports every plugin, its schemas with it, as Hydra's app does before composing
     with initialize_config_dir(config_dir=str(ROOT / "conf"), **VERSION_BASE):
         cfg = compose("sweep", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN"

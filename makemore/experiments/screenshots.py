@@ -1,8 +1,9 @@
 """The dashboard as a user sees it: `python -m makemore.experiments.screenshots` runs the README's three commands
 (a 2x2 grid over three seeds, `sweep=models`, one single run) in a fresh directory, serves `tensorboard --logdir
 outputs` there on 127.0.0.1, and takes each view with headless Chromium (Debian's `chromium` package) into
-docs/dashboard/. `--quick` trains every run for 300 steps only (a look, not the docs' pictures); `--workdir DIR`
-keeps the directory, and reuses the runs already made in it.
+docs/dashboard/; then the models sweep alone, as `python -m makemore.view` makes it a view (sweep_view_*.png).
+`--quick` trains every run for 300 steps only (a look, not the docs' pictures); `--workdir DIR` keeps the
+directory, and reuses the runs already made in it.
 
 Chromium is driven through its DevTools protocol (a WebSocket, spoken here with the standard library): each view
 gets 8 s of real time to load, and HParams' parallel coordinates view, which has no address of its own, is
@@ -14,6 +15,7 @@ import argparse
 import base64
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -24,7 +26,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from makemore.rundir import METRICS
+from makemore.rundir import METRICS, SWEEP_RECORD
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "dashboard"
@@ -170,20 +172,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(workdir: Path, port: int) -> subprocess.Popen:
-    """`tensorboard --logdir outputs` on 127.0.0.1, once it answers with every run loaded."""
+def serve(logdir: Path, port: int) -> subprocess.Popen:
+    """`tensorboard --logdir <logdir>` on 127.0.0.1, once it answers with every run loaded (links followed)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", "outputs", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir,
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    expected = len({p.parent for p in (workdir / "outputs").rglob("events.out.tfevents.*")})
+    walked = os.walk(logdir, followlinks=True)
+    expected = len({d for d, _, files in walked if any(f.startswith("events.out.tfevents.") for f in files)})
     if poll_json(f"http://127.0.0.1:{port}/data/runs", 120, lambda runs: len(runs) >= expected or None) is None:
         server.kill()
-        raise SystemExit(f"error: TensorBoard did not serve {workdir / 'outputs'} on port {port} within 120 s")
+        raise SystemExit(f"error: TensorBoard did not serve {logdir} on port {port} within 120 s")
     time.sleep(5)  # every plugin's data loaded, not only the run list
     return server
+
+
+def sweep_view(workdir: Path) -> Path:
+    """`python -m makemore.view` on the models sweep, as docs/dashboard.md shows it: the view it prints."""
+    [sweep] = [p.parent for p in (workdir / "outputs" / "sweeps").rglob(SWEEP_RECORD)]
+    made = subprocess.run(
+        [sys.executable, "-m", "makemore.view", str(sweep.relative_to(workdir))],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(shlex.split(made.stdout.splitlines()[-1])[-1])
+
+
+def shoot(browser: DevTools, logdir: Path, prefix: str, views: list[str], out: Path) -> None:
+    """Serve `logdir` and save each of `views` (VIEWS' names) as <prefix><name>.png, then HParams' parallel
+    coordinates."""
+    port = free_port()
+    server = serve(logdir, port)
+    try:
+        board = f"http://127.0.0.1:{port}/"
+        for name in views:
+            view, size = VIEWS[name]
+            browser.screenshot(board + view, size, out / f"{prefix}{name}.png")
+        view, size = VIEWS["hparams"]  # then a click on its parallel coordinates tab
+        browser.screenshot(board + view, size, out / f"{prefix}parallel_coordinates.png", PARALLEL_COORDINATES)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def poll_json(url: str, seconds: float, accept):
@@ -216,22 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     make_runs(workdir, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = serve(workdir, port)
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            browser = DevTools(chromium, Path(scratch))
-            try:
-                board = f"http://127.0.0.1:{port}/"
-                for name, (view, size) in VIEWS.items():
-                    browser.screenshot(board + view, size, args.out / f"{name}.png")
-                view, size = VIEWS["hparams"]  # then a click on its parallel coordinates tab
-                browser.screenshot(board + view, size, args.out / "parallel_coordinates.png", PARALLEL_COORDINATES)
-            finally:
-                browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as scratch:
+        browser = DevTools(chromium, Path(scratch))
+        try:
+            shoot(browser, workdir / "outputs", "", list(VIEWS), args.out)
+            shoot(browser, sweep_view(workdir), "sweep_view_", ["hparams"], args.out)
+        finally:
+            browser.close()
     print(f"the runs: {workdir / 'outputs'}")
     return 0
 
