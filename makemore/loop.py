@@ -153,10 +153,15 @@ def evaluate(
 ) -> bool:
     """The dev loss at state.step, kept as the last, the best and the first below the target; True if it is a new best.
     `elapsed`: training seconds up to this evaluation."""
+    return record_evaluation(state, timed_loss(model, X, Y, vocab_size, state), target, elapsed)
+
+
+def timed_loss(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, vocab_size: int, state: TrainState) -> float:
+    """The model's loss on a split, its time counted in state.eval_seconds."""
     start = time.perf_counter()
-    dev_loss = loss_on(model, X, Y, vocab_size)
+    loss = loss_on(model, X, Y, vocab_size)
     state.eval_seconds += time.perf_counter() - start
-    return record_evaluation(state, dev_loss, target, elapsed)
+    return loss
 
 
 def record_evaluation(state: TrainState, dev_loss: float, target: float | None, elapsed: float) -> bool:
@@ -280,9 +285,7 @@ def fit(
                     best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 row = {**row, "loss/dev": state.dev_loss, "lr": lr}
                 if average:
-                    start_average = time.perf_counter()
-                    row[AVERAGE_DEV] = loss_on(average.model, X["dev"], Y["dev"], vocab_size)
-                    state.eval_seconds += time.perf_counter() - start_average
+                    row[AVERAGE_DEV] = timed_loss(average.model, X["dev"], Y["dev"], vocab_size, state)
                 if on_eval:  # it judges the average where there is one (makemore/weight_average.py)
                     on_eval(done, row.get(AVERAGE_DEV, state.dev_loss), elapsed())
             if row:

@@ -419,13 +419,14 @@ def refresh_dashboard(root: Path, ended: list[Path]) -> None:
     write_view_summary(root, view_runs(root, ended))
 
 
-def write_view_summary(root: Path, runs: list[dict], shared_only: bool = False) -> None:
+def write_view_summary(root: Path, runs: list[dict], shared_only: bool = False) -> list[str]:
     """A view's own files at `root` for these runs (view_runs' entries): the HParams experiment summary in the run
     `<root>/dashboard`, the level lines and the custom scalars chart (refresh_dashboard says what each shows).
     `shared_only`: past the swept keys, only the keys every run has, so that the five columns TensorBoard ticks
-    are ones parallel coordinates can draw every run on (it leaves out a run that lacks a ticked key)."""
+    are ones parallel coordinates can draw every run on (it leaves out a run that lacks a ticked key). Returns the
+    keys the summary leads with (none without runs)."""
     if not runs:
-        return
+        return []
     differing = differing_hparams(runs)
     swept = swept_hparams(runs, differing) or ["model.name", "steps"]  # one run, or runs alike: what they are
     logged = logged_hparams(runs)
@@ -439,6 +440,7 @@ def write_view_summary(root: Path, runs: list[dict], shared_only: bool = False) 
         write_level_line(root / TARGET_LINE.format(target), target, last_step, points)
     if curves:
         write_level_line(root / BEST_LINE, min(lowest for _, _, lowest in curves), last_step, points)
+    return swept
 
 
 def view_runs(root: Path, ended: list[Path]) -> list[dict]:

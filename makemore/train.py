@@ -43,7 +43,7 @@ from makemore.rundir import (
 from makemore.sample import generate
 from makemore.search import trial_reporter
 from makemore.settings import run_settings
-from makemore.weight_average import AVERAGE_DEV
+from makemore.weight_average import AVERAGE_DEV, JUDGED
 
 log = logging.getLogger(__name__)
 OVERFIT_MARGIN = 0.1  # nats above the lowest possible loss that debug=overfit still calls memorised
@@ -77,7 +77,7 @@ def train_or_continue(
             return kept
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
-    judged = "dev of the weights' moving average" if cfg.ema_decay else "dev"  # what fit hands the reporter
+    judged = JUDGED if cfg.ema_decay else "dev"  # what fit hands the reporter
     metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir, cfg.seed, judged))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])

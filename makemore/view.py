@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from makemore.errors import MakemoreError
-from makemore.report import is_view_run, read_run, swept_hparams, view_entry, write_view_summary
+from makemore.report import is_view_run, read_run, view_entry, write_view_summary
 from makemore.rundir import find_runs
 from makemore.shell import shell_word
 
@@ -49,8 +49,7 @@ def make_view(sweep_dir: Path, views: Path = VIEWS) -> tuple[Path, list[str]]:
         (view / sweep_dir.name).mkdir()
         for events in own_events:
             (view / sweep_dir.name / events.name).symlink_to(events)
-    write_view_summary(view, runs, shared_only=True)
-    return view, swept_hparams(runs)
+    return view, write_view_summary(view, runs, shared_only=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 
 AVERAGE = "weight_average"  # its key in a checkpoint
 AVERAGE_DEV = "loss/dev_ema"  # its dev loss at each evaluation: logged, in history.csv, and judged by a pruner
+JUDGED = "dev of the weights' moving average"  # what a trial pruned on it says it was judged by
 # early on the average follows the weights closely: decay (1 + n) / (10 + n) after n updates, up to ema_decay
 WARMUP_UPDATES = 10
 

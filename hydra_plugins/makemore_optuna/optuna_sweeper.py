@@ -122,9 +122,9 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / SWEEP_RECORD).exists():
             OmegaConf.save(self.config, sweep_dir / SWEEP_RECORD)
-        if self.confirm and not seeds and not any(o.startswith("seed=") for o in fixed):
+        if self.confirm and not seeds and not sets(fixed, "seed"):
             fixed.append(f"seed={Settings.seed}")  # named beside the confirming seeds in the seed groups
-        if TO_TARGET in self.objectives and not any(o.startswith("stop_at_target=") for o in fixed):
+        if TO_TARGET in self.objectives and not sets(fixed, "stop_at_target"):
             fixed.append("stop_at_target=true")  # a trial's time to the target ends where it reaches it
         if self.judges_average(fixed, space):
             fixed.append(f"ema_decay={self.pruning_ema_decay}")
@@ -152,7 +152,7 @@ class OptunaSweeper(Sweeper):
         """Whether trials get ema_decay=pruning_ema_decay: a pruner judges them, neither the sweep's overrides nor
         its composed config set ema_decay, and the launcher runs each trial on its own (a population stacks its
         members' weights, not their averages: there the pruner judges the weights' own dev loss)."""
-        chosen = "ema_decay" in space or any(o.startswith("ema_decay=") for o in fixed) or self.config.ema_decay
+        chosen = "ema_decay" in space or sets(fixed, "ema_decay") or self.config.ema_decay
         stacks = type(self.launcher).__name__ == "PopulationLauncher"
         return prunes(self.pruner) and self.pruning_ema_decay is not None and not chosen and not stacks
 
@@ -295,6 +295,11 @@ class OptunaSweeper(Sweeper):
         return scores
 
 
+def sets(fixed: list[str], key: str) -> bool:
+    """Whether the sweep's fixed overrides give `key` a value."""
+    return any(o.startswith(f"{key}=") for o in fixed)
+
+
 def prunes(pruner) -> bool:
     """Whether an Optuna pruner may stop trials (every one but NopPruner)."""
     return pruner is not None and type(pruner).__name__ != "NopPruner"
@@ -387,15 +392,14 @@ def write_results(study, sweep_dir: Path, objectives: list[str]) -> None:
     trials, each parameter's importance), or a multi-objective study's Pareto front with every finished trial's
     values (the leaderboard's figure draws them)."""
 
-    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name.lower() for t in trials]
     results = {"name": study.study_name, "trials": {s: states.count(s) for s in sorted(set(states))}}
     if "complete" in states and len(study.directions) > 1:
         front = sorted(study.best_trials, key=lambda t: t.values)
         results[RESULT_OBJECTIVES] = list(objectives)
         results[PARETO_FRONT] = [t.number for t in front]
-        results[TRIAL_VALUES] = {
-            t.number: t.values for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
-        }
+        results[TRIAL_VALUES] = {t.number: t.values for t in trials if t.state.name == "COMPLETE"}
         log.info("Pareto front of %d trials: %s", len(front), ", ".join(f"{t.number} {t.values}" for t in front))
     elif "complete" in states:
         best = study.best_trial
