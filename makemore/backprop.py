@@ -42,12 +42,11 @@ class ManualBackward:
         self.alpha: float | None = None  # -lr / B while a fused SGD step runs; None: gradients go into p.grad
 
     @torch.no_grad()
-    def sgd_step(self, context: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
-        """One step of plain SGD, each update fused into its gradient product. Returns the batch's loss."""
-        loss = self._forward(context, targets)
-        self.alpha = -lr / len(targets)
+    def sgd_backward(self, context: torch.Tensor, lr: float) -> None:
+        """After `forward` on this context: the backward pass with one step of plain SGD fused into each gradient
+        product, so no gradient is ever written."""
+        self.alpha = -lr / len(context)
         self._backward(context)
-        return loss
 
     @torch.no_grad()
     def gradients(self, context: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -55,14 +54,16 @@ class ManualBackward:
         for p in self.model.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        loss = self._forward(context, targets)
+        loss = self.forward(context, targets)
         self.alpha = None
         self.probs.div_(len(targets))  # the mean over the batch, once, instead of in every product
         self._backward(context)
         return loss
 
-    def _forward(self, context: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The training-mode forward pass into the buffers; leaves d loss / d logits (times B) in self.probs."""
+    @torch.no_grad()
+    def forward(self, context: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training-mode forward pass into the buffers; leaves d loss / d logits (times B) in self.probs.
+        Returns the batch's loss."""
         model, x = self.model, self.x0
         torch.index_select(model.embedding.weight, 0, context.view(-1), out=x.view(-1, self.emb))
         for i, (linear, norm) in enumerate(zip(self.linears, self.norms)):

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from makemore import loggers, models
+from makemore import loggers, models, optimizers
 from makemore.fields import defaults_of
 from makemore.hydra_versions import VERSION_BASE, register_resolver
 from makemore.models.registry import budget_node, models_sweep_node
-from makemore.optim import OPTIMIZERS, SCHEDULES, optimizer_node
 from makemore.rundir import CONFIG, HYDRA_DIR, SWEEP_RECORD, ended_metrics, is_watch_key
+from makemore.schedules import SCHEDULES
 from makemore.settings import DataSettings, settings_node
 
 # The config tree: conf/ at a checkout's top, shipped inside an installed package as makemore/conf (pyproject.toml).
@@ -210,16 +210,16 @@ def upgrade(config: DictConfig) -> DictConfig:
 def register_options() -> None:
     """The options whose keys and defaults are written beside their code, stored in Hydra's ConfigStore: the
     top-level keys and the `data` group's `names` (makemore.settings), the `optim` and `schedule` groups
-    (makemore.optim), the `logger` group's built-in backends (from each one's settings dataclass, makemore.loggers),
-    and the `model` group's built-in models with their `budget` presets and `sweep=models` (from each one's
-    constructor, makemore.models)."""
+    (makemore.optimizers, makemore.schedules), the `logger` group's built-in backends (from each one's settings
+    dataclass, makemore.loggers), and the `model` group's built-in models with their `budget` presets and
+    `sweep=models` (from each one's constructor, makemore.models)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="settings", node=settings_node())
     store.store(group="data", name="names", node=defaults_of(DataSettings))
-    for name in OPTIMIZERS:
-        store.store(group="optim", name=name, node=optimizer_node(name), package="_global_")
+    for name in optimizers.OPTIONS:
+        store.store(group="optim", name=name, node=optimizers.OPTIONS[name].node(name), package="_global_")
     for name, preset in SCHEDULES.items():
         store.store(group="schedule", name=name, node=preset.node(name))
     for name in loggers.BACKENDS:

@@ -60,3 +60,17 @@ def defaults_of(schema: type) -> dict:
         elif f.default_factory is not dataclasses.MISSING:
             values[f.name] = f.default_factory()
     return values
+
+
+@dataclass(frozen=True)
+class Preset:
+    """An option of a group whose options are one dataclass each (schedule=<name>): its config class, with
+    `values` laid over the class's defaults."""
+
+    config: type
+    values: dict = dataclasses.field(default_factory=dict)
+
+    def node(self, name: str) -> dict:
+        """The option's group node as Hydra composes it: its name, then each key in the class's order."""
+        values = {**defaults_of(self.config), **self.values}
+        return {"name": name, **{f.name: values[f.name] for f in dataclasses.fields(self.config) if f.name in values}}

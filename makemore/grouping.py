@@ -18,6 +18,7 @@ from makemore.config import flatten
 from makemore.errors import MakemoreError
 from makemore.loop import batch_indices
 from makemore.models import build_model
+from makemore.optimizers import family_of
 from makemore.preflight import available_memory, memory_needed, pick_device, prepare
 from makemore.rundir import is_watch_key
 from makemore.stacked import StackedMLP, StackedTable, handwritten, why_not_stacked
@@ -158,8 +159,14 @@ def check(group: list[Member], shared: dict | None) -> tuple[str | None, str, in
         return f"its config is refused ({e})", "", 1
     if configs[0].overfit_batch:
         return "debug=overfit trains one model on one fixed batch", "", 1
-    if configs[0].ema_decay:
-        return "ema_decay keeps each member's moving average of its weights, which a population does not stack", "", 1
+    family = family_of(configs[0].optim)
+    if not family.stacks():
+        return (
+            f"optim={configs[0].optim.name} has no stacked step ({family.__name__} leaves Optimizer.update unwritten): "
+            "its update is torch.optim's, for one model",
+            "",
+            1,
+        )
     whole_items = data.Y["train"].dim() == 2
     batch = data.rows_per_batch or configs[0].batch_size
     first = []

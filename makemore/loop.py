@@ -1,4 +1,10 @@
-"""The gradient-descent loop: minibatches, schedule, logging points, divergence, checkpoints and signals."""
+"""The training loop, the one every run trains in: K members stepped together, each on its own batches at its
+own learning rate. A run alone is K = 1 (makemore.solo: its model, through autograd or lecture 4's backward pass);
+a population's members are K > 1 (makemore.stacked's engines, makemore.optimizers.stacked). What is decided at
+each point is written once, for every member: log, evaluate, keep the best weights, diverge, prune, stop early,
+stop at the target, checkpoint, stop on a signal; the training features (makemore.features: the weight average)
+act at each step and point alike.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +17,24 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from makemore.backprop import ManualBackward
 from makemore.checkpoint import save_atomic
+from makemore.data import SPLITS
 from makemore.errors import MakemoreError
+from makemore.features import Feature
 from makemore.loggers import Loggers
-from makemore.models import loss_on, predict
-from makemore.optim import build_optimizer, fused_step, is_plain_sgd
+from makemore.optimizers import build_optimizer, family_of
+from makemore.optimizers.stacked import StackedOptimizer
 from makemore.rundir import CHECKPOINT
 from makemore.settings import Settings
-from makemore.weight_average import AVERAGE, AVERAGE_DEV, WeightAverage
+from makemore.solo import solo
+from makemore.stacked import Evaluation, StackedEngine, engine_for
+from makemore.weight_average import WeightAverage
 
 BATCH_CHUNK = 1000  # steps of batch indices drawn per randint call
 
@@ -109,61 +117,6 @@ def batch_indices(seed: int, chunk: int, n: int, batch_size: int, device: torch.
     return torch.randint(n, (BATCH_CHUNK, batch_size), generator=generator, device=device)
 
 
-def step_function(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, smoothing: float
-) -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
-    """One training step on a batch at a learning rate, returning its loss: autograd's, or for an MLP with
-    model.backward=manual lecture 4's hand-derived backward pass (fused into the update for plain SGD)."""
-    if getattr(model, "manual_backward", False):
-        manual = ManualBackward(model, batch_size, smoothing)
-        if is_plain_sgd(optimizer):
-            return manual.sgd_step
-
-        optimizer_step = fused_step(optimizer)
-
-        def manual_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
-            loss = manual.gradients(xb, yb)
-            optimizer_step()  # the lr is already in the param groups
-            return loss
-
-        return manual_step
-    optimizer_step = fused_step(optimizer)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-
-    def autograd_step(xb: torch.Tensor, yb: torch.Tensor, lr: float) -> torch.Tensor:
-        logits, targets = predict(model, xb, yb)
-        loss = F.cross_entropy(logits, targets, ignore_index=-1, label_smoothing=smoothing)
-        for p in params:  # what zero_grad(set_to_none=True) does, at a tenth of its per-step overhead
-            p.grad = None
-        loss.backward()
-        optimizer_step()
-        return loss.detach()
-
-    return autograd_step
-
-
-def evaluate(
-    model: nn.Module,
-    X: torch.Tensor,
-    Y: torch.Tensor,
-    vocab_size: int,
-    state: TrainState,
-    target: float | None,
-    elapsed: float,
-) -> bool:
-    """The dev loss at state.step, kept as the last, the best and the first below the target; True if it is a new best.
-    `elapsed`: training seconds up to this evaluation."""
-    return record_evaluation(state, timed_loss(model, X, Y, vocab_size, state), target, elapsed)
-
-
-def timed_loss(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, vocab_size: int, state: TrainState) -> float:
-    """The model's loss on a split, its time counted in state.eval_seconds."""
-    start = time.perf_counter()
-    loss = loss_on(model, X, Y, vocab_size)
-    state.eval_seconds += time.perf_counter() - start
-    return loss
-
-
 def record_evaluation(state: TrainState, dev_loss: float, target: float | None, elapsed: float) -> bool:
     """Keep an evaluation's dev loss as the last, the best and the first below the target; True if it is a new best."""
     state.dev_loss = dev_loss
@@ -193,119 +146,353 @@ def diverged(train_loss: float, ceiling: float | None, step: int, lr: float) -> 
     return Diverged(f"loss {what} by step {step} (lr {lr:g}); the learning rate is likely too high: lower optim.lr")
 
 
-def fit(
-    model: nn.Module,
-    X: dict,
-    Y: dict,
-    settings: Settings,
-    optim: DictConfig,
-    schedule: DictConfig,
-    loggers: Loggers,
-    run_dir: Path,
-    checkpoint_context: dict,
-    resume: dict | None,
-    on_eval: Callable[[int, float, float], None] | None = None,
-    rows_per_batch: int | None = None,
-) -> TrainState:
-    """Train for settings.steps with the `optim` and `schedule` sections' optimizer, continuing from `resume` (a
-    checkpoint) if given; return where training ended.
+# The training features a loop builds, each for the members that ask for it (makemore.features).
+FEATURES: list[type[Feature]] = [WeightAverage]
 
-    The train loss is logged every log_interval steps and dev is evaluated every eval_interval steps (the last
-    step is left to the caller, which evaluates every split). The host reads the loss only at log points, never
-    per step: a per-step .item() would stall every step. `checkpoint_context` is stored in every checkpoint (vocabulary,
-    config, logger ids). `on_eval(step, dev_loss, train_seconds)` is called at every dev evaluation; it may raise
-    to stop the run (an Optuna trial's pruning). `rows_per_batch` replaces settings.batch_size as the rows of X
-    drawn per step (whole items, for settings.batch_size next characters).
-    """
-    steps, seed = settings.steps, settings.seed
-    batch_size = rows_per_batch or settings.batch_size
-    log_every, eval_every, save_every = settings.log_interval, settings.eval_interval, settings.checkpoint_interval
-    optimizer, lr_at = build_optimizer(model, optim, schedule, steps)
-    X_train, Y_train, n_train, device = X["train"], Y["train"], len(Y["train"]), X["train"].device
-    rows = n_train if batch_size is None else batch_size
-    train_step = step_function(model, optimizer, rows, settings.label_smoothing)
-    vocab_size = len(checkpoint_context["vocab"])
-    step_losses = torch.zeros(steps, device=device)
-    patience = settings.early_stopping  # evaluations without a better dev loss before stopping; 0: never stop early
-    state, best_weights = TrainState(), None  # best_weights: with early stopping, the weights at the best dev loss
-    if resume:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["rng"])
-        state = TrainState.restored(resume["state"])
-        best_weights = resume.get("best_model")
-        step_losses[state.step - len(resume["window"]) : state.step] = resume["window"].to(device)
-    average = WeightAverage(model, settings.ema_decay, (resume or {}).get(AVERAGE)) if settings.ema_decay else None
-    groups = optimizer.param_groups  # only now: load_state_dict replaces the group dicts
-    first, start = state.step, time.perf_counter()
-    earlier_seconds = state.train_seconds  # of the sessions before a resume
 
-    def elapsed() -> float:
-        return earlier_seconds + time.perf_counter() - start
+@dataclass
+class Tally:
+    """How the members ended so far and the best dev loss: what a population's progress bar says."""
 
-    def save_checkpoint() -> None:
-        window = step_losses[state.step - (state.step % log_every) : state.step]  # the unfinished log window
-        training = dataclasses.replace(state, train_seconds=elapsed())
-        saved = checkpoint(model.state_dict(), optimizer.state_dict(), torch.get_rng_state(), window, training)
-        if best_weights is not None:
-            saved["best_model"] = best_weights
-        if average:
-            saved[AVERAGE] = average.saved()
-        save_atomic({**saved, **checkpoint_context}, run_dir / CHECKPOINT)
+    running: int = 0
+    finished: int = 0
+    diverged: int = 0
+    stopped: int = 0  # pruned, failed, interrupted
+    best_dev: float = math.inf
 
-    shown = settings.progress
-    bar = tqdm(total=steps, initial=first, disable=not shown, unit="step", dynamic_ncols=True, mininterval=0.5)
-    model.train()
-    train_loss = math.nan  # the last log window's, for the progress bar
-    with stop_requests() as stop, bar:
-        for step in range(first, steps):
-            if batch_size is None:
-                xb, yb = X_train, Y_train
-            else:
-                if step % BATCH_CHUNK == 0 or step == first:  # gather a chunk of batches at once; a step takes a view
-                    batches = batch_indices(seed, step // BATCH_CHUNK, n_train, batch_size, device)
-                    chunk_X, chunk_Y = X_train[batches], Y_train[batches]
-                xb, yb = chunk_X[step % BATCH_CHUNK], chunk_Y[step % BATCH_CHUNK]
-            lr = lr_at(step)
-            for group in groups:
-                group["lr"] = lr
-            step_losses[step] = train_step(xb, yb, lr)
-            if average:
-                average.update()
-            state.step = done = step + 1
-            row = {}
-            if done % log_every == 0 or done == steps:
-                train_loss = step_losses[done - 1 - (done - 1) % log_every : done].mean().item()
-                error = diverged(train_loss, settings.diverge_above, done, lr)
+    def line(self) -> str:
+        best = f", best dev {self.best_dev:.4f}" if math.isfinite(self.best_dev) else ""
+        return (
+            f"running {self.running}, finished {self.finished}, diverged {self.diverged}, stopped {self.stopped}{best}"
+        )
+
+
+Progress = Callable[[int, Tally], None]  # (steps done, tally) at every point
+
+
+@dataclass
+class Member:
+    """One member of a loop: a run's side of training. Its `model` holds its weights whenever they are read out
+    (a stacked member's are copied into it); its settings decide its steps; `finish(state, losses)` writes its
+    outputs when it ends and is its outcome (None: the loop's caller finishes it; `losses`: its final losses
+    computed with the others', or None to compute its own)."""
+
+    model: nn.Module
+    settings: Settings
+    optim: Any  # its `optim` section
+    schedule: Any  # its `schedule` section
+    loggers: Loggers
+    run_dir: Path
+    checkpoint_context: dict  # what every checkpoint carries besides the training state (vocabulary, config, ids)
+    resume: dict | None = None  # the checkpoint it continues from
+    on_eval: Callable[[int, float, float], None] | None = None  # (step, dev loss judged, train seconds); may raise
+    rng: torch.Tensor | None = None  # the global generator's state it starts from (None: as it is now)
+    finish: Callable[[TrainState, dict | None], Any] | None = None
+    state: TrainState = field(default_factory=TrainState)
+    best_weights: dict | None = None  # with early_stopping: the weights at the best dev loss
+    train_loss: float = math.nan  # its last log window's
+
+    def __post_init__(self) -> None:
+        self.optimizer, self.lr_at = build_optimizer(self.model, self.optim, self.schedule, self.settings.steps)
+        self.family = family_of(self.optim)
+        self.window = torch.zeros(0)  # a resumed run's unfinished log window of step losses
+        if self.resume:
+            self.model.load_state_dict(self.resume["model"])
+            self.optimizer.load_state_dict(self.resume["optimizer"])
+            self.state = TrainState.restored(self.resume["state"])
+            self.best_weights, self.window = self.resume.get("best_model"), self.resume["window"]
+            self.rng = self.resume["rng"]
+        self.rng = torch.get_rng_state() if self.rng is None else self.rng
+        self.seconds = self.state.train_seconds  # its training seconds before this session
+        self.lr_key = (self.optim.lr, self.settings.steps, *sorted(self.schedule.items()))  # equal: same lr each step
+
+
+class Loop:
+    """Members trained together from their common step on one engine and optimizer (stacked, or a run alone's),
+    with the features they ask for: where each stands, and what is decided at each step and point."""
+
+    def __init__(self, members: list[Member], X: dict, Y: dict, vocab_size: int, batch: int | None, stacked: bool):
+        self.members, self.X, self.Y, self.batch = members, X, Y, batch
+        self.evaluation = Evaluation(X, Y, vocab_size)
+        settings, models, family = members[0].settings, [m.model for m in members], members[0].family
+        if stacked:
+            self.engine: StackedEngine = engine_for(models, Y["train"].dim() == 2)
+            self.optimizer = StackedOptimizer(self.engine, [m.optimizer for m in members], models, family)
+            for k, m in enumerate(members):
+                if m.resume:
+                    self.optimizer.load_from(k, m.optimizer, m.model)
+        else:
+            [alone] = members
+            torch.set_rng_state(alone.rng)  # what a model that draws random numbers (dropout) draws from
+            rows = len(Y["train"]) if batch is None else batch
+            self.engine, self.optimizer = solo(alone.model, alone.optimizer, family, rows, settings.label_smoothing)
+        torch.set_num_threads(settings.threads)  # the members' own (their solo runs'): kernels sum by thread
+        self.first, self.last = members[0].state.step, max(m.settings.steps for m in members)
+        self.log_every, self.eval_every = settings.log_interval, settings.eval_interval
+        self.step_losses = torch.zeros(self.last, len(members), device=X["train"].device)  # a column per member
+        for k, m in enumerate(members):
+            self.step_losses[self.first - len(m.window) : self.first, k] = m.window.to(X["train"].device)
+        self.outcomes: list[Any] = [None] * len(members)
+        self.tally = Tally(running=len(members))
+        self.share = 0.0  # training seconds per member so far: each interval's wall time divided among those training
+        self.chunk: tuple | None = None  # the active members' batches for the current BATCH_CHUNK steps
+        self.active: list[int] = []
+        self.features: list[Feature] = []
+        self.keep(list(range(len(members))))
+        self.features = [feature(self) for feature in FEATURES if any(feature.wanted(m.settings) for m in members)]
+
+    def keep(self, still: list[int]) -> None:
+        """Train only these members (indices into self.members) from now on."""
+        if self.active and still:
+            positions = [self.active.index(k) for k in still]
+            self.engine.keep(positions)
+            self.optimizer.keep(positions)
+            for feature in self.features:
+                feature.keep(positions)
+            self.step_losses = self.step_losses[:, positions]
+            if self.chunk is not None and self.engine.member_dim:
+                index = torch.tensor(positions, device=self.X["train"].device)
+                self.chunk = tuple(t.index_select(1, index) for t in self.chunk)
+        self.active, self.tally.running = still, len(still)
+        self.position = {k: position for position, k in enumerate(still)}  # each one's place in the stacked tensors
+        self.smoothing = [self.members[k].settings.label_smoothing for k in still]
+        schedules: dict[tuple, tuple] = {}  # one lr a step for the members that share a schedule
+        for position, k in enumerate(still):
+            schedules.setdefault(self.members[k].lr_key, (self.members[k].lr_at, []))[1].append(position)
+        self.schedules = [(lr_at, tuple(positions)) for lr_at, positions in schedules.values()]
+
+    def train(self, progress: Progress) -> list[Any]:
+        """Train every member to its end; each one's outcome, in order: what its `finish` returned (its TrainState
+        where it has none), or the exception that ended it (Diverged, Pruned, Interrupted)."""
+        tick, upcoming = time.perf_counter(), self.upcoming(self.first)
+        with stop_requests() as stop:
+            for step in range(self.first, self.last):
+                if not self.active:
+                    break
+                self.step(step)
+                done = step + 1
+                now = time.perf_counter()
+                self.share += (now - tick) / len(self.active)
+                tick = now
+                if done < upcoming and not stop:
+                    continue
+                if self.point(done, stop):
+                    progress(done, self.tally)
+                upcoming = self.upcoming(done)
+                if stop:
+                    break
+        if self.active:  # no step left to take (steps=0): each ends where it stands
+            self.end(dict.fromkeys(self.active))
+        return self.outcomes
+
+    def upcoming(self, done: int) -> int:
+        """The next step after `done` at which some member logs, evaluates, saves or ends: the steps between need no
+        look at the members."""
+
+        def next_multiple(every: int) -> int:
+            return (done // every + 1) * every
+
+        points = [next_multiple(self.log_every), next_multiple(self.eval_every)]
+        for k in self.active:
+            settings = self.members[k].settings
+            points.append(settings.steps)
+            if settings.checkpoint_interval:
+                points.append(next_multiple(settings.checkpoint_interval))
+        return min(points)
+
+    def draw(self, step: int) -> None:
+        """Every active member's batches for the BATCH_CHUNK steps from `step` (a step takes a view), each drawn from
+        its own seed as its solo run draws it."""
+        X, Y = self.X["train"], self.Y["train"]
+        seeds = [self.members[k].settings.seed for k in self.active]
+        rows = [batch_indices(seed, step // BATCH_CHUNK, len(Y), self.batch, X.device) for seed in seeds]
+        index = torch.stack(rows, 1) if self.engine.member_dim else rows[0]  # [BATCH_CHUNK, (K,) batch]
+        self.chunk = (X[index], Y[index])
+
+    def step(self, step: int) -> None:
+        """One optimizer step of every active member on its own batch (the whole split for full-batch descent) at
+        its own learning rate."""
+        if self.batch is None:
+            x, y = self.X["train"], self.Y["train"]
+        else:
+            if step % BATCH_CHUNK == 0 or self.chunk is None:
+                self.draw(step)
+            x, y = self.chunk[0][step % BATCH_CHUNK], self.chunk[1][step % BATCH_CHUNK]
+        self.rates = [(lr_at(step), positions) for lr_at, positions in self.schedules]
+        losses = self.engine.step(x, y, self.smoothing)
+        for feature in self.features:
+            feature.before_update()
+        self.optimizer.step(self.rates)
+        for feature in self.features:
+            feature.after_update()
+        self.step_losses[step] = losses
+
+    def point(self, done: int, stop: StopRequests) -> bool:
+        """After `done` steps, if some member logs, evaluates, saves or ends here: its train loss and divergence,
+        its evaluation, its logged row, its checkpoint, and whether it ends. True at such a point."""
+        members, active = self.members, self.active
+        log_point, eval_point = done % self.log_every == 0, done % self.eval_every == 0
+        ends = {k for k in active if members[k].settings.steps == done}
+        saves = [k for k in active if (every := members[k].settings.checkpoint_interval) and done % every == 0]
+        if not (log_point or eval_point or ends or saves or stop):
+            return False
+        lrs = {active[position]: lr for lr, positions in self.rates for position in positions}
+        ended: dict[int, Exception | None] = {}
+        rows = self.log(done, lrs, log_point, ends, ended)
+        evaluated = [k for k in active if eval_point and k not in ends and k not in ended]
+        if evaluated:  # the last step is evaluated on every split, at the member's end
+            self.evaluate(evaluated, done, rows, lrs, ended)
+        for k, row in rows.items():
+            if k not in ended:
+                m = members[k]
+                m.loggers.scalars(done, row if done < m.settings.steps else {"lr": row["lr"]})  # the end logs splits
+                m.state.history.append({"step": done, **row})
+        for k in saves:
+            if k not in ends and k not in ended:  # any step: it saves the unlogged window too
+                self.save(k)
+        self.decide(done, stop, ends, ended)
+        if ended:
+            self.end(ended)
+        return True
+
+    def log(self, done: int, lrs: dict, log_point: bool, ends: set, ended: dict) -> dict[int, dict]:
+        """Each logging member's mean train loss over its log window, read from the device here only, never per
+        step; a mean that is NaN, infinite or above the member's diverge_above ends it (Diverged)."""
+        rows = {}
+        for k in self.active:
+            m = self.members[k]
+            m.state.step = done
+            if log_point or k in ends:
+                window = self.step_losses[done - 1 - (done - 1) % self.log_every : done, self.position[k]]
+                m.train_loss = window.contiguous().mean().item()
+                error = diverged(m.train_loss, m.settings.diverge_above, done, lrs[k])
                 if error:
-                    raise error
-                row = {"loss/train": train_loss, "lr": lr}
-            if done % eval_every == 0 and done < steps:  # the last step is evaluated on every split after
-                if evaluate(model, X["dev"], Y["dev"], vocab_size, state, settings.target, elapsed()) and patience:
-                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                row = {**row, "loss/dev": state.dev_loss, "lr": lr}
-                if average:
-                    row[AVERAGE_DEV] = timed_loss(average.model, X["dev"], Y["dev"], vocab_size, state)
-                if on_eval:  # it judges the average where there is one (makemore/weight_average.py)
-                    on_eval(done, row.get(AVERAGE_DEV, state.dev_loss), elapsed())
-            if row:
-                loggers.scalars(done, row if done < steps else {"lr": lr})  # the full splits give the last losses
-                state.history.append({"step": done, **row})
-                bar.postfix = f"dev={state.dev_loss:.4f}, train={train_loss:.4f}"  # drawn by the update below
-                bar.update(done - bar.n)
-            if save_every and done % save_every == 0 and done < steps:  # any step: it saves the unlogged window too
-                save_checkpoint()
-            if stop:
-                save_checkpoint()
-                handler = stop.previous.get(stop[0])  # submitit's, for SIGUSR2 in one of its jobs
-                scheduled = callable(handler) and stop[0] not in (signal.SIGINT, signal.SIGTERM)
-                raise Interrupted(stop[0], done, handler if scheduled else None)
-            if patience and state.best.stale >= patience:
-                state.early_stopped = True
-                model.load_state_dict(best_weights)
-                break
-            if settings.stop_at_target and state.reached:
-                state.stopped_at_target = True
-                break
-    state.train_seconds = elapsed()
-    return state
+                    ended[k] = error
+                    continue
+                rows[k] = {"loss/train": m.train_loss, "lr": lrs[k]}
+        return rows
+
+    def evaluate(self, evaluated: list[int], done: int, rows: dict, lrs: dict, ended: dict) -> None:
+        """Every active member's dev loss at once, kept by those evaluated at this step as the last, the best (with
+        early stopping, its weights too) and the first below the target, beside what the features add; each is
+        handed to its on_eval (an Optuna trial's pruner, which may end it: Pruned)."""
+        self.evaluating = evaluated
+        start = time.perf_counter()
+        devs = self.engine.split_losses(self.evaluation, "dev")
+        self.count_evaluation(time.perf_counter() - start)
+        positions = [self.position[k] for k in evaluated]
+        added = [feature.evaluated(positions) for feature in self.features]
+        for k in evaluated:
+            m, position, elapsed = self.members[k], self.position[k], self.members[k].seconds + self.share
+            if record_evaluation(m.state, devs[position], m.settings.target, elapsed) and m.settings.early_stopping:
+                m.best_weights = {n: t.detach().clone() for n, t in self.engine.weights(position, m.model).items()}
+            self.tally.best_dev = min(self.tally.best_dev, m.state.dev_loss)
+            row = rows[k] = {**rows.get(k, {}), "loss/dev": m.state.dev_loss, "lr": lrs[k]}
+            judged = m.state.dev_loss
+            for feature, values in zip(self.features, added):
+                row.update(values.get(position, {}))
+                judged = row.get(feature.judged, judged)
+            if m.on_eval:
+                try:
+                    m.on_eval(done, judged, elapsed)
+                except Exception as error:  # Pruned: this member ends here, the others go on
+                    ended[k] = error
+
+    def count_evaluation(self, seconds: float) -> None:
+        """An evaluation's time, shared by the members it evaluated."""
+        for k in self.evaluating:
+            self.members[k].state.eval_seconds += seconds / len(self.evaluating)
+
+    def decide(self, done: int, stop: StopRequests, ends: set, ended: dict) -> None:
+        """Which of the other active members end here: a stop signal checkpoints and interrupts them (handing a
+        scheduler's signal on to its handler after: makemore.cli.settle_stopped_run); early stopping restores the
+        best weights; stop_at_target ends at the first evaluation below the target; the last step ends."""
+        handler = stop.previous.get(stop[0]) if stop else None  # submitit's, for SIGUSR2 in one of its jobs
+        scheduler = handler if stop and callable(handler) and stop[0] not in (signal.SIGINT, signal.SIGTERM) else None
+        for k in self.active:
+            m = self.members[k]
+            if k in ended:
+                continue
+            if stop and k not in ends:
+                self.save(k)
+                ended[k] = Interrupted(stop[0], done, scheduler)
+            elif m.settings.early_stopping and m.state.best.stale >= m.settings.early_stopping:
+                m.state.early_stopped = True
+                m.model.load_state_dict(m.best_weights)
+                ended[k] = None
+            elif m.settings.stop_at_target and m.state.reached:
+                m.state.stopped_at_target = True
+                ended[k] = None
+            elif k in ends:
+                ended[k] = None
+
+    def save(self, k: int) -> None:
+        """Member k's checkpoint, one format for a run alone and a population's member: resume= continues it either
+        way."""
+        m, position, step = self.members[k], self.position[k], self.members[k].state.step
+        window = self.step_losses[step - step % self.log_every : step, position].contiguous()  # its unlogged steps
+        training = dataclasses.replace(m.state, train_seconds=m.seconds + self.share)
+        weights = self.engine.weights(position, m.model)
+        optimizer = self.optimizer.state_dict(position, m.optimizer, m.model)
+        saved = checkpoint(weights, optimizer, self.engine.generator_state(m.rng), window, training)
+        if m.best_weights is not None:
+            saved["best_model"] = m.best_weights
+        for feature in self.features:
+            saved.update(feature.saved(position))
+        save_atomic({**saved, **m.checkpoint_context}, m.run_dir / CHECKPOINT)
+
+    def end(self, ended: dict[int, Exception | None]) -> None:
+        """Finish the members that reached their end (None) or keep why they stopped; the others go on. Members that
+        all end together are scored on every split at once."""
+        done = [k for k, error in ended.items() if error is None]
+        together = 1 < len(done) == len(self.active) and not any(self.members[k].state.early_stopped for k in done)
+        losses, seconds = self.final_losses(len(done)) if together else (None, 0.0)
+        for k, error in ended.items():
+            m, position = self.members[k], self.position[k]
+            m.state.train_seconds = m.seconds + self.share
+            if error is not None:
+                self.outcomes[k] = error
+                self.tally.diverged += isinstance(error, Diverged)
+                self.tally.stopped += not isinstance(error, Diverged)
+                continue
+            if not m.state.early_stopped:  # early stopping restored its best weights into its model already
+                self.engine.weights(position, m.model)
+            m.state.eval_seconds += seconds
+            own = {split: losses[split][position] for split in SPLITS} if losses else None
+            self.outcomes[k] = m.finish(m.state, own) if m.finish else m.state
+            self.tally.finished += 1
+        self.keep([k for k in self.active if k not in ended])
+
+    def final_losses(self, members: int) -> tuple[dict[str, list[float]], float]:
+        """Every active member's losses on every split at once, and each one's share of the time they took."""
+        start = time.perf_counter()
+        losses = {split: self.engine.split_losses(self.evaluation, split) for split in SPLITS}
+        return losses, (time.perf_counter() - start) / members
+
+
+def fit(member: Member, X: dict, Y: dict, rows_per_batch: int | None = None) -> TrainState:
+    """Train one member alone, the loop's population of one, for its steps (from its checkpoint, if it resumes),
+    with its progress bar; return where training ended, or raise what ended it early (Diverged, Pruned,
+    Interrupted). The last step is left to the caller, which evaluates every split. `rows_per_batch` replaces
+    settings.batch_size as the rows of X drawn per step (whole items, for settings.batch_size next characters)."""
+    settings = member.settings
+    batch = rows_per_batch or settings.batch_size
+    loop = Loop([member], X, Y, len(member.checkpoint_context["vocab"]), batch, stacked=False)
+    bar = tqdm(
+        total=settings.steps,
+        initial=member.state.step,
+        disable=not settings.progress,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+    def progress(done: int, tally: Tally) -> None:
+        bar.postfix = f"dev={member.state.dev_loss:.4f}, train={member.train_loss:.4f}"  # drawn by the update
+        bar.update(done - bar.n)
+
+    with bar:
+        [outcome] = loop.train(progress)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

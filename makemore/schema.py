@@ -2,9 +2,9 @@
 
 Every run's composed config is checked here before anything is created or written, so a bad value ends in one
 line naming the key, the value and what is allowed. The keys, types, defaults and ranges are written beside the
-code they configure (makemore.settings, makemore.optim, each model's constructor, each logger's settings); types
-are checked by OmegaConf's structured configs, ranges by the `Range` beside each field, and the rules across keys
-below.
+code they configure (makemore.settings, makemore.optimizers, makemore.schedules, each model's constructor, each
+logger's settings); types are checked by OmegaConf's structured configs, ranges by the `Range` beside each field,
+and the rules across keys below.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any, List
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from makemore import loggers, models
+from makemore import loggers, models, optimizers
 from makemore.errors import MakemoreError
 from makemore.fields import POSITIVE, field_range, ranged
 from makemore.models import schema_of, target_of
-from makemore.optim import OPTIMIZERS, SCHEDULES
+from makemore.schedules import SCHEDULES
 from makemore.settings import DataSettings, Settings
 
 SECTIONS = ("data", "model", "optim", "schedule", "logger")
@@ -40,7 +40,7 @@ class UserModel:
 # Each group's options, by the key that names the option; the model group's come from makemore.models' registry.
 OPTIONS = {
     "model": ("_target_", {target_of(o.model_class): schema_of(o.model_class) for o in models.OPTIONS.values()}),
-    "optim": ("name", {name: preset.config for name, preset in OPTIMIZERS.items()}),
+    "optim": ("name", {name: option.family.Config for name, option in optimizers.OPTIONS.items()}),
     "schedule": ("name", {name: preset.config for name, preset in SCHEDULES.items()}),
 }
 
@@ -161,6 +161,16 @@ def _model(node: Any) -> dict:
     return {**_typed("model.", UserModel, {k: v for k, v in node.items() if k not in own}), **own}
 
 
+def _optim(node: Any) -> dict:
+    """The optim group: a built-in optimizer's keys checked against its config; a user's own family, named by
+    `_target_` (a subclass of makemore.optimizers.Optimizer), against its own Config."""
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not isinstance(target, str):
+        return _typed("optim.", _option("optim", node), node)
+    family = optimizers.user_family(target)
+    return {"_target_": target, **_typed("optim.", family.Config, {k: v for k, v in node.items() if k != "_target_"})}
+
+
 def _loggers(node: Any) -> dict:
     """The logger group: one section per backend, each naming its class by `_target_`; a built-in backend's keys
     checked against its settings (makemore.loggers), a user's logger checked for Logger's methods."""
@@ -204,7 +214,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         "data": _typed("data.", DataSettings, raw["data"]),
         "logger": _loggers(raw["logger"]),
         "model": _model(raw["model"]),
-        **{group: _typed(f"{group}.", _option(group, raw[group]), raw[group]) for group in ("optim", "schedule")},
+        "optim": _optim(raw["optim"]),
+        "schedule": _typed("schedule.", _option("schedule", raw["schedule"]), raw["schedule"]),
     }
     order = list(raw) + [k for k in top if k not in raw]
     checked = {key: sections[key] if key in sections else top[key] for key in order}

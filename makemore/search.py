@@ -32,6 +32,9 @@ IMPORTANCES = "param_importances"  # its key for each parameter's importance (Op
 IMPORTANCE_TRIALS = 5  # finished trials before importances say more than noise
 # Trial attributes of a seed group (seeds=N): its seeds, each one's final dev loss, and their standard deviation.
 SEEDS, SEED_VALUES, SEED_STD = "seeds", "seed_dev_losses", "seed_dev_std"
+PRUNED_AT = (
+    "pruned_at_step"  # the trial attribute a pruned run sets: the sweeper tells Optuna PRUNED, its siblings stop
+)
 
 
 class Pareto(NamedTuple):
@@ -140,13 +143,15 @@ def trial_reporter(
 
     def report(step: int, dev_loss: float, train_seconds: float) -> None:
         if seeds:
+            if storage.get_trial(trial_id).user_attrs.get(PRUNED_AT) is not None:  # a sibling's report pruned it
+                raise Pruned(trial_number, step, dev_loss, train_seconds, judged)  # every seed of the trial stops
             group_mean(step, dev_loss)
             prune = study.pruner.prune(study, storage.get_trial(trial_id))
         else:
             trial.report(dev_loss, step)
             prune = trial.should_prune()
         if prune:
-            trial.set_user_attr("pruned_at_step", step)  # the sweeper reads it back and tells Optuna PRUNED
+            trial.set_user_attr(PRUNED_AT, step)
             raise Pruned(trial_number, step, dev_loss, train_seconds, judged)
 
     return report

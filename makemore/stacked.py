@@ -1,5 +1,6 @@
 """Stacked training: K models of one shape held as one set of tensors with a leading member dimension and stepped
-together, each member's numbers exactly those of its solo run.
+together, each member's numbers exactly those of its solo run. (A run alone is the training loop's population of
+one, on makemore.solo's engine, which answers the loop as these do.)
 
 The engines compute the members' gradients, each equal to its solo run's bit for bit:
 - `StackedMLP` and `StackedTable`: the MLP's and the logits tables' forward and backward written out with batched
@@ -7,8 +8,8 @@ The engines compute the members' gradients, each equal to its solo run's bit for
   same softmax, tanh, gather and embedding backwards), so a K-member step costs a few batched kernels, not K;
 - `VmappedModel`: any other model, through torch.func (stack_module_state, functional_call, vmap) and autograd,
   once `why_not_stacked` has seen its stacked gradients equal its solo ones on the members' first batches.
-makemore.stacked_optim then steps every member with the kernels its own solo optimizer runs, on that member's own
-tensors, so the parameters stay equal to a solo run's after every step.
+makemore.optimizers.stacked then steps every member with its optimizer family's update, the one its solo run takes,
+on that member's own tensors, so the parameters stay equal to a solo run's after every step.
 """
 
 from __future__ import annotations
@@ -53,15 +54,38 @@ def member_losses(
 
 class StackedEngine:
     """The stacked parameters [K, *shape] by name (each member's slice in its solo layout), their gradients after
-    `step`, and the members' logits on shared rows for evaluation."""
+    `step`, and the members' logits on shared rows for evaluation. What the training loop (makemore.loop) asks of
+    every engine, a run alone's (makemore.solo) included."""
 
     names: list[str]
     params: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
+    member_dim = True  # a step's batches carry the member dimension first: x [K, B, T]
 
     @property
     def size(self) -> int:
         return len(next(iter(self.params.values())))
+
+    def like(self, models: list[nn.Module]) -> StackedEngine:
+        """An engine of this kind holding other models of this shape (the members' weight averages)."""
+        raise NotImplementedError
+
+    def split_losses(self, evaluation: Evaluation, split: str) -> list[float]:
+        """Every member's loss on a whole split, as makemore.models.loss_on computes one model's."""
+        return evaluation.losses(self, split)
+
+    def member_weights(self, k: int) -> list[torch.Tensor]:
+        """Member k's floating-point weights, as views that training updates in place."""
+        return [self.params[name].detach()[k] for name in self.names]
+
+    def member_grads(self, k: int) -> list[torch.Tensor]:
+        """Member k's gradients after `step`, as views the optimizer reads."""
+        return [self.grads[name][k] for name in self.names]
+
+    def generator_state(self, initial: torch.Tensor) -> torch.Tensor:
+        """The global generator's state a member's checkpoint keeps: the one it started from (`initial`), which a
+        stacked step never draws from."""
+        return initial
 
     def step(self, x: torch.Tensor, y: torch.Tensor, smoothing: list[float]) -> torch.Tensor:
         """Fill `grads` for one batch per member (x [K, B, T]: windows or whole items; y [K, B] or [K, B, L]), or
@@ -98,6 +122,9 @@ class Handwritten(StackedEngine):
         self.grads = {name: torch.zeros_like(p) for name, p in self.params.items()}
         self.lookup = table  # the parameter whose rows the contexts look up
         self.offsets = self.first_rows()
+
+    def like(self, models: list[nn.Module]) -> StackedEngine:
+        return type(self)(models)
 
     @property
     def rows_per_member(self) -> int:
@@ -307,6 +334,7 @@ class VmappedModel(StackedEngine):
     def __init__(self, models: list[nn.Module], items: bool):
         from torch.func import functional_call, stack_module_state, vmap
 
+        self.items = items
         predictors = [Predictor(m, items) for m in models]
         params, self.buffers = stack_module_state(predictors)
         self.names = [name.removeprefix("model.") for name in params]
@@ -330,6 +358,13 @@ class VmappedModel(StackedEngine):
     @property
     def grads(self) -> dict[str, torch.Tensor]:
         return {name: p.grad for name, p in self.params.items()}
+
+    def like(self, models: list[nn.Module]) -> StackedEngine:
+        return VmappedModel(models, self.items)
+
+    def member_weights(self, k: int) -> list[torch.Tensor]:
+        buffers = [b[k] for b in self.buffers.values() if b.is_floating_point()]
+        return super().member_weights(k) + buffers
 
     def step(self, x: torch.Tensor, y: torch.Tensor, smoothing: list[float]) -> torch.Tensor:
         for p in self.params.values():
@@ -367,16 +402,22 @@ class Evaluation:
 
     def __init__(self, X: dict, Y: dict, vocab_size: int):
         self.X, self.Y, self.vocab_size = X, Y, vocab_size
-        self.distinct = {}
-        for split, x in X.items():
-            if Y[split].dim() == 1:  # windows; whole items are rarely repeated
-                rows, inverse = distinct_rows(x, vocab_size)
-                if len(rows) >= DISTINCT_ROWS:
-                    self.distinct[split] = (rows, inverse)
+        self.distinct: dict[str, tuple] = {}  # by split, found at its first stacked evaluation
+
+    def distinct_rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A split's distinct rows and each example's among them; (the rows, None) where it does not pay: whole
+        items are rarely repeated, and few rows take MKL's other kernels."""
+        if split not in self.distinct:
+            X, found = self.X[split], None
+            if self.Y[split].dim() == 1:
+                rows, inverse = distinct_rows(X, self.vocab_size)
+                found = (rows, inverse) if len(rows) >= DISTINCT_ROWS else None
+            self.distinct[split] = found or (X, None)
+        return self.distinct[split]
 
     def losses(self, engine: StackedEngine, split: str) -> list[float]:
         X, Y, K = self.X[split], self.Y[split], engine.size
-        rows, inverse = self.distinct.get(split, (X, None))
+        rows, inverse = self.distinct_rows(split)
         logits = self.logits(engine, rows) if inverse is not None else None
         totals = [torch.zeros((), dtype=torch.float64, device=X.device) for _ in range(K)]
         chunk = max(1, eval_rows(self.vocab_size) // (Y.shape[1] if Y.dim() == 2 else 1))

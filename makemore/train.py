@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from tqdm import tqdm
 
 from makemore import provenance
 from makemore.checkpoint import load_checkpoint, save_atomic
@@ -24,7 +25,7 @@ from makemore.config import compose_train_config, experiment_hparams
 from makemore.data import SPLITS, Dataset, Vocab, build_items, make_dataset, trains_on_whole_items
 from makemore.errors import MakemoreError
 from makemore.loggers import Loggers, RunInfo, build_loggers, writes_tensorboard
-from makemore.loop import TrainState, fit
+from makemore.loop import Member, TrainState, fit
 from makemore.metrics import final_summary
 from makemore.models import build_model, loss_on
 from makemore.preflight import pick_device, prepare
@@ -77,11 +78,16 @@ def train_or_continue(
             return kept
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
-    judged = JUDGED if cfg.ema_decay else "dev"  # what fit hands the reporter
-    metrics = train_run(cfg, run_dir, resume, trial_reporter(cfg.get("trial"), sweeper, sweep_dir, cfg.seed, judged))
+    metrics = train_run(cfg, run_dir, resume, reporter_for(cfg, sweeper, sweep_dir))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
+
+
+def reporter_for(cfg: DictConfig, sweeper: DictConfig | None, sweep_dir: Path | None):
+    """What a sweep member reports its evaluations to: its Optuna trial's pruner, which judges the weights'
+    moving average where the run keeps one (makemore.weight_average); None outside a search."""
+    return trial_reporter(cfg.get("trial"), sweeper, sweep_dir, cfg.seed, JUDGED if cfg.ema_decay else "dev")
 
 
 def sweep_member(cfg: DictConfig, run_dir: Path, sweep_dir: Path) -> tuple[float | None, dict | None]:
@@ -115,8 +121,8 @@ def train_in_process(*overrides: str) -> dict:
 @dataclass
 class Run:
     """A run between its start and its end. `start` checks it and builds it (data, model at its seed's initial
-    weights, provenance, loggers); one model trains it (`train_alone`) or a population does (makemore.population);
-    `finish` evaluates it and writes its record."""
+    weights, provenance, loggers); the training loop trains it, alone (`train_alone`) or as a member of a population
+    (makemore.population); `finish` evaluates it and writes its record."""
 
     cfg: DictConfig
     run_dir: Path
@@ -161,11 +167,10 @@ def train_run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eva
     job = start(cfg, run_dir, resume)
     try:
         state = train_alone(job, resume, on_eval)
-        metrics = finish(job, state)
-    finally:
+    except BaseException:
         job.loggers.close()
-    report_end(job.cfg, metrics)
-    return metrics
+        raise
+    return conclude(job, state)
 
 
 def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: dict | None = None) -> Run:
@@ -216,27 +221,46 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
 
 
 def train_alone(job: Run, resume: dict | None, on_eval=None) -> TrainState:
-    """The run's model trained on its own: counted, or by the gradient-descent loop (makemore.loop.fit)."""
+    """The run's model trained on its own: counted, or in the training loop as its population of one."""
     if job.trained_by_counting:
         log.info("trained by counting the train split: no optimizer steps")
         begin = time.perf_counter()
         job.model.fit(job.data.X["train"], job.data.Y["train"])
         return TrainState(train_seconds=time.perf_counter() - begin)
     data = job.data
-    return fit(
+    return fit(member_of(job, resume, on_eval), data.X, data.Y, data.rows_per_batch)
+
+
+def member_of(job: Run, resume: dict | None, on_eval=None, finish=None) -> Member:
+    """The run as a member of the training loop: its model at its start (or at `resume`, its checkpoint), its
+    typed settings, its optimizer's and schedule's sections, where it logs and saves. `finish(state, losses)`: what
+    the loop calls when it ends (makemore.loop.Member)."""
+    cfg = job.cfg
+    return Member(
         job.model,
-        data.X,
-        data.Y,
-        run_settings(job.cfg),
-        job.cfg.optim,
-        job.cfg.schedule,
+        run_settings(cfg),
+        cfg.optim,
+        cfg.schedule,
         job.loggers,
         job.run_dir,
         job.checkpoint_context,
         resume,
         on_eval,
-        data.rows_per_batch,
+        job.rng,
+        finish,
     )
+
+
+def conclude(job: Run, state: TrainState, losses: dict | None = None) -> dict:
+    """A run's end once it trained: its outputs (`finish`), its loggers closed, its last lines printed (above a
+    population's progress bar). Returns metrics.json's contents."""
+    try:
+        metrics = finish(job, state, losses)
+    finally:
+        job.loggers.close()
+    with tqdm.external_write_mode():
+        report_end(job.cfg, metrics)
+    return metrics
 
 
 def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:

@@ -60,7 +60,9 @@ def test_the_fused_sgd_step_equals_autograd_then_sgd(options):
     twin = copy.deepcopy(model)
     context, targets = torch.randint(27, (16, options["block_size"])), torch.randint(27, (16,))
     F.cross_entropy(model(context), targets).backward()
-    ManualBackward(twin, 16).sgd_step(context, targets, 0.5)
+    manual = ManualBackward(twin, 16)
+    manual.forward(context, targets)
+    manual.sgd_backward(context, 0.5)
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         assert relative_error(q.detach() - p.detach(), -0.5 * p.grad) < 1e-9, name  # the update, not just weights
 

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import MISSING, OmegaConf
 
 from hydra_plugins.makemore_optuna.config import OptunaSweeperConf
-from makemore import loggers, models, optim, settings
+from makemore import loggers, models, optimizers, schedules, settings
 from makemore.fields import defaults_of
 from makemore.models import schema_of
 
@@ -19,7 +19,9 @@ PACKAGE = ROOT / "makemore"
 # Each module may import only modules of lower layers (and its own layer's, listed before it): the order in
 # which the package is built up, from the errors users see to the command line.
 LAYERS = [
-    ["errors", "shell", "fields", "settings", "targets", "rundir", "hydra_versions", "optim", "metrics", "dashboard"],
+    ["errors", "shell", "fields", "settings", "targets", "rundir", "hydra_versions", "schedules"],
+    ["optimizers.family", "optimizers.adamw", "optimizers.sgd", "optimizers.lion", "optimizers"],
+    ["metrics", "dashboard"],
     ["loggers", "loggers.tensorboard", "loggers.wandb", "loggers.mlflow"],
     [
         "models.registry",
@@ -39,7 +41,7 @@ LAYERS = [
     ],
     ["config", "schema", "search", "backprop"],
     ["data"],
-    ["checkpoint", "plots", "provenance", "stacked", "stacked_optim", "weight_average"],
+    ["checkpoint", "plots", "provenance", "stacked", "optimizers.stacked", "solo", "features", "weight_average"],
     ["preflight", "sample", "loop", "ensemble", "evaluate"],
     ["cli", "record", "report", "diff", "view"],
     ["train"],
@@ -117,8 +119,8 @@ def sources_of_defaults() -> list[tuple[str, object]]:
     """(full key, default) for every key a part of the config defines with a default: the top-level keys, the data
     section, each optimizer and schedule, each built-in model's constructor and each built-in logger's settings."""
     parts = [("", settings.Settings), ("data.", settings.DataSettings)]
-    parts += [("optim.", preset.config) for preset in optim.OPTIMIZERS.values()]
-    parts += [("schedule.", preset.config) for preset in optim.SCHEDULES.values()]
+    parts += [("optim.", option.family.Config) for option in optimizers.OPTIONS.values()]
+    parts += [("schedule.", preset.config) for preset in schedules.SCHEDULES.values()]
     parts += [("model.", schema_of(option.model_class)) for option in models.OPTIONS.values()]
     parts += [(f"logger.{name}.", loggers.settings_of(target)) for name, target in loggers.BACKENDS.items()]
     parts += [("hydra.sweeper.", OptunaSweeperConf)]
@@ -153,6 +155,20 @@ def flat(node: dict, prefix: str = "") -> dict:
 PINNED = {"experiment": "model."}
 
 
+def option_defaults(path) -> dict:
+    """The `optim` and `schedule` values a conf/ YAML file composes before its own: those of the options its
+    defaults list picks (else the tree's: optim=adamw and that optimizer's schedule), as full keys."""
+    picks = {"optim": "adamw"}
+    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
+        for group, option in entry.items() if isinstance(entry, dict) else []:
+            picks[group.removeprefix("override ").strip("/")] = option
+    optim = optimizers.OPTIONS[picks["optim"]]
+    schedule = picks.get("schedule", optim.schedule)
+    return flat(
+        {"optim": optim.node(picks["optim"])["optim"], "schedule": schedules.SCHEDULES[schedule].node(schedule)}
+    )
+
+
 def test_every_default_is_written_once():
     """The config tree never restates a default, and no code writes one as a keyword or a dict entry."""
     defaults = sources_of_defaults()
@@ -160,17 +176,23 @@ def test_every_default_is_written_once():
         key for key, _ in defaults
     }
     for path in sorted((ROOT / "conf").rglob("*.yaml")):
-        pinned = PINNED.get(path.parent.name)
+        pinned, composed = PINNED.get(path.parent.name), option_defaults(path)
         for key, value in flat_yaml(path).items():
-            restated = [d for k, d in defaults if k == key and d == value]
+            if key.split(".")[0] in ("optim", "schedule"):  # several options: the one the file composes is judged
+                restated = [value] if composed.get(key, MISSING) == value else []
+            else:
+                restated = [d for k, d in defaults if k == key and d == value]
             assert not restated or (pinned and key.startswith(pinned)), f"{path.name} restates the default {key}"
     for option in models.OPTIONS.values():
         restated = {k: v for k, v in option.preset.items() if defaults_of(schema_of(option.model_class)).get(k) == v}
         assert not restated, f"model={option.name} restates {restated}"
-    for preset in (*optim.OPTIMIZERS.values(), *optim.SCHEDULES.values()):
+    for name, option in optimizers.OPTIONS.items():
+        restated = {k: v for k, v in option.values.items() if defaults_of(option.family.Config).get(k) == v}
+        restated |= {k: v for k, v in option.run.items() if defaults_of(settings.Settings).get(k, MISSING) == v}
+        assert not restated, f"optim={name} restates {restated}"
+    for name, preset in schedules.SCHEDULES.items():
         restated = {k: v for k, v in preset.values.items() if defaults_of(preset.config).get(k) == v}
-        restated |= {k: v for k, v in preset.run.items() if defaults_of(settings.Settings).get(k, MISSING) == v}
-        assert not restated, f"{preset} restates {restated}"
+        assert not restated, f"schedule={name} restates {restated}"
     written = written_values()
     for key, value in [(k, v) for k, v in defaults if v]:  # 0, false, null: "off" values code writes for its own ends
         holders = [where for name, literal, where in written if name == key.rpartition(".")[2] and literal == value]
@@ -205,8 +227,16 @@ def written_values() -> list[tuple[str, object, str]]:
 def test_every_key_of_the_run_has_an_allowed_range():
     """Each key validate checks carries its range beside it; only a switch or a run selector takes any value."""
     parts = [settings.Settings, settings.DataSettings]
-    parts += [preset.config for preset in (*optim.OPTIMIZERS.values(), *optim.SCHEDULES.values())]
+    parts += [option.family.Config for option in optimizers.OPTIONS.values()]
+    parts += [preset.config for preset in schedules.SCHEDULES.values()]
     for cls in parts:
         for f in dataclasses.fields(cls):
             free = f.type in ("bool", bool) or f.name == "name" or f.metadata.get("role") == "selects"
             assert free or "range" in f.metadata, f"{cls.__name__}.{f.name} has no allowed range"
+
+
+def test_the_layout_doc_lists_every_module_in_the_order_it_is_built_up():
+    """docs/layout.md names each module once, in LAYERS' order: the order its imports run."""
+    text = (ROOT / "docs" / "layout.md").read_text()
+    listed = re.findall(r"^      (\S+)\s", text[text.index("    makemore/") : text.index("    hydra_plugins/")], re.M)
+    assert listed == [module.replace(".", "/") for layer in LAYERS for module in layer]

@@ -15,17 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from makemore import loop
+from makemore import loop, solo
 from makemore.backprop import ManualBackward
 from makemore.checkpoint import load_checkpoint
 from makemore.data import build_vocab, make_dataset, read_items, resolve_path
 from makemore.loggers import Loggers
-from makemore.loop import BATCH_CHUNK, Best, Diverged, Interrupted, batch_indices, fit, step_function
+from makemore.loop import BATCH_CHUNK, Best, Diverged, Interrupted, Member, batch_indices, fit
 from makemore.models import MLP, RNN, loss_on
-from makemore.optim import fused_step, is_plain_sgd, param_groups
+from makemore.optimizers import SGD, AdamW, is_plain_sgd, param_groups, solo_step
 from makemore.rundir import CHECKPOINT, read_metrics
 from makemore.search import Pruned
 from makemore.settings import run_settings
+from makemore.solo import SoloEngine
 from makemore.weight_average import WeightAverage
 
 from helpers import compose_config
@@ -73,7 +74,8 @@ def train(data, cfg, run_dir, model=None, resume=None, on_eval=None):
     recorded = Recorded()
     extra = {"vocab": list(data.vocab.chars), "config": {}}
     settings, logged = run_settings(cfg), Loggers([recorded])
-    state = fit(model, data.X, data.Y, settings, cfg.optim, cfg.schedule, logged, run_dir, extra, resume, on_eval)
+    member = Member(model, settings, cfg.optim, cfg.schedule, logged, run_dir, extra, resume, on_eval)
+    state = fit(member, data.X, data.Y)
     return model, state, state.history, recorded.scalars_logged
 
 
@@ -148,10 +150,10 @@ def test_dev_is_evaluated_at_every_multiple_of_eval_interval_whatever_log_interv
 def test_a_run_past_one_chunk_of_batches_draws_the_next_chunk(data, tmp_path, monkeypatch):
     drawn = []
 
-    def recording_step(model, optimizer, batch_size, smoothing):
-        return lambda xb, yb, lr: (drawn.append(xb), torch.tensor(3.0))[1]
+    def recording_step(self, xb, yb, smoothing):
+        return drawn.append(xb) or torch.tensor(3.0)
 
-    monkeypatch.setattr(loop, "step_function", recording_step)
+    monkeypatch.setattr(SoloEngine, "step", recording_step)
     train(data, config(f"steps={BATCH_CHUNK + 20}", "eval_interval=1000"), tmp_path)
     X, n = data.X["train"], len(data.Y["train"])
     expected = [X[ix] for chunk in (0, 1) for ix in batch_indices(42, chunk, n, BATCH, torch.device("cpu"))]
@@ -293,22 +295,25 @@ def test_only_plain_gradient_descent_is_plain():
 
 
 @pytest.mark.parametrize(
-    "build",
+    "build, family",
     [
-        lambda groups: torch.optim.SGD(groups, lr=0.1, fused=True),
-        lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, fused=True),
-        lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01, fused=True),
-        lambda groups: torch.optim.AdamW(groups, lr=0.01, fused=True),
-        lambda groups: torch.optim.AdamW(groups, lr=0.01, betas=(0.8, 0.95), fused=True),
+        (lambda groups: torch.optim.SGD(groups, lr=0.1, fused=True), SGD),
+        (lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, fused=True), SGD),
+        (
+            lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01, fused=True),
+            SGD,
+        ),
+        (lambda groups: torch.optim.AdamW(groups, lr=0.01, fused=True), AdamW),
+        (lambda groups: torch.optim.AdamW(groups, lr=0.01, betas=(0.8, 0.95), fused=True), AdamW),
     ],
     ids=["plain", "momentum", "momentum-decay", "adamw", "adamw-betas"],
 )
-def test_the_fused_step_is_torch_optims_step_to_the_last_digit_and_keeps_its_state(data, build):
+def test_the_solo_step_is_torch_optims_step_to_the_last_digit_and_keeps_its_state(data, build, family):
     fused, stepped = fresh_model(), fresh_model()
     optimizers = {}
     for model in (fused, stepped):  # two groups, decayed and not, as build_optimizer makes them
         optimizers[model] = build(param_groups(model, 0.1))
-    steps = {fused: fused_step(optimizers[fused]), stepped: optimizers[stepped].step}
+    steps = {fused: solo_step(optimizers[fused], family), stepped: optimizers[stepped].step}
     for start in range(0, 5 * 64, 64):
         for model in (fused, stepped):
             if start == 128:  # as a resumed run does: load_state_dict replaces the optimizer's state
@@ -330,13 +335,15 @@ def test_building_stepping_and_saving_an_optimizer_imports_no_compiler():
     script = """
 import sys, torch
 from omegaconf import OmegaConf
-from makemore.optim import build_optimizer, fused_step
+from makemore.optimizers import build_optimizer, family_of, solo_step
 for optim in ({"name": "adamw", "lr": 0.01, "betas": [0.9, 0.99], "weight_decay": 0.1},
-              {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}):
+              {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0},
+              {"name": "lion", "lr": 0.01, "betas": [0.9, 0.99], "weight_decay": 0.1}):
     model = torch.nn.Linear(3, 2)
-    optimizer, _ = build_optimizer(model, OmegaConf.create(optim), OmegaConf.create({"name": "constant"}), 10)
+    config = OmegaConf.create(optim)
+    optimizer, _ = build_optimizer(model, config, OmegaConf.create({"name": "constant"}), 10)
     model(torch.ones(1, 3)).sum().backward()
-    fused_step(optimizer)()
+    solo_step(optimizer, family_of(config))()
     optimizer.load_state_dict(optimizer.state_dict())
     optimizer.zero_grad()
 print("torch._dynamo" in sys.modules)
@@ -348,7 +355,7 @@ print("torch._dynamo" in sys.modules)
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_a_manual_backward_model_trains_through_the_hand_derived_pass(data, monkeypatch, optimizer):
     calls = []
-    for method in ("gradients", "sgd_step"):
+    for method in ("gradients", "forward", "sgd_backward"):
         real = getattr(ManualBackward, method)
         monkeypatch.setattr(
             ManualBackward,
@@ -362,19 +369,20 @@ def test_a_manual_backward_model_trains_through_the_hand_derived_pass(data, monk
         if optimizer == "sgd"
         else torch.optim.AdamW(model.parameters(), lr=0.01)
     )
-    step = step_function(model, optim, 32, 0.1)
+    engine, stepper = solo.solo(model, optim, SGD if optimizer == "sgd" else AdamW, 32, 0.1)
     xb, yb = data.X["train"][:32], data.Y["train"][:32]
     expected = F.cross_entropy(model(xb), yb, label_smoothing=0.1).item()
-    assert step(xb, yb, 0.1).item() == pytest.approx(expected, rel=1e-5)  # with its label smoothing
-    assert calls[0] == ("sgd_step" if optimizer == "sgd" else "gradients")  # plain SGD: fused into the update
+    assert engine.step(xb, yb, [0.1]).item() == pytest.approx(expected, rel=1e-5)  # with its label smoothing
+    stepper.step([(0.1, (0,))])
+    # plain SGD: the backward pass fused into the update, after the forward; otherwise gradients for the optimizer
+    assert calls == (["forward", "sgd_backward"] if optimizer == "sgd" else ["gradients", "forward"])
 
 
 def test_the_autograd_step_applies_label_smoothing(data):
     model = fresh_model()
-    step = step_function(model, torch.optim.SGD(model.parameters(), lr=0.1), 32, 0.2)
     xb, yb = data.X["train"][:32], data.Y["train"][:32]
     expected = F.cross_entropy(model(xb), yb, label_smoothing=0.2).item()
-    assert step(xb, yb, 0.1).item() == pytest.approx(expected, rel=1e-6)
+    assert SoloEngine(model).step(xb, yb, [0.2]).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_full_batch_with_the_hand_derived_backward_is_the_lecture_loop(data, tmp_path):
@@ -398,31 +406,34 @@ class Clock:
 
 
 def test_the_times_reported_are_training_and_evaluation_time_across_a_resume(data, tmp_path, monkeypatch):
+    """With a clock that moves one second per reading, the loop reads it once after each step and twice around each
+    evaluation: training time is every second from the first step to the last, evaluations included, and an
+    evaluation's own second is also its eval time."""
     clock = Clock()
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter, time=time.time))
     _, timing, history, _ = train(data, config(), tmp_path)
     evaluations = sum("loss/dev" in row for row in history)
     assert evaluations == 2 and timing.eval_seconds == 2.0  # one reading apart, each of the two evaluations
-    assert timing.train_seconds == clock.readings[-1] - clock.readings[0]  # from the first step to the last
+    assert timing.train_seconds == clock.readings[-1] - clock.readings[0] == STEPS + 2 * evaluations
 
     clock.readings.clear()
     with pytest.raises(Pruned) as pruned:
         train(data, config("checkpoint_interval=25", "eval_interval=30"), tmp_path, on_eval=prune_at(30))
-    start, saved, at_prune = clock.readings[0], clock.readings[1], clock.readings[-1]
-    assert pruned.value.train_seconds == at_prune - start
+    assert pruned.value.train_seconds == 30  # judged before its evaluation's own readings are counted
     checkpoint = load_checkpoint(tmp_path / CHECKPOINT, {"state"})
     first_part = checkpoint["state"]["train_seconds"]
-    assert first_part == saved - start
+    assert first_part == 25
 
     clock.readings.clear()
     _, resumed, _, _ = train(data, config("checkpoint_interval=25"), tmp_path, resume=checkpoint)
     assert resumed.train_seconds == first_part + clock.readings[-1] - clock.readings[0]
+    assert resumed.train_seconds == first_part + (STEPS - 25) + 2  # the evaluation at 40 after it (60 ends it)
 
 
 def scripted_dev_losses(monkeypatch, losses):
     """Every dev evaluation of the loop returns the next of `losses`: early stopping and the target, step by step."""
     script = iter(losses)
-    monkeypatch.setattr(loop, "loss_on", lambda model, X, Y, vocab_size: next(script))
+    monkeypatch.setattr(solo, "loss_on", lambda model, X, Y, vocab_size: next(script))
 
 
 def test_early_stopping_counts_a_tie_as_no_better_and_a_new_best_renews_its_patience(data, tmp_path, monkeypatch):
@@ -483,8 +494,7 @@ def test_the_autograd_step_leaves_out_padded_targets():
     yb = torch.tensor([[1, 2, 3, 0], [4, 2, 0, -1]])  # -1: past the second item's end
     logits = model.forward_items(xb)
     expected = F.cross_entropy(logits[yb >= 0], yb[yb >= 0], label_smoothing=0.1).item()
-    step = step_function(model, torch.optim.SGD(model.parameters(), lr=0.0), 2, 0.1)
-    assert step(xb, yb, 0.0).item() == pytest.approx(expected, rel=1e-6)
+    assert SoloEngine(model).step(xb, yb, [0.1]).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_zero_steps_leave_the_initial_weights(data, tmp_path):
@@ -534,15 +544,16 @@ def test_a_schedulers_signal_is_saved_then_handed_to_the_schedulers_own_handler(
 def test_the_weight_average_follows_the_weights_with_a_short_warmup():
     """After the n-th update the average moves toward the weights by 1 - min(decay, (1 + n) / (10 + n))."""
     model = nn.Linear(1, 1, bias=False)
-    average = WeightAverage(model, 0.9)
+    member = SimpleNamespace(model=model, resume=None, settings=SimpleNamespace(ema_decay=0.9))
+    average = WeightAverage(SimpleNamespace(members=[member], engine=SoloEngine(model)))
     expected = model.weight.item()
     for n, value in enumerate([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0], 1):
         with torch.no_grad():
             model.weight.fill_(value)
-        average.update()
+        average.after_update()
         expected += (1 - min(0.9, (1 + n) / (10 + n))) * (value - expected)
-        assert average.model.weight.item() == pytest.approx(expected, rel=1e-6)
-    assert average.saved()["updates"] == 10
+        assert average.models[0].weight.item() == pytest.approx(expected, rel=1e-6)
+    assert average.saved(0)["weight_average"]["updates"] == 10
 
 
 def test_ema_decay_evaluates_the_weights_moving_average_and_hands_it_to_the_pruner(data, tmp_path):

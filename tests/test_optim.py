@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from makemore.models import MLP
-from makemore.optim import build_optimizer
+from makemore.optimizers import build_optimizer, param_groups
 from makemore.schema import validate
 from makemore.train import train_run
 
@@ -43,8 +43,6 @@ def test_any_schedule_runs_with_any_optimizer(tmp_path, few_names):
 
 
 def test_weight_decay_falls_on_weights_and_embeddings_only():
-    from makemore.optim import param_groups
-
     model = MLP(27, 3, norm="batch", layers=2)
     decayed, kept = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -82,3 +80,78 @@ def test_optimizers_take_their_hyperparameters_from_the_config():
 def test_full_batch_is_200_steps_of_lr_50_on_the_whole_split():
     cfg = validate(compose_config("model=trigram_table", "optim=full_batch"))
     assert (cfg.batch_size, cfg.steps, cfg.optim.lr, cfg.schedule.name) == (None, 200, 50.0, "constant")
+
+
+def test_lion_steps_by_the_sign_of_its_interpolated_momentum_with_decoupled_decay():
+    """Chen et al. 2023, Algorithm 2, written out: c = b1 m + (1 - b1) g; p -= lr (sign(c) + wd p);
+    m = b2 m + (1 - b2) g."""
+    torch.manual_seed(0)
+    model = MLP(27, 3, emb=4, hidden=16)
+    p0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = compose_config("optim=lion", "optim.lr=0.01", "optim.weight_decay=0.5", "optim.betas=[0.8,0.95]")
+    optimizer, _ = build_optimizer(model, cfg.optim, cfg.schedule, 10)
+    grads = [{n: torch.randn_like(p) for n, p in model.named_parameters()} for _ in range(3)]
+    for step in grads:
+        for n, p in model.named_parameters():
+            p.grad = step[n].clone()
+        optimizer.step()
+    for n, p in model.named_parameters():
+        decay = 0.5 if p.dim() >= 2 else 0.0  # weights and embeddings only
+        expected, m = p0[n].clone(), torch.zeros_like(p)
+        for step in grads:
+            g = step[n]
+            expected -= 0.01 * (torch.sign(0.8 * m + 0.2 * g) + decay * expected)
+            m = 0.95 * m + 0.05 * g
+        assert torch.allclose(p.detach(), expected, atol=1e-6), n
+        assert torch.allclose(optimizer.state[p]["exp_avg"], m, atol=1e-6), n
+
+
+ADAGRAD = '''
+"""A user's own optimizer family, torch's Adagrad: no update of its own, so a run alone takes torch.optim's step."""
+from dataclasses import dataclass
+
+import torch
+
+from makemore.optimizers import Optimizer
+
+
+@dataclass
+class AdagradConfig:
+    name: str
+    lr: float = 0.05
+    weight_decay: float = 0.0
+
+
+class Adagrad(Optimizer):
+    Config = AdagradConfig
+
+    @staticmethod
+    def build(groups, cfg):
+        return torch.optim.Adagrad(groups, lr=cfg.lr)
+'''
+
+
+def test_a_users_own_optimizer_trains_and_its_members_run_alone_told_why(tmp_path, few_names, monkeypatch):
+    from omegaconf import OmegaConf, open_dict
+
+    from makemore import grouping
+    from makemore.errors import MakemoreError
+
+    (tmp_path / "my_optimizers.py").write_text(ADAGRAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def adagrad(*overrides, target="my_optimizers.Adagrad"):
+        cfg = compose_config(*FAST, "logger=none", few_names, *overrides)
+        with open_dict(cfg):
+            cfg.optim = OmegaConf.create({"_target_": target, "name": "adagrad", "lr": 0.05, "weight_decay": 0.0})
+        return cfg
+
+    metrics = train_run(adagrad(), tmp_path / "alone")
+    assert metrics["status"] == "ok" and metrics["train_loss"] < 3.0  # it trains (uniform guessing: 3.30)
+    units = grouping.plan([grouping.Member(i, f"m{i}", adagrad(f"seed={i}"), 0) for i in range(2)], max_members=16)
+    assert all(isinstance(u, grouping.Alone) for u in units)
+    assert "optim=adagrad has no stacked step (Adagrad leaves Optimizer.update unwritten)" in units[0].reason
+    with pytest.raises(MakemoreError, match=r"^optim._target_=my_optimizers.Missing cannot be imported"):
+        validate(adagrad(target="my_optimizers.Missing"))
+    with pytest.raises(MakemoreError, match=r"^optim._target_=my_optimizers.AdagradConfig is not an optimizer family"):
+        validate(adagrad(target="my_optimizers.AdagradConfig"))

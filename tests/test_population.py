@@ -14,7 +14,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from makemore import grouping
+from makemore import grouping, loop
+from makemore.features import Feature
 from makemore.loop import Diverged
 from makemore.population import train_population
 from makemore.rundir import find_runs
@@ -36,7 +37,7 @@ def population_and_solo(tmp_path, members: list[list[str]]) -> list[tuple[dict |
     and whether their history.csv files agree."""
     shared: dict = {}
     jobs = [start(compose_config(*m), tmp_path / f"member{i}", None, shared) for i, m in enumerate(members)]
-    outcomes = train_population(jobs, [None] * len(jobs), [None] * len(jobs), 1, lambda done, tally: None)
+    outcomes = train_population(jobs, [None] * len(jobs), [None] * len(jobs), lambda done, tally: None)
     solos = [train_run(compose_config(*m), tmp_path / f"solo{i}") for i, m in enumerate(members)]
     histories = [
         (tmp_path / f"member{i}" / "history.csv").read_text() == (tmp_path / f"solo{i}" / "history.csv").read_text()
@@ -61,8 +62,10 @@ def population_and_solo(tmp_path, members: list[list[str]]) -> list[tuple[dict |
         ["model=additive"],
         ["model=gru", "steps=12", "eval_interval=6"],  # torch.func.vmap and autograd, on whole items
         ["model=transformer", "steps=6", "eval_interval=3"],  # vmap, with LayerNorm's native backward per member
+        ["ema_decay=0.9", "checkpoint_interval=7"],  # the weights' moving average: loss/dev_ema in history.csv
+        ["optim=lion", "optim.weight_decay=0.1"],  # a third optimizer family, decoupled weight decay
     ],
-    ids=["mlp", "lecture2", "momentum", "early_stop", "table", "additive", "gru", "transformer"],
+    ids=["mlp", "lecture2", "momentum", "early_stop", "table", "additive", "gru", "transformer", "ema", "lion"],
 )
 def test_each_member_gets_its_solo_runs_numbers_to_the_last_digit(tmp_path, few_names, recipe):
     members = [quiet(few_names, *recipe, f"seed={seed}") for seed in (1, 2, 3)]
@@ -82,10 +85,35 @@ def test_each_member_gets_its_solo_runs_numbers_to_the_last_digit(tmp_path, few_
         assert all(torch.equal(mine["model"][k], theirs["model"][k]) for k in theirs["model"])
 
 
+class ClippedGradients(Feature):
+    """A throwaway training feature, written in this one place: each member's gradients scaled down to a norm of
+    at most 0.05 before its update."""
+
+    @staticmethod
+    def wanted(settings) -> bool:
+        return True
+
+    def before_update(self) -> None:
+        for position in range(self.loop.engine.size):
+            grads = self.loop.engine.member_grads(position)
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            torch._foreach_mul_(grads, (0.05 / norm).clamp(max=1.0))
+
+
+def test_a_feature_added_in_one_place_acts_alone_and_in_a_population_alike(tmp_path, few_names, monkeypatch):
+    members = [quiet(few_names, "optim=sgd", f"seed={seed}") for seed in (1, 2, 3)]
+    plain = population_and_solo(tmp_path / "plain", members)
+    monkeypatch.setattr(loop, "FEATURES", [*loop.FEATURES, ClippedGradients])
+    clipped = population_and_solo(tmp_path / "clipped", members)
+    for (outcome, solo, same_history), (unclipped, _, _) in zip(clipped, plain):
+        assert {k: outcome.get(k) for k in LOSSES} == {k: solo.get(k) for k in LOSSES} and same_history
+        assert outcome["train_loss"] != unclipped["train_loss"]  # the clip acted, on both sides alike
+
+
 def test_a_diverging_member_ends_alone_and_the_others_finish(tmp_path, few_names):
     members = [quiet(few_names, "model.hidden=16", f"optim.lr={lr}") for lr in (0.01, 1e6, 0.02)]
     jobs = [start(compose_config(*m), tmp_path / f"member{i}", None, {}) for i, m in enumerate(members)]
-    ok1, diverged, ok2 = train_population(jobs, [None] * 3, [None] * 3, 1, lambda done, tally: None)
+    ok1, diverged, ok2 = train_population(jobs, [None] * 3, [None] * 3, lambda done, tally: None)
     assert isinstance(diverged, Diverged) and "lower optim.lr" in str(diverged)
     for outcome, i in ((ok1, 0), (ok2, 2)):
         assert outcome["dev_loss"] == train_run(compose_config(*members[i]), tmp_path / f"solo{i}")["dev_loss"]
@@ -111,7 +139,6 @@ def test_members_stack_by_shape_and_the_others_are_told_why(few_names):
         "model=bigram_count": "a counting model takes no optimizer steps",
         "model.dropout=0.1": "draws random numbers (dropout)",
         "model.backward=manual": "model.backward=manual fuses one model's SGD updates",
-        "ema_decay=0.98": "ema_decay keeps each member's moving average of its weights",
     }
     for override, reason in alone.items():
         units = grouping.plan(members_of(*([few_names, override, f"seed={s}"] for s in (1, 2))), max_members=16)

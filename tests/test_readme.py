@@ -376,6 +376,34 @@ def trials_pruned_one_by_one(project: Path, result: subprocess.CompletedProcess)
             assert trial.intermediate_values[trial.last_step] == metrics["dev_loss_at_prune"]
 
 
+def pruned_seed_groups_in_populations(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Each trial's four seeds trained as one population, each with the weights' moving average, whose dev loss is
+    what it reported; a pruned trial stopped all four at the step it was pruned, a kept one trained all four."""
+    study, sweep_dir = only_study(project)
+    assert result.stdout.count("population 1 of 1: 4 members stacked (differing in seed;") == len(study.trials)
+    members: dict[int, list[Path]] = {}
+    for run_dir in find_runs(sweep_dir):
+        members.setdefault(trial_of(run_dir), []).append(run_dir)
+    assert "PRUNED" in {t.state.name for t in study.trials} and "COMPLETE" in {t.state.name for t in study.trials}
+    for trial in study.trials:
+        assert len(members[trial.number]) == 4
+        pruned = trial.user_attrs.get("pruned_at_step")
+        statuses = {read_metrics(run_dir)["status"] for run_dir in members[trial.number]}
+        assert statuses == ({f"pruned at step {pruned}"} if trial.state.name == "PRUNED" else {"ok"})
+        for run_dir in members[trial.number]:
+            assert "ema_decay=0.98" in read_overrides(run_dir)
+            seed = next(o.split("=")[1] for o in read_overrides(run_dir) if o.startswith("seed="))
+            reported = {int(k.split()[1]): v for k, v in trial.user_attrs.items() if k.endswith(f" seed={seed}")}
+            if pruned is None:  # every report was its weights' average's dev loss
+                with open(run_dir / "history.csv", newline="") as f:
+                    averaged = {
+                        int(r["step"]): float(r["loss/dev_ema"]) for r in csv.DictReader(f) if r["loss/dev_ema"]
+                    }
+                assert reported and reported == {step: averaged[step] for step in reported}
+            elif pruned in reported:  # the seed whose report pruned the trial; its siblings stopped unreported
+                assert reported[pruned] == read_metrics(run_dir)["dev_loss_at_prune"]
+
+
 def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> None:
     """4 trials x 3 seeds: no trial searches the seed, each trial's value is its seeds' mean dev loss (their spread
     beside it), and the printed optuna-dashboard command serves the study over HTTP."""
@@ -684,6 +712,9 @@ CASES: dict[str, Case] = {
         suffix="hydra.sweeper.n_trials=8 hydra.sweeper.n_jobs=4 hydra.sweeper.pruner.n_startup_trials=2 steps=400 "
         "progress=false",
         check=trials_pruned_one_by_one,
+    ),
+    "python sweep.py sweep=optuna_mlp seeds=4 hydra/launcher=population hydra/sweeper/pruner=successive_halving": Case(
+        suffix="hydra.sweeper.n_trials=4 steps=300 progress=false", check=pruned_seed_groups_in_populations
     ),
     "python sweep.py sweep=optuna_mlp hydra/sweeper/pruner=median hydra.sweep.dir=outputs/search": Case(
         suffix=f"hydra.sweeper.n_trials=4 {QUICK}", check=two_processes_share_one_study

@@ -35,6 +35,7 @@ from makemore.search import (
     OBJECTIVES,
     OPTIMIZATION_RESULTS,
     PARETO_FRONT,
+    PRUNED_AT,
     RESULT_OBJECTIVES,
     SEED_STD,
     SEED_VALUES,
@@ -149,12 +150,10 @@ class OptunaSweeper(Sweeper):
         return returns
 
     def judges_average(self, fixed: list[str], space: dict) -> bool:
-        """Whether trials get ema_decay=pruning_ema_decay: a pruner judges them, neither the sweep's overrides nor
-        its composed config set ema_decay, and the launcher runs each trial on its own (a population stacks its
-        members' weights, not their averages: there the pruner judges the weights' own dev loss)."""
+        """Whether trials get ema_decay=pruning_ema_decay: a pruner judges them, and neither the sweep's overrides
+        nor its composed config set ema_decay (any launcher: a population stacks its members' averages too)."""
         chosen = "ema_decay" in space or sets(fixed, "ema_decay") or self.config.ema_decay
-        stacks = type(self.launcher).__name__ == "PopulationLauncher"
-        return prunes(self.pruner) and self.pruning_ema_decay is not None and not chosen and not stacks
+        return prunes(self.pruner) and self.pruning_ema_decay is not None and not chosen
 
     def refills(self) -> bool:
         """Whether n_jobs trials run in slots that refill as each ends: with a launcher whose every launch runs in
@@ -270,7 +269,7 @@ class OptunaSweeper(Sweeper):
             ended = study.get_trials(deepcopy=False)[trial.number]
             ran = results[k * runs : (k + 1) * runs]
             values = [r.return_value if r.status == JobStatus.COMPLETED else None for r in ran]
-            if "pruned_at_step" in ended.user_attrs:
+            if PRUNED_AT in ended.user_attrs:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             elif all(isinstance(v, float) and math.isfinite(v) for v in values):
                 if seeds:

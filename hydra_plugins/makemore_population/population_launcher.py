@@ -39,11 +39,11 @@ from makemore.checkpoint import load_checkpoint
 from makemore.cli import record_end
 from makemore.errors import MakemoreError, SweepInterrupted
 from makemore.hydra_versions import configure_console_log, job_id
-from makemore.loop import STOP_SIGNALS, Interrupted
-from makemore.population import Tally, progress_bar, train_population, write_population_record
+from makemore.loop import STOP_SIGNALS, Interrupted, Tally
+from makemore.population import progress_bar, train_population, write_population_record
 from makemore.rundir import CHECKPOINT, ended_metrics
-from makemore.search import Pruned, trial_reporter
-from makemore.train import start, sweep_member
+from makemore.search import Pruned
+from makemore.train import reporter_for, start, sweep_member
 
 # Member-steps a population needs before it is split among worker processes, which cost ~2 s to start (each imports
 # torch): 20,000 steps of the default MLP take ~8 s of one core; below, the population trains in the sweep's process.
@@ -211,7 +211,7 @@ class Shard:
             if ready:
                 parts = ("prepared", "resume", "reporter")
                 runs, resumes, reporters = ([getattr(j, part) for j in ready] for part in parts)
-                outcomes = train_population(runs, resumes, reporters, self.threads, progress)
+                outcomes = train_population(runs, resumes, reporters, progress)
             for job, outcome in zip(ready, outcomes):
                 job.outcome = outcome
         except BaseException as error:  # a bug, or a signal while members started: no member trained further
@@ -299,7 +299,7 @@ class MemberJob(threading.Thread):
         try:
             _, self.resume = sweep_member(cfg, run_dir, sweep_dir)  # a member that ended earlier never gets here
             self.prepared = start(cfg, run_dir, self.resume, shared=self.data)
-            self.reporter = trial_reporter(cfg.get("trial"), hydra.sweeper, sweep_dir, cfg.seed)
+            self.reporter = reporter_for(cfg, hydra.sweeper, sweep_dir)
         except Exception as e:
             error = e
         finally:

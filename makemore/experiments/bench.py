@@ -180,14 +180,14 @@ def stacked_step_ms(
     """One core's milliseconds per member-step of the model of `cfg` stacked `members` at a time (engine and
     optimizer, on fixed batches from X, Y), and torch.tanh's share of that time: the kernels a solo run runs too."""
     from makemore.models import build_model
-    from makemore.optim import build_optimizer
+    from makemore.optimizers import build_optimizer, family_of
+    from makemore.optimizers.stacked import StackedOptimizer
     from makemore.stacked import StackedMLP
-    from makemore.stacked_optim import StackedOptimizer
 
     models = [build_model(cfg.model, vocab_size) for _ in range(members)]
     optimizers = [build_optimizer(m, cfg.optim, cfg.schedule, cfg.steps)[0] for m in models]
     engine = StackedMLP(models)
-    optimizer = StackedOptimizer(engine, optimizers, models)
+    optimizer = StackedOptimizer(engine, optimizers, models, family_of(cfg.optim))
     rows = torch.randint(0, len(X), (members, cfg.batch_size), generator=torch.Generator().manual_seed(0))
     x, y, rates, smoothing = X[rows], Y[rows], [(cfg.optim.lr, tuple(range(members)))], [0.0] * members
     for _ in range(3):
@@ -281,7 +281,7 @@ def dashboard_cost(kept: int) -> None:
 
 def optuna_search(pruner: str, trials: int, *overrides: str) -> dict:
     """`python sweep.py sweep=optuna_mlp` (TPE, sampler seed 42) with a pruner: its members' training seconds,
-    its wall time, its best dev and the share of trials pruned."""
+    its wall time, its best dev and the share of its runs pruned."""
     wall, members = timed_sweep(
         "sweep.py", "sweep=optuna_mlp", f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.n_trials={trials}", *overrides
     )
@@ -308,6 +308,19 @@ def main(argv: list[str] | None = None) -> int:
         "hyperband) at equal trial counts",
     )
     parser.add_argument("--trials", type=int, default=20, help="trials per search for --pruning")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--pruning: each trial a seed group of N runs (seeds=N), judged on their mean",
+    )
+    parser.add_argument(
+        "--launcher",
+        default=None,
+        metavar="NAME",
+        help="--pruning: the searches' hydra/launcher (population: each trial's seeds trained as one population)",
+    )
     parser.add_argument(
         "--population",
         action="store_true",
@@ -353,11 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.pruning:
-        full, pruned = optuna_search("none", args.trials, *runs), optuna_search(args.pruning, args.trials, *runs)
-        for name, search in (("no pruner", full), (args.pruning, pruned)):
+        search = [*runs, *([f"seeds={args.seeds}"] if args.seeds else [])]
+        search += [f"hydra/launcher={args.launcher}"] if args.launcher else []
+        full, pruned = optuna_search("none", args.trials, *search), optuna_search(args.pruning, args.trials, *search)
+        shown, unit = " ".join(["sweep=optuna_mlp", *search[len(runs) :]]), "runs" if args.seeds else "trials"
+        for name, searched in (("no pruner", full), (args.pruning, pruned)):
             print(
-                f"sweep=optuna_mlp, {args.trials} trials, {name}: {search['train_seconds']:.1f} s of training "
-                f"({search['wall']:.1f} s wall), best dev {search['best']:.4f}, {search['pruned']:.0%} of trials pruned"
+                f"{shown}, {args.trials} trials, {name}: {searched['train_seconds']:.1f} s of training "
+                f"({searched['wall']:.1f} s wall), best dev {searched['best']:.4f}, {searched['pruned']:.0%} of "
+                f"{unit} pruned"
             )
         print(
             f"pruning with {args.pruning}: {full['train_seconds'] / pruned['train_seconds']:.2f}x less training time "
