@@ -80,21 +80,16 @@ class ManualEngine(SoloEngine):
         return super().member_grads(k)
 
 
-class FusedSGD:
+class FusedSGD(SoloOptimizer):
     """Plain SGD fused into lecture 4's backward pass: the optimizer's step is that pass, after ManualEngine's
     forward. The torch.optim object keeps the run's groups (no state: plain SGD has none)."""
 
-    def __init__(self, engine: ManualEngine, optimizer: torch.optim.Optimizer):
-        self.engine, self.optimizer = engine, optimizer
+    def __init__(self, engine: ManualEngine, optimizer: torch.optim.Optimizer, family: type[Optimizer]):
+        super().__init__(optimizer, family)
+        self.engine = engine
 
     def step(self, rates: list[tuple[float, tuple[int, ...]]]) -> None:
         self.engine.manual.sgd_backward(self.engine.context, rates[0][0])
-
-    def state_dict(self, position: int, optimizer: torch.optim.Optimizer, model: nn.Module) -> dict:
-        return self.optimizer.state_dict()
-
-    def keep(self, positions: list[int]) -> None:
-        """A run alone has nobody to drop."""
 
 
 def solo(
@@ -105,4 +100,4 @@ def solo(
     if not getattr(model, "manual_backward", False):
         return SoloEngine(model), SoloOptimizer(optimizer, family)
     engine = ManualEngine(model, rows, smoothing, fused=is_plain_sgd(optimizer))
-    return engine, FusedSGD(engine, optimizer) if engine.fused else SoloOptimizer(optimizer, family)
+    return engine, FusedSGD(engine, optimizer, family) if engine.fused else SoloOptimizer(optimizer, family)

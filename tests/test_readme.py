@@ -326,6 +326,19 @@ def one_population_of(count: int) -> Callable[[Path, subprocess.CompletedProcess
     return check
 
 
+def each_optimizer_a_population_its_members_solo_runs(project: Path, result: subprocess.CompletedProcess) -> None:
+    """AdamW's four seeds and Lion's train as two populations; a Lion member's printed rerun reproduces it alone."""
+    lines = [line for line in result.stdout.splitlines() if line.startswith("population ")]
+    stacked = "4 members stacked (differing in seed; apart from the others by optim.name; the MLP's gradients by hand"
+    assert len(lines) == 2 and all(line.split(": ")[1].startswith(stacked) for line in lines), lines
+    [sweep_dir] = sweep_roots(project)
+    with open(sweep_dir / "leaderboard.csv", newline="") as f:
+        reruns = [row["rerun"] for row in csv.DictReader(f) if row["run"].startswith("lion ")]
+    assert len(reruns) == 4
+    again = bash(project, reruns[-1])
+    assert "rerun verdict: reproduced: losses identical" in again.stdout, again.stdout[-1000:] + again.stderr[-1000:]
+
+
 def the_basic_launchers_numbers(project: Path, result: subprocess.CompletedProcess) -> None:
     """Two populations of 4; the same 8 members, bit for bit, and the same leaderboard as the basic launcher's;
     a member's printed rerun command reproduces it alone."""
@@ -705,6 +718,9 @@ CASES: dict[str, Case] = {
         compose_only="SLURM and the database server are a cluster's: the command composes here"
     ),
     "python train.py -m hydra/launcher=population seeds=16": Case(check=one_population_of(16)),
+    "python train.py -m optim=adamw,lion seeds=4 hydra/launcher=population": Case(
+        suffix="steps=300 progress=false", check=each_optimizer_a_population_its_members_solo_runs
+    ),
     "python train.py -m hydra/launcher=population model.emb=4,10 optim.lr=0.01,0.03 seeds=2": Case(
         check=the_basic_launchers_numbers
     ),
@@ -729,6 +745,9 @@ CASES: dict[str, Case] = {
     "python -m makemore.experiments.bench --quick": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --parallel": Case(suffix="--smoke", check=bench_check),
     "python -m makemore.experiments.bench --pruning successive_halving": Case(suffix="--smoke", check=bench_check),
+    "python -m makemore.experiments.bench --pruning successive_halving --seeds 4 --launcher population": Case(
+        suffix="--smoke", check=bench_check
+    ),
     "python -m makemore.experiments.bench --population": Case(suffix="--smoke", check=population_bench_check),
     "python -m makemore.experiments.bench --dashboard 10000": Case(suffix="--smoke", check=dashboard_bench_check),
     "python -m makemore.experiments.on_device": Case(suffix="--smoke", check=device_table_check),
