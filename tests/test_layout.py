@@ -240,3 +240,11 @@ def test_the_layout_doc_lists_every_module_in_the_order_it_is_built_up():
     text = (ROOT / "docs" / "layout.md").read_text()
     listed = re.findall(r"^      (\S+)\s", text[text.index("    makemore/") : text.index("    hydra_plugins/")], re.M)
     assert listed == [module.replace(".", "/") for layer in LAYERS for module in layer]
+
+
+def test_every_package_of_the_code_ships_in_the_wheel():
+    """pyproject.toml lists the packages setuptools builds: a package left out installs without its modules."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for init in [*PACKAGE.rglob("__init__.py"), *(ROOT / "hydra_plugins").rglob("__init__.py")]:
+        name = ".".join(init.parent.relative_to(ROOT).parts)
+        assert f'"{name}"' in pyproject, f"{name} is not in pyproject.toml's packages"
