@@ -236,6 +236,8 @@ class Loop:
         self.tally = Tally(running=len(members))
         self.share = 0.0  # training seconds per member so far: each interval's wall time divided among those training
         self.chunk: tuple | None = None  # the active members' batches for the current BATCH_CHUNK steps
+        self.rates: list[tuple[float, tuple[int, ...]]] = []  # the last step's: each lr with its members' positions
+        self.evaluating: list[int] = []  # the members the current evaluation scores
         self.active: list[int] = []
         self.features: list[Feature] = []
         self.keep(list(range(len(members))))

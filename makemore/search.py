@@ -32,9 +32,8 @@ IMPORTANCES = "param_importances"  # its key for each parameter's importance (Op
 IMPORTANCE_TRIALS = 5  # finished trials before importances say more than noise
 # Trial attributes of a seed group (seeds=N): its seeds, each one's final dev loss, and their standard deviation.
 SEEDS, SEED_VALUES, SEED_STD = "seeds", "seed_dev_losses", "seed_dev_std"
-PRUNED_AT = (
-    "pruned_at_step"  # the trial attribute a pruned run sets: the sweeper tells Optuna PRUNED, its siblings stop
-)
+# The trial attribute a pruned run sets: the sweeper tells Optuna PRUNED, and the trial's other seeds stop.
+PRUNED_AT = "pruned_at_step"
 
 
 class Pareto(NamedTuple):

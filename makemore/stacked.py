@@ -404,7 +404,7 @@ class Evaluation:
         self.X, self.Y, self.vocab_size = X, Y, vocab_size
         self.distinct: dict[str, tuple] = {}  # by split, found at its first stacked evaluation
 
-    def distinct_rows(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def rows_of(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A split's distinct rows and each example's among them; (the rows, None) where it does not pay: whole
         items are rarely repeated, and few rows take MKL's other kernels."""
         if split not in self.distinct:
@@ -417,7 +417,7 @@ class Evaluation:
 
     def losses(self, engine: StackedEngine, split: str) -> list[float]:
         X, Y, K = self.X[split], self.Y[split], engine.size
-        rows, inverse = self.distinct_rows(split)
+        rows, inverse = self.rows_of(split)
         logits = self.logits(engine, rows) if inverse is not None else None
         totals = [torch.zeros((), dtype=torch.float64, device=X.device) for _ in range(K)]
         chunk = max(1, eval_rows(self.vocab_size) // (Y.shape[1] if Y.dim() == 2 else 1))
