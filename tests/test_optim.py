@@ -1,6 +1,7 @@
 """Optimizers and schedules: the lr each schedule promises, weight decay's groups, the presets' settings."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -155,3 +156,21 @@ def test_a_users_own_optimizer_trains_and_its_members_run_alone_told_why(tmp_pat
         validate(adagrad(target="my_optimizers.Missing"))
     with pytest.raises(MakemoreError, match=r"^optim._target_=my_optimizers.AdagradConfig is not an optimizer family"):
         validate(adagrad(target="my_optimizers.AdagradConfig"))
+
+
+def test_the_readmes_optim_row_states_each_options_own_numbers():
+    from makemore.optimizers import OPTIONS
+
+    from helpers import ROOT
+
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `optim` |"))
+    nodes = {name: OPTIONS[name].node(name) for name in OPTIONS}
+    assert sorted(re.findall(r"`(\w+)` \(lr", row)) == sorted(OPTIONS)
+    for name, node in nodes.items():
+        lr = f"{node['optim']['lr']:g}"
+        batch = node.get("batch_size", compose_config().batch_size)
+        stated = re.search(rf"`{name}` \(lr ([\d.]+)(?:, batch (\d+))?", row)
+        assert stated.group(1) == lr, name
+        assert stated.group(2) is None or int(stated.group(2)) == batch, name
+    assert "200 steps on the whole split" in row and nodes["full_batch"]["steps"] == 200
+    assert nodes["full_batch"]["batch_size"] is None
