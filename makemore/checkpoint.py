@@ -12,7 +12,7 @@ from torch import nn
 
 from makemore.config import upgrade
 from makemore.data import Vocab
-from makemore.errors import MakemoreError
+from makemore.errors import CannotWrite, MakemoreError, refused_write
 from makemore.models import build_model
 
 
@@ -28,8 +28,11 @@ def save_atomic(obj: dict, path: Path) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; a checkpoint is an ordinary output
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        refused = refused_write(error)
+        if refused:
+            raise CannotWrite(path, refused) from None
         raise
 
 

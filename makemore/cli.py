@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -12,9 +13,11 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from makemore.errors import MakemoreError, SweepInterrupted, one_line, refuse
+from makemore import lock
+from makemore.errors import CannotWrite, MakemoreError, SweepInterrupted, one_line, refuse, refused_write
 from makemore.loop import Diverged, Interrupted
 from makemore.provenance import COMMAND_VARIABLE, typed_command
+from makemore.redact import passwords_moved_out
 from makemore.rundir import METRICS, write_json
 from makemore.search import Pruned
 from makemore.settings import Settings
@@ -29,9 +32,11 @@ def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
     override that --help composes with, where the config has a group that must be chosen (sweep.py's sweep).
     """
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ[COMMAND_VARIABLE] = typed_command(sys.argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    logging.raiseExceptions = False  # a log line a full disk refuses is lost, not a traceback (the run says why)
     try:
+        sys.argv[1:] = passwords_moved_out(sys.argv[1:])  # before anything records or prints the command
+        os.environ[COMMAND_VARIABLE] = typed_command(sys.argv)
         sys.argv[1:] = sweep_is_multirun(expand_seeds(sys.argv[1:]))
         if help_shows and {"--help", "-h"} & set(sys.argv[1:]):
             key = help_shows.split("=", 1)[0]
@@ -126,6 +131,7 @@ def settle_stopped_run(error: Exception, run_dir: Path, sweep_dir: Path | None) 
     line, a status in metrics.json (never over a finished run's) and exit 1, or 128 + the signal for an
     interrupted run. In a sweep a failed member is recorded and the sweep goes on; an interrupt stops it.
     """
+    error = as_cannot_write(error, run_dir)
     reason = record_end(error, run_dir)
     if isinstance(error, Pruned):
         return math.inf
@@ -143,6 +149,14 @@ def settle_stopped_run(error: Exception, run_dir: Path, sweep_dir: Path | None) 
     sys.exit(1)
 
 
+def as_cannot_write(error: Exception, run_dir: Path) -> Exception:
+    """`error`, or the refused write behind it (of history.csv, an event file, the samples) as CannotWrite."""
+    refused = refused_write(error)
+    if refused and not isinstance(error, CannotWrite):
+        return CannotWrite(refused.filename or run_dir, refused)
+    return error
+
+
 def record_end(error: Exception, run_dir: Path) -> str:
     """Write how `error` ended the run into its metrics.json: pruned (a result), diverged, interrupted (with the
     command that continues it) or failed, never over a finished run's result. Returns the reason, one line."""
@@ -158,10 +172,17 @@ def record_end(error: Exception, run_dir: Path) -> str:
         )
         print(f"trial {error.trial} {error}")
         return str(error)
-    status = {Diverged: "diverged", Interrupted: "interrupted"}.get(type(error), "failed")
+    if isinstance(error, lock.Busy):  # the directory is another process's to write
+        return str(error)
+    error = as_cannot_write(error, run_dir)
+    status = {Diverged: "diverged", Interrupted: "interrupted", CannotWrite: "interrupted"}.get(type(error), "failed")
     reason = str(error) if isinstance(error, MakemoreError) else f"{type(error).__name__}: {error}"
-    if isinstance(error, Interrupted):
-        reason += f"; continue with {train_command('resume', run_dir)}"
+    if status == "interrupted":
+        room = "make room on its disk (or make it writable), then " if isinstance(error, CannotWrite) else ""
+        reason += f"; {room}continue with {train_command('resume', run_dir)}"
     if run_dir.is_dir() and (not (run_dir / METRICS).exists() or status != "failed"):  # a finished run's result stays
-        write_json(run_dir / METRICS, {"status": status, "error": reason})
+        try:
+            write_json(run_dir / METRICS, {"status": status, "error": reason})
+        except CannotWrite:
+            pass  # the disk that stopped the run takes no record either: the line printed is the record
     return reason

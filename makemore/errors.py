@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -12,6 +13,30 @@ from omegaconf.errors import OmegaConfBaseException
 
 class MakemoreError(Exception):
     """A problem with the user's data or config. Its message names the problem and the fix."""
+
+
+class CannotWrite(MakemoreError):
+    """A write the system refused (a full disk, a quota, a read-only or unwritable directory): the run stops where
+    its last checkpoint stands, and continues from it once the disk has room."""
+
+    def __init__(self, path: Path | str, cause: OSError):
+        super().__init__(f"cannot write {path}: {(cause.strerror or str(cause)).lower()}")
+        self.path = path
+
+
+# What a full or closed disk answers a write with.
+REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def refused_write(error: BaseException) -> OSError | None:
+    """The refused write behind `error`, anywhere in its chain (torch.save's own error is raised over the OSError
+    of the file it could not write), or None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in REFUSED:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class SweepInterrupted(KeyboardInterrupt):

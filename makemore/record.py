@@ -13,15 +13,18 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from makemore import lock
 from makemore.checkpoint import load_checkpoint
 from makemore.config import upgrade
 from makemore.errors import MakemoreError, refuse, stop_sweep_on_signals
 from makemore.preflight import pick_device, prepare
 from makemore.provenance import check_source
+from makemore.redact import refuse_written_passwords
 from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch_key, read_overrides
 from makemore.search import SWEEPER
 from makemore.settings import RUN_SELECTORS
 from makemore.shell import train_command
+from makemore.workers import name_the_sweep
 
 POPULATION_LAUNCHER = "hydra_plugins.makemore_population.population_launcher.PopulationLauncher"
 
@@ -49,6 +52,7 @@ def stop_unless_it_passes(check, config: DictConfig) -> None:
 
 def check_run(config: DictConfig) -> None:
     """Validate a single run's config in place (the saved one for rerun=/resume=) and refuse an occupied directory."""
+    refuse_written_passwords(written_strings(config))
     overrides = list(config.hydra.overrides.task)
     with read_write(config), open_dict(config):
         ran = job_config(config)
@@ -75,12 +79,14 @@ def check_run(config: DictConfig) -> None:
         config.hydra.run.dir = run_dir = str(config.hydra.run.dir)  # resolved once: what we check is what is used
     if not config.get("resume"):
         refuse_occupied(Path(run_dir), "hydra.run.dir")
+    lock.hold(Path(run_dir))  # this process writes it; a second (two resume= of one run) is refused
 
 
 def check_sweep(config: DictConfig) -> None:
     """Validate a sweep's base config and refuse an occupied sweep directory."""
     if config.get("resume") or config.get("rerun"):
         raise MakemoreError("rerun= and resume= take one run at a time; drop -m")
+    refuse_written_passwords(written_strings(config))
     prepare(config)  # each member is checked again with its own overrides
     check_sweeper_settings(config.hydra.sweeper)
     check_launcher_settings(config.hydra.launcher)
@@ -88,7 +94,10 @@ def check_sweep(config: DictConfig) -> None:
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
     if not continues_a_sweep(config, Path(sweep_dir)):
         refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
+    if config.hydra.sweeper.get("_target_") != SWEEPER:  # Optuna's processes share a study and its directory
+        lock.hold(Path(sweep_dir))
     stop_sweep_on_signals(Path(sweep_dir))
+    name_the_sweep()  # before any worker starts: each ends with this process
 
 
 def check_sweeper_settings(sweeper: DictConfig) -> None:
@@ -109,6 +118,10 @@ def check_launcher_settings(launcher: DictConfig) -> None:
         if value is not None and value < 1:
             nullable = "" if key == "max_members" else ", or null for its default"
             raise MakemoreError(f"hydra.launcher.{key}={value} is not allowed: it must be at least 1{nullable}")
+    if launcher.max_failures < 0:
+        raise MakemoreError(
+            f"hydra.launcher.max_failures={launcher.max_failures} is not allowed: it must be 0 (no restart) or more"
+        )
 
 
 def continues_a_sweep(config: DictConfig, sweep_dir: Path) -> bool:
@@ -124,6 +137,22 @@ def continues_a_sweep(config: DictConfig, sweep_dir: Path) -> bool:
             f"{' '.join(earlier.hydra.overrides.task) or 'none'}); continue it with those, or pick a new directory"
         )
     return True
+
+
+def written_strings(config: DictConfig) -> list[tuple[str, str]]:
+    """Every URL-like string of the config as written (unresolved), by key: where a password could hide."""
+    found = []
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+            path = f"{prefix}{key}"
+            if isinstance(value, (dict, list)):
+                walk(f"{path}.", value)
+            elif isinstance(value, str) and "://" in value:
+                found.append((path, value))
+
+    walk("", OmegaConf.to_container(config, resolve=False))
+    return found
 
 
 def job_config(config: DictConfig) -> DictConfig:

@@ -16,10 +16,11 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from makemore.cli import continue_command
 from makemore.config import experiment_hparams, short_names
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
-from makemore.errors import MakemoreError, refuse
+from makemore.errors import CannotWrite, MakemoreError, refuse, refused_write
 from makemore.evaluate import evaluate, evaluated_data, write_evaluation
 from makemore.loggers import writes_tensorboard
 from makemore.metrics import leaderboard_cells
@@ -27,6 +28,7 @@ from makemore.rundir import (
     CONFIG,
     HISTORY,
     METRICS,
+    OVERRIDES,
     REPORT_FILES,
     SWEEP_RECORD,
     dashboard_root,
@@ -38,7 +40,7 @@ from makemore.rundir import (
     run_directory_of,
 )
 from makemore.search import IMPORTANCES, OPTIMIZATION_RESULTS, PARETO_FRONT, RESULT_OBJECTIVES, TRIAL_VALUES, Pareto
-from makemore.shell import train_command
+from makemore.shell import report_command, train_command
 
 CURVES_SHOWN = 6
 
@@ -615,16 +617,62 @@ class LeaderboardCallback(Callback):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
-        rows = write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
-        if runs and writes_tensorboard(config.logger):
-            write_sweep_summary(sweep_dir, runs)
-            refresh_dashboard(dashboard_root(sweep_dir), [run["dir"] for run in runs])
-        if rows and not any(row["status"] == "ok" for row in rows):
+        try:
+            write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
+            if runs and writes_tensorboard(config.logger):
+                write_sweep_summary(sweep_dir, runs)
+                refresh_dashboard(dashboard_root(sweep_dir), [run["dir"] for run in runs])
+        except Exception as error:
+            refused = refused_write(error)
+            if refused is None:
+                raise
             refuse(
                 MakemoreError(
-                    f"every member of the sweep failed; their reasons are in {config.hydra.sweep.dir}/leaderboard.md"
+                    f"{CannotWrite(refused.filename or sweep_dir, refused)}; the members' records are whole: make "
+                    f"room, then write the leaderboard with {report_command(sweep_dir)}"
                 )
             )
+        refuse_unless_whole(runs, sweep_dir)
+
+
+# A member that ended so is no result: its sweep exits 1 (diverged and pruned members are results of the sweep).
+UNFINISHED = ("failed", "interrupted", "incomplete")
+
+
+def refuse_unless_whole(runs: list[dict], sweep_dir: Path) -> None:
+    """A sweep with no finished member, or with members that failed or were interrupted, ends in one line that
+    counts them, names the leaderboard and, for interrupted ones, the command that continues them; exit 1
+    (docs/sweeps.md, exit codes)."""
+    board = sweep_dir / "leaderboard.md"
+    if runs and not any(run["metrics"].get("status") == "ok" for run in runs):
+        refuse(MakemoreError(f"every member of the sweep failed; their reasons are in {board}"))
+
+    def config(run: dict) -> tuple:  # what a member ran, but its Optuna trial's number
+        return tuple(sorted((k, v) for k, v in run["overrides"].items() if k != "trial"))
+
+    finished = {config(run) for run in runs if run["metrics"].get("status") not in UNFINISHED}
+    # an interrupted Optuna trial is queued again under a new number: once that one ends, the first is no failure;
+    # nor is a member stopped before Hydra wrote its record (its trial, too, runs again under a new number)
+    unfinished = [
+        r
+        for r in runs
+        if r["metrics"].get("status") in UNFINISHED and config(r) not in finished and (r["dir"] / OVERRIDES).is_file()
+    ]
+    if not unfinished:
+        return
+    counts = ", ".join(
+        f"{sum(run['metrics']['status'] == status for run in unfinished)} {status}"
+        for status in UNFINISHED
+        if any(run["metrics"]["status"] == status for run in unfinished)
+    )
+    stopped = any(run["metrics"]["status"] != "failed" for run in unfinished)
+    goes_on = f"; continue it with: {continue_command(str(sweep_dir))}" if stopped else ""
+    refuse(
+        MakemoreError(
+            f"{len(unfinished)} of {len(runs)} members of the sweep did not finish ({counts}); "
+            f"the reasons are in {board}{goes_on}"
+        )
+    )
 
 
 class LrFinderCallback(Callback):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from makemore.errors import REFUSED, CannotWrite
 from makemore.settings import WATCH_KEYS
 
 HYDRA_DIR = ".hydra"
@@ -40,8 +41,14 @@ def is_watch_key(key: str) -> bool:
 def write_json(path: Path, obj: dict) -> None:
     """Valid JSON (no NaN or Infinity), written atomically."""
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno in REFUSED:
+            raise CannotWrite(path, error) from None
+        raise
 
 
 def read_metrics(run_dir: Path) -> dict | None:

@@ -18,8 +18,10 @@ from typing import NamedTuple
 from omegaconf import DictConfig
 
 from makemore.errors import MakemoreError
+from makemore.redact import redact, shell_url
 from makemore.shell import shell_word
 
+CONNECT_SECONDS = 10  # how long a study's database server has to answer a connection
 JOURNAL = "optuna_journal.log"  # the default storage: Optuna's journal file in the sweep directory
 SWEEPER = "hydra_plugins.makemore_optuna.optuna_sweeper.OptunaSweeper"
 OBJECTIVES = ("dev_loss", "params", "train_seconds", "seconds_to_target")  # hydra.sweeper.objectives, minimised
@@ -67,13 +69,18 @@ def open_storage(url: str):
     import optuna
 
     if "://" in url:
+        from sqlalchemy.exc import DBAPIError
+
         try:
             return database_storage(url)
         except ImportError as e:  # the URL's database driver (SQLAlchemy's psycopg for postgresql://)
             raise MakemoreError(
-                f"the study's storage {url} needs a database driver that is not installed ({e.__cause__ or e}); "
-                "pip install -e '.[postgres]' for PostgreSQL, or leave hydra.sweeper.storage unset for the journal file"
+                f"the study's storage {redact(url)} needs a database driver that is not installed "
+                f"({e.__cause__ or e}); pip install -e '.[postgres]' for PostgreSQL, or leave hydra.sweeper.storage "
+                "unset for the journal file"
             ) from None
+        except DBAPIError as e:
+            raise StorageAway(url, e) from None
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(url))
@@ -85,24 +92,38 @@ def database_storage(url: str, attempts: int = 5):
     import optuna
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    # A server that does not answer is given up in CONNECT_SECONDS (libpq's connect_timeout), not TCP's minutes.
+    engine = {"connect_args": {"connect_timeout": CONNECT_SECONDS}} if url.startswith("postgres") else {}
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
         except (IntegrityError, ProgrammingError):  # another worker created the schema in the same instant
             if attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
 
 
+class StorageAway(MakemoreError):
+    """The study's database refused or did not answer: one line, with its URL's password hidden."""
+
+    def __init__(self, url: str, error: Exception):
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        super().__init__(
+            f"the study's storage {redact(url)} does not answer ({redact(cause)}); start its database server and "
+            "run this command again (finished trials are kept), or leave hydra.sweeper.storage unset to keep a new "
+            "study in the sweep directory's journal file"
+        )
+
+
 def dashboard_lines(url: str) -> list[str]:
     """What opens the study in optuna-dashboard (a journal file or a database URL), as commands to paste; first the
     install where it is missing (an optional extra)."""
     if shutil.which("optuna-dashboard"):
-        return [f"optuna-dashboard {shell_word(url)}"]
+        return [f"optuna-dashboard {shell_url(url)}"]
     beside = Path(sys.executable).parent / "optuna-dashboard"  # installed in this venv, which is not on PATH
     if beside.is_file():
-        return [f"{shell_word(str(beside))} {shell_word(url)}"]
-    return ["pip install 'optuna-dashboard>=0.15'", f"optuna-dashboard {shell_word(url)}"]
+        return [f"{shell_word(str(beside))} {shell_url(url)}"]
+    return ["pip install 'optuna-dashboard>=0.15'", f"optuna-dashboard {shell_url(url)}"]
 
 
 def study_name(sweeper: DictConfig, sweep_dir: Path) -> str:

@@ -69,6 +69,13 @@ def program(argv0: str | None = None) -> str:
     return PROGRAMS[name][0] if name in PROGRAMS else f"python {name}"
 
 
+def report_command(directory: object) -> str:
+    """The command that writes the leaderboard of `directory`: `python sweep.py report=...` from a checkout,
+    `makemore-sweep report=...` from an installed package."""
+    checkout = program_name(sys.argv[0]) in ("train.py", "sweep.py")
+    return f"{'python sweep.py' if checkout else 'makemore-sweep'} {override('report', directory)}"
+
+
 def train_command(key: str, value: object) -> str:
     """`python train.py key=value` (or `makemore-train ...`, `python -m makemore ...`, as this process was
     started), quoted so that it works when pasted into bash as printed."""

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from makemore import provenance
+from makemore import lock, provenance
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.cli import settle_stopped_run
 from makemore.config import compose_train_config, experiment_hparams
@@ -45,6 +45,7 @@ from makemore.sample import generate
 from makemore.search import trial_reporter
 from makemore.settings import run_settings
 from makemore.weight_average import AVERAGE_DEV, JUDGED
+from makemore.workers import die_with_the_sweep
 
 log = logging.getLogger(__name__)
 OVERFIT_MARGIN = 0.1  # nats above the lowest possible loss that debug=overfit still calls memorised
@@ -61,6 +62,8 @@ def train(cfg: DictConfig) -> float:
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     sweep_dir = Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
+    if sweep_dir:
+        die_with_the_sweep()  # a launcher's worker process (joblib's, submitit's local ones) ends with its sweep
     try:
         return train_or_continue(cfg, run_dir, sweep_dir, hydra.sweeper if sweep_dir else None)
     except Exception as error:
@@ -78,7 +81,8 @@ def train_or_continue(
             return kept
     else:
         resume = load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"}) if cfg.get("resume") else None
-    metrics = train_run(cfg, run_dir, resume, reporter_for(cfg, sweeper, sweep_dir))
+    with lock.holding(run_dir):  # a single run's process holds it from its checks on (makemore.record)
+        metrics = train_run(cfg, run_dir, resume, reporter_for(cfg, sweeper, sweep_dir))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]

@@ -19,7 +19,19 @@ PACKAGE = ROOT / "makemore"
 # Each module may import only modules of lower layers (and its own layer's, listed before it): the order in
 # which the package is built up, from the errors users see to the command line.
 LAYERS = [
-    ["errors", "shell", "fields", "settings", "targets", "rundir", "hydra_versions", "schedules"],
+    [
+        "errors",
+        "shell",
+        "fields",
+        "settings",
+        "targets",
+        "rundir",
+        "hydra_versions",
+        "schedules",
+        "lock",
+        "workers",
+        "redact",
+    ],
     ["optimizers.family", "optimizers.adamw", "optimizers.sgd", "optimizers.lion", "optimizers"],
     ["metrics", "dashboard"],
     ["loggers", "loggers.tensorboard", "loggers.wandb", "loggers.mlflow"],

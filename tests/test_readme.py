@@ -714,7 +714,7 @@ CASES: dict[str, Case] = {
     ),
     "python sweep.py sweep=mlp_grid hydra/launcher=submitit_local": Case(check=parallel_sweep_of(8)),
     "python sweep.py sweep=optuna_mlp hydra/launcher=slurm hydra.launcher.partition=gpu hydra.sweeper.n_jobs=16 "
-    "'hydra.sweeper.storage=\"postgresql://user:secret@dbhost/optuna\"'": Case(
+    "'hydra.sweeper.storage=\"postgresql://user@dbhost/optuna\"'": Case(
         compose_only="SLURM and the database server are a cluster's: the command composes here"
     ),
     "python train.py -m hydra/launcher=population seeds=16": Case(check=one_population_of(16)),

@@ -522,6 +522,21 @@ def test_a_sweep_with_its_own_summary_from_an_earlier_makemore_is_named(tmp_path
     assert capsys.readouterr().err == ""
 
 
+def test_a_sweep_with_a_member_that_did_not_finish_exits_1_and_counts_it_in_its_last_line(tmp_path, capsys):
+    configured(tmp_path, "0", "model.emb=4")
+    fake_run(tmp_path, "1", ["seed=1"], status="failed", error="bad")
+    fake_run(tmp_path, "2", ["seed=2"], status="interrupted", error="stopped")
+    fake_run(tmp_path, "3", ["seed=3"], status="diverged", error="nan")  # a result of the sweep, not a failure
+    with pytest.raises(SystemExit) as stop:
+        end_of_a_sweep(sweep_config(tmp_path))
+    assert stop.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(
+        f"error: 2 of 4 members of the sweep did not finish (1 failed, 1 interrupted); the reasons are in "
+        f"{tmp_path}/leaderboard.md; continue it with: "
+    ) and last.endswith(f"hydra.sweep.dir={tmp_path}")
+
+
 def test_a_sweep_without_tensorboard_writes_no_events_and_one_that_all_failed_exits_1(tmp_path, capsys):
     configured(tmp_path, "0", "model.emb=4")
     end_of_a_sweep(sweep_config(tmp_path, backends=()))

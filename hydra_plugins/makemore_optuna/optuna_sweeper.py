@@ -42,12 +42,14 @@ from makemore.search import (
     SEEDS,
     TO_TARGET,
     TRIAL_VALUES,
+    StorageAway,
     dashboard_lines,
     open_storage,
     storage_url,
     study_name,
 )
 from makemore.settings import Settings
+from makemore.workers import alive
 
 log = logging.getLogger(__name__)
 OWNER = "owner"  # trial user attribute: host and pid of the sweep process that launched it
@@ -110,7 +112,7 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list:
-        import optuna
+        from sqlalchemy.exc import DBAPIError
 
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         parsed = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
@@ -120,6 +122,8 @@ class OptunaSweeper(Sweeper):
         fixed = [f"{p.get_key_element()}={p.get_value_element_as_str()}" for p in parsed if not p.is_sweep_override()]
         directions = check_objectives(self.objectives, self.direction, self.pruner, self.confirm)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        name, url = study_name(self.config.hydra.sweeper, sweep_dir), storage_url(self.storage, sweep_dir)
+        database = open_storage(url) if "://" in url else None  # one that does not answer: refused before a byte
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not (sweep_dir / SWEEP_RECORD).exists():
             OmegaConf.save(self.config, sweep_dir / SWEEP_RECORD)
@@ -129,10 +133,18 @@ class OptunaSweeper(Sweeper):
             fixed.append("stop_at_target=true")  # a trial's time to the target ends where it reaches it
         if self.judges_average(fixed, space):
             fixed.append(f"ema_decay={self.pruning_ema_decay}")
-        name, url = study_name(self.config.hydra.sweeper, sweep_dir), storage_url(self.storage, sweep_dir)
+        try:
+            return self.search(name, database or open_storage(url), space, fixed, seeds, directions, sweep_dir)
+        except DBAPIError as e:  # the database went away during the search
+            raise StorageAway(url, e) from None
+
+    def search(self, name: str, storage, space: dict, fixed: list[str], seeds, directions: dict, sweep_dir: Path):
+        """The study's trials, asked for, launched and told, until it holds n_trials (and the confirmations)."""
+        import optuna
+
         study = optuna.create_study(
             study_name=name,
-            storage=open_storage(url),
+            storage=storage,
             sampler=self.sampler,
             pruner=self.pruner,
             **directions,
@@ -146,7 +158,8 @@ class OptunaSweeper(Sweeper):
         if self.confirm:
             returns.append(self.confirm_best(search))
         write_results(study, sweep_dir, self.objectives)
-        print("the study in optuna-dashboard:", *dashboard_lines(url), sep="\n    ")
+        written = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False).get("storage")
+        print("the study in optuna-dashboard:", *dashboard_lines(storage_url(written, sweep_dir)), sep="\n    ")
         return returns
 
     def judges_average(self, fixed: list[str], space: dict) -> bool:
@@ -452,13 +465,3 @@ def retry_abandoned(study) -> None:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params)
             log.info("trial %d was left running by a stopped process: queued again", trial.number)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

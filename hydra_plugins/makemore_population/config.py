@@ -17,6 +17,10 @@ class PopulationLauncherConf:
     # own `threads` (1 by default, as their solo runs); null: one per core on a CPU (a process per core runs ~20%
     # more member-steps than two threads of one) once the population has 20,000 member-steps to train, else one.
     workers: Optional[int] = None
+    # Restarts a worker's members get when their worker process dies (SIGKILL, the OOM killer, a segfault): each
+    # restart continues them from their checkpoints in a fresh worker, to their uninterrupted losses. Past it, they are
+    # recorded interrupted, the rest of the sweep finishes, and it exits 1 with the command that continues them.
+    max_failures: int = 1
 
 
 ConfigStore.instance().store(

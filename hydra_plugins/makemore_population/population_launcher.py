@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,23 @@ from typing import Any
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.makemore_population.config import PopulationLauncherConf  # noqa: F401  (registers the settings)
-from makemore import grouping
+from makemore import grouping, lock
 from makemore.checkpoint import load_checkpoint
 from makemore.cli import record_end
 from makemore.errors import MakemoreError, SweepInterrupted
 from makemore.hydra_versions import configure_console_log, job_id
 from makemore.loop import STOP_SIGNALS, Interrupted, Tally
 from makemore.population import progress_bar, train_population, write_population_record
-from makemore.rundir import CHECKPOINT, ended_metrics
+from makemore.rundir import CHECKPOINT, METRICS, ended_metrics, write_json
 from makemore.search import Pruned
 from makemore.train import reporter_for, start, sweep_member
+from makemore.workers import die_with_the_sweep, how_it_died
 
 # Member-steps a population needs before it is split among worker processes, which cost ~2 s to start (each imports
 # torch): 20,000 steps of the default MLP take ~8 s of one core; below, the population trains in the sweep's process.
@@ -51,28 +53,30 @@ WORKER_STEPS = 20_000
 
 
 class PopulationLauncher(Launcher):
-    """`hydra.launcher`: max_members, workers (hydra_plugins/makemore_population/config.py)."""
+    """`hydra.launcher`: max_members, workers, max_failures (hydra_plugins/makemore_population/config.py)."""
 
-    def __init__(self, max_members: int = 16, workers: int | None = None) -> None:
-        self.max_members, self.workers = max_members, workers
+    def __init__(self, max_members: int = 16, workers: int | None = None, max_failures: int = 1) -> None:
+        self.max_members, self.workers, self.max_failures = max_members, workers, max_failures
         self.cores = len(os.sched_getaffinity(0))
         self.basic = BasicLauncher()
+        self.slots: list = []  # worker processes, each its own executor: one's death breaks no other's
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.basic.setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.composed: dict[tuple[str, ...], DictConfig] = {}
+        composed_once: dict[tuple[str, ...], DictConfig] = {}  # held by the closure, not the launcher, which holds
+        # its worker processes: the closure goes to the workers with the config loader
         loader = hydra_context.config_loader
         compose = loader.load_sweep_config
 
         def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
             # The sweeper composes each member once to validate its batch; the launcher takes that config (a copy
             # costs ~1/20 of composing it again: 16 members of lecture 2's MLP start ~3 s sooner here).
-            if master_config is self.config and tuple(sweep_overrides) in self.composed:
-                return self.composed.pop(tuple(sweep_overrides))
+            if master_config is config and tuple(sweep_overrides) in composed_once:
+                return composed_once.pop(tuple(sweep_overrides))
             composed = compose(master_config, sweep_overrides)
-            if master_config is self.config:
-                self.composed[tuple(sweep_overrides)] = copy.deepcopy(composed)
+            if master_config is config:
+                composed_once[tuple(sweep_overrides)] = copy.deepcopy(composed)
             return composed
 
         loader.load_sweep_config = load_sweep_config
@@ -87,11 +91,16 @@ class PopulationLauncher(Launcher):
         cpu = OmegaConf.select(config, "device") == "cpu"
         return min(self.cores, len(unit.members)) if cpu and steps >= WORKER_STEPS else 1
 
-    def executor(self):
-        """joblib's reusable loky executor, as hydra/launcher=joblib uses it: its workers stay for the next launch."""
-        from joblib.externals.loky import get_reusable_executor
+    def slot(self, number: int, fresh: bool = False):
+        """Worker process `number`: a loky executor of one worker (as hydra/launcher=joblib's are), kept for the
+        sweep's next launch; `fresh`, a new one in place of a worker that died. Each worker ends with the sweep."""
+        from joblib.externals.loky import ProcessPoolExecutor
 
-        return get_reusable_executor(max_workers=self.workers or self.cores)
+        while len(self.slots) <= number:
+            self.slots.append(None)
+        if fresh or self.slots[number] is None:
+            self.slots[number] = ProcessPoolExecutor(max_workers=1, initializer=die_with_the_sweep)
+        return self.slots[number]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
@@ -145,45 +154,78 @@ class PopulationLauncher(Launcher):
             if count == 1:
                 returns, stopped = shards[0].run(self.hydra_context, self.config, shown_on(bar))
             else:
-                returns, stopped = self.in_workers(shards, bar)
+                returns, stopped = self.in_workers(shards, bar, sweep_dir)
         if stopped:
             raise SweepInterrupted(sweep_dir, stopped)
         return returns
 
-    def in_workers(self, shards: list[Shard], bar) -> tuple[dict[int, JobReturn], int | None]:
-        """The shards in worker processes (joblib's reusable loky executor, as hydra/launcher=joblib's), one bar for
-        them all; a stop signal this process gets goes on to the workers, which checkpoint their members."""
-        executor = self.executor()
+    def in_workers(self, shards: list[Shard], bar, sweep_dir: Path) -> tuple[dict[int, JobReturn], int | None]:
+        """The shards in worker processes, one bar for them all. A stop signal this process gets goes on to the
+        workers, which checkpoint their members. A worker that dies (SIGKILL, the OOM killer, a segfault) costs its
+        members a restart from their checkpoints in a fresh worker, up to max_failures times; past that they are
+        recorded interrupted and the others go on (continuing the sweep resumes them)."""
         state = Singleton.get_state()
+        returns: dict[int, JobReturn] = {}
         with tempfile.TemporaryDirectory(prefix="makemore-population-") as board:
-            futures = [
-                executor.submit(train_shard, shard, self.hydra_context, self.config, state, board) for shard in shards
-            ]
+            running = {shard.number: self.submit(shard, state, board) for shard in shards}
+            by_number, losses = {shard.number: shard for shard in shards}, dict.fromkeys(running, 0)
             arrived: list[int] = []
             previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in STOP_SIGNALS}
             told: dict[int, int] = {}  # the signals each worker was sent so far
+            stopped = None
             try:
-                while not all(f.done() for f in futures):
+                while running:
                     progress = read_board(board)
                     for pid in (p["pid"] for p in progress):  # `kill` and a scheduler signal this process only
                         for signum in arrived[told.get(pid, 0) :]:
                             os.kill(pid, signum)
                         told[pid] = len(arrived)
                     show(bar, progress)
+                    for number in [n for n, future in running.items() if future.done()]:
+                        shard = by_number[number]
+                        try:
+                            shard_returns, signum = running.pop(number).result()
+                        except BrokenProcessPool as error:  # its worker died: loky's TerminatedWorkerError
+                            if arrived:  # the signal stopped it before its members trained: nothing of theirs to keep
+                                continue
+                            losses[number] += 1
+                            worker = next((p["pid"] for p in progress if p["number"] == number), None)
+                            Path(board, f"{number}.json").unlink(missing_ok=True)
+                            if losses[number] <= self.max_failures:
+                                print(lost_line(shard, worker, error, self.restart(losses[number])), flush=True)
+                                running[number] = self.submit(shard, state, board, fresh=True)
+                            else:
+                                returns.update(self.lost(shard, sweep_dir, worker, error))
+                            continue
+                        returns.update(shard_returns)
+                        stopped = stopped or signum
                     time.sleep(0.2)
                 show(bar, read_board(board))
             finally:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
-            try:
-                results = [f.result() for f in futures]
-            except Exception:
-                if arrived:  # a worker the signal stopped before its members trained: nothing of theirs to keep
-                    return {}, arrived[0]
-                raise
-        returns = {index: ret for shard_returns, _ in results for index, ret in shard_returns.items()}
-        stopped = next((signum for _, signum in results if signum), arrived[0] if arrived else None)
-        return returns, stopped
+        return returns, stopped or (arrived[0] if arrived else None)
+
+    def submit(self, shard: Shard, state: dict, board: str, fresh: bool = False):
+        """The shard to its worker (`fresh`: a new one, in place of one that died); its future."""
+        return self.slot(shard.number, fresh).submit(train_shard, shard, self.hydra_context, self.config, state, board)
+
+    def restart(self, times: int) -> str:
+        return f"restart from their checkpoints (restart {times} of {self.max_failures})"
+
+    def lost(self, shard: Shard, sweep_dir: Path, worker: int | None, error: BaseException) -> dict[int, JobReturn]:
+        """A shard whose worker died once too often: its unfinished members recorded interrupted (their checkpoints
+        stay; continuing the sweep resumes them), each a job that returns inf, as a failed member does."""
+        spent = f"max_failures={self.max_failures} restarts, all spent"
+        print(lost_line(shard, worker, error, f"stay interrupted ({spent})"), flush=True)
+        returns = {}
+        for config in shard.configs:
+            run_dir = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            if not ended_metrics(run_dir):
+                reason = f"its worker process was lost ({how_it_died(error)}, {spent}); continuing the sweep resumes it"
+                write_json(run_dir / METRICS, {"status": "interrupted", "error": reason})
+            returns[int(config.hydra.job.num)] = lost_return(config, run_dir)
+        return returns
 
 
 class Shard:
@@ -208,12 +250,12 @@ class Shard:
             for job in ready:
                 index = self.population["members"].index(job.prepared.run_dir.name)
                 write_population_record(job.prepared.run_dir, {**self.population, "index": index})
-            if ready:
+            for together in by_start(ready):  # one start, unless a worker died between its members' checkpoints
                 parts = ("prepared", "resume", "reporter")
-                runs, resumes, reporters = ([getattr(j, part) for j in ready] for part in parts)
-                outcomes = train_population(runs, resumes, reporters, progress)
-            for job, outcome in zip(ready, outcomes):
-                job.outcome = outcome
+                runs, resumes, reporters = ([getattr(j, part) for j in together] for part in parts)
+                outcomes += train_population(runs, resumes, reporters, progress)
+                for job, outcome in zip(together, outcomes[-len(together) :]):
+                    job.outcome = outcome
         except BaseException as error:  # a bug, or a signal while members started: no member trained further
             for job in jobs:
                 job.outcome = job.outcome or error
@@ -226,6 +268,14 @@ class Shard:
         return {int(j.config.hydra.job.num): j.job_return for j in jobs}, stopped
 
 
+def by_start(jobs: list[MemberJob]) -> list[list[MemberJob]]:
+    """Members grouped by the step they continue from, earliest first: a population trains from one step."""
+    groups: dict[int, list[MemberJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.resume["state"]["step"] if job.resume else 0, []).append(job)
+    return [groups[step] for step in sorted(groups)]
+
+
 def train_shard(
     shard: Shard, hydra_context: HydraContext, config: DictConfig, singletons: dict[Any, Any], board: str
 ) -> tuple[dict[int, JobReturn], int | None]:
@@ -235,9 +285,9 @@ def train_shard(
     path = Path(board) / f"{shard.number}.json"
 
     def progress(done: int, tally: Tally) -> None:
-        post(path, {"pid": os.getpid(), "done": done, **asdict(tally)})
+        post(path, {"pid": os.getpid(), "number": shard.number, "done": done, **asdict(tally)})
 
-    post(path, {"pid": os.getpid(), "done": None})
+    post(path, {"pid": os.getpid(), "number": shard.number, "done": None})
     return shard.run(hydra_context, config, progress)
 
 
@@ -281,7 +331,7 @@ class MemberJob(threading.Thread):
         super().__init__(daemon=True)
         self.hydra_context, self.config, self.data = hydra_context, config, data
         self.started, self.go = threading.Event(), threading.Event()
-        self.prepared = self.resume = self.reporter = self.outcome = self.job_return = None
+        self.prepared = self.resume = self.reporter = self.outcome = self.job_return = self.kept = None
 
     def run(self) -> None:
         self.job_return = run_job(
@@ -297,15 +347,25 @@ class MemberJob(threading.Thread):
         run_dir, sweep_dir = Path(hydra.runtime.output_dir), Path(hydra.sweep.dir)
         error: BaseException | None = None
         try:
-            _, self.resume = sweep_member(cfg, run_dir, sweep_dir)  # a member that ended earlier never gets here
-            self.prepared = start(cfg, run_dir, self.resume, shared=self.data)
-            self.reporter = reporter_for(cfg, hydra.sweeper, sweep_dir)
+            self.kept, self.resume = sweep_member(cfg, run_dir, sweep_dir)  # kept: it ended before its worker died
+            if self.kept is None:
+                lock.hold(run_dir)  # let go as its job ends (with this process, if it dies)
+                self.prepared = start(cfg, run_dir, self.resume, shared=self.data)
+                self.reporter = reporter_for(cfg, hydra.sweeper, sweep_dir)
         except Exception as e:
             error = e
         finally:
             self.started.set()
         self.go.wait()  # ends only in turn: a run_job's end restores Hydra's global config
-        outcome = error or self.outcome
+        if self.kept is not None:
+            return self.kept
+        try:
+            return self.ended(run_dir, error or self.outcome)
+        finally:
+            lock.release(run_dir)
+
+    def ended(self, run_dir: Path, outcome) -> float:
+        """The member's result for its sweeper; a failure or a stop recorded, as a run alone's."""
         if isinstance(outcome, dict):
             return math.inf if outcome["dev_loss"] is None else outcome["dev_loss"]
         if self.prepared and not isinstance(outcome, MakemoreError):  # the population closed those it ended itself
@@ -322,6 +382,29 @@ def start_step(run_dir: Path) -> int:
     if not (run_dir / CHECKPOINT).is_file() or ended_metrics(run_dir):
         return 0
     return load_checkpoint(run_dir / CHECKPOINT, {"optimizer", "state"})["state"]["step"]
+
+
+def lost_line(shard: Shard, worker: int | None, error: BaseException, then: str) -> str:
+    """The one line a lost worker gets: which worker, how it died, its members, what happens to them."""
+    names = ", ".join(str(OmegaConf.select(c, "hydra.sweep.subdir")) for c in shard.configs)
+    who = f"worker {worker}" if worker else "a worker"
+    return f"{who} was lost ({how_it_died(error)}); its members ({names}) {then}"
+
+
+def lost_return(config: DictConfig, run_dir: Path) -> JobReturn:
+    """The job return of a member whose worker was lost for good: inf, as a failed member's."""
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(config.hydra)})
+    hydra_cfg.hydra.runtime.output_dir = str(run_dir)
+    job = {k: config[k] for k in config if k != "hydra"}
+    return JobReturn(
+        overrides=list(config.hydra.overrides.task),
+        cfg=OmegaConf.create(job),
+        hydra_cfg=hydra_cfg,
+        working_dir=str(run_dir),
+        task_name=str(config.hydra.job.name),
+        status=JobStatus.COMPLETED,
+        _return_value=math.inf,
+    )
 
 
 def first_index(unit: grouping.Population | grouping.Alone) -> int:
