@@ -14,7 +14,15 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from makemore import lock
-from makemore.errors import CannotWrite, MakemoreError, SweepInterrupted, one_line, refuse, refused_write
+from makemore.errors import (
+    CannotWrite,
+    MakemoreError,
+    PlanShown,
+    SweepInterrupted,
+    one_line,
+    refuse,
+    refused_write,
+)
 from makemore.loop import Diverged, Interrupted
 from makemore.provenance import COMMAND_VARIABLE, typed_command
 from makemore.redact import passwords_moved_out
@@ -46,6 +54,8 @@ def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
         if wants_traceback:
             raise
         refuse(MakemoreError(f"{one_line(e)}; {quoting_hint(sys.argv[1:])}") if unparsable(sys.argv[1:]) else e)
+    except PlanShown:
+        return 0
     except SweepInterrupted as e:  # Ctrl-C or SIGTERM stopped a sweep (a single run exits on its own)
         print(f"sweep interrupted; continue it with: {continue_command(str(e.sweep_dir))}", file=sys.stderr)
         return 128 + e.signum  # as a shell reports a process its signal stopped

@@ -39,6 +39,10 @@ def refused_write(error: BaseException) -> OSError | None:
     return None
 
 
+class PlanShown(Exception):
+    """A multirun's plan was printed (hydra.launcher.plan=true): nothing trained, nothing was written."""
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped the sweep in `sweep_dir`: the command line prints how to continue it."""
 

@@ -10,14 +10,22 @@ continuing the sweep resumes them together.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
+import tempfile
+import time
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tqdm import tqdm
 
 from makemore.loop import Loop, Progress
 from makemore.rundir import POPULATION, write_json
-from makemore.train import Run, conclude, member_of
+from makemore.train import Run, conclude, member_of, start, train_run
+
+PROBE_STEPS = (10, 110)  # a probe's two short runs: the 100 steps between them are what a step costs
 
 
 def train_population(jobs: list[Run], resumes: list[dict | None], reporters: list, progress: Progress) -> list:
@@ -48,3 +56,41 @@ def write_population_record(run_dir: Path, population: dict) -> None:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, population)
+
+
+def probe(configs: list[DictConfig]) -> tuple[float, float]:
+    """What training `configs` together costs on this machine: (seconds per step, seconds for the rest: data,
+    model, the final evaluation and outputs), from two short runs in a throwaway directory (nothing logged)."""
+    seconds = []
+    quiet = logging.getLogger("makemore").level
+    logging.getLogger("makemore").setLevel(logging.WARNING)  # the probe's runs say nothing
+    try:
+        for steps in PROBE_STEPS:
+            with (
+                tempfile.TemporaryDirectory(prefix="makemore-probe-") as tmp,
+                contextlib.redirect_stdout(io.StringIO()),
+            ):
+                short = [probe_config(config, steps) for config in configs]
+                began = time.perf_counter()
+                if len(short) == 1:
+                    train_run(short[0], Path(tmp))
+                else:
+                    shared: dict = {}
+                    jobs = [start(config, Path(tmp) / str(k), shared=shared) for k, config in enumerate(short)]
+                    train_population(jobs, [None] * len(jobs), [None] * len(jobs), lambda done, tally: None)
+                seconds.append(time.perf_counter() - began)
+    finally:
+        logging.getLogger("makemore").setLevel(quiet)
+    (short, long), (first, second) = PROBE_STEPS, seconds
+    per_step = max(0.0, (second - first) / (long - short))
+    return per_step, max(0.0, first - short * per_step)
+
+
+def probe_config(config: DictConfig, steps: int) -> DictConfig:
+    """A member's config cut to `steps`, evaluated once at its end, with nothing logged or checkpointed."""
+    short = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    with open_dict(short):
+        short.steps, short.eval_interval, short.checkpoint_interval = steps, steps, 0
+        short.progress, short.samples, short.logger = False, 0, {}
+        short.stop_at_target, short.early_stopping, short.trial = False, 0, None  # no stop, nothing reported
+    return short

@@ -7,6 +7,9 @@ directory that already holds something, all before Hydra creates or writes anyth
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -94,10 +97,24 @@ def check_sweep(config: DictConfig) -> None:
         config.hydra.sweep.dir = sweep_dir = str(config.hydra.sweep.dir)
     if not continues_a_sweep(config, Path(sweep_dir)):
         refuse_occupied(Path(sweep_dir), "hydra.sweep.dir")
+    if config.hydra.launcher.get("plan"):
+        sweep_dir = plan_only(config)
     if config.hydra.sweeper.get("_target_") != SWEEPER:  # Optuna's processes share a study and its directory
         lock.hold(Path(sweep_dir))
     stop_sweep_on_signals(Path(sweep_dir))
     name_the_sweep()  # before any worker starts: each ends with this process
+
+
+def plan_only(config: DictConfig) -> str:
+    """hydra.launcher.plan=true: the sweep composes and plans in a throwaway directory (an Optuna study in a new
+    journal there), removed when the process ends, so nothing is written where the sweep would run."""
+    throwaway = tempfile.mkdtemp(prefix="makemore-plan-")
+    atexit.register(shutil.rmtree, throwaway, ignore_errors=True)
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.sweep.dir = throwaway
+        if config.hydra.sweeper.get("_target_") == SWEEPER:
+            config.hydra.sweeper.storage = None
+    return throwaway
 
 
 def check_sweeper_settings(sweeper: DictConfig) -> None:

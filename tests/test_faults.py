@@ -258,13 +258,33 @@ def test_no_password_of_a_storage_or_tracking_url_is_written_or_printed(tmp_path
     assert "postgresql://postgres@/postgres" in result.stdout  # the dashboard command, its password in PGPASSWORD
 
 
-@pytest.mark.slow
-def test_a_storage_that_does_not_answer_is_refused_before_a_byte(tmp_path):
+def closed_port() -> int:
+    """A port nobody listens on."""
     import socket
 
-    with socket.socket() as probe:  # a port nobody listens on
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_does_not_answer_is_refused_before_a_byte(tmp_path):
+    port = closed_port()
+    started = time.monotonic()
+    result = run_script(
+        str(ROOT / "train.py"), "logger=mlflow", f"logger.mlflow.tracking_uri=http://127.0.0.1:{port}", cwd=tmp_path
+    )
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1 and result.stderr.startswith(
+        f"error: the MLflow tracking server http://127.0.0.1:{port} does not answer ("
+    )
+    assert len(result.stderr.strip().splitlines()) == 1 and "drop logger.mlflow.tracking_uri" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no run directory, no store
+
+
+@pytest.mark.slow
+def test_a_storage_that_does_not_answer_is_refused_before_a_byte(tmp_path):
+    port = closed_port()
     started = time.monotonic()
     result = run_script(
         str(ROOT / "sweep.py"),

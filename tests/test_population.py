@@ -5,6 +5,7 @@ solo runs' losses. The README's population commands run in test_readme.py."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -230,3 +231,44 @@ def test_members_in_two_worker_processes_log_each_into_its_own_runs_under_this_h
         wandb_run = read_wandb_run(log)
         assert wandb_run["summary"]["loss/dev"] == pytest.approx(metrics["dev_loss"])
         assert (wandb_run["run"].run_group, wandb_run["run"].display_name) == (sweep.name, member.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "sweep", [["sweep=mlp_grid", "seeds=4"], ["sweep=optuna_mlp", "hydra.sweeper.n_jobs=4"]], ids=["grid", "optuna"]
+)
+def test_the_plan_is_printed_and_nothing_is_written(tmp_path, sweep):
+    result = run_script(
+        str(ROOT / "sweep.py"), *sweep, "hydra/launcher=population", "hydra.launcher.plan=true", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    populations = [
+        int(re.match(r"population \d+ of \d+: (\d+) members stacked", line)[1])
+        for line in lines
+        if line.startswith("population ")
+    ]
+    alone = [line for line in lines if line.startswith("alone: ") and "each changes its tensors" in line]
+    assert sum(populations) + len(alone) == (32 if "seeds=4" in sweep else 4)  # 8 shapes x 4 seeds; Optuna's batch
+    assert populations == ([4] * 8 if "seeds=4" in sweep else [])  # optuna_mlp's trials differ in shape
+    estimates = [line for line in lines if line.startswith("  ") and " member-steps in " in line]
+    assert len(estimates) == len(populations) + len(alone)
+    assert re.fullmatch(r"plan: [\d,]+ member-steps, ~[\d,]+ s of wall time \(estimated\); nothing was run", lines[-1])
+    shown = "plan: 96,000 member-steps" if "seeds=4" in sweep else "plan: 8,000 member-steps"  # docs/populations.md
+    assert lines[-1].startswith(shown)
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no sweep directory, no study
+
+
+@pytest.mark.slow
+def test_fail_fast_ends_the_sweep_at_the_first_failed_member_and_the_same_command_continues(tmp_path):
+    args = ["-m", "hydra/launcher=population", "model.emb=10,abc,4", *quiet(), f"hydra.sweep.dir={tmp_path / 's'}"]
+    result = run_script(str(ROOT / "train.py"), *args, "hydra.launcher.fail_fast=true")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "error: emb=abc failed: model.emb=abc is not allowed: model.emb must be an integer; the sweep stopped there "
+        "(hydra.launcher.fail_fast=true), keeping what finished: continue it with "
+    )
+    assert read_metrics(tmp_path / "s" / "emb=10")["status"] == "ok" and not (tmp_path / "s" / "emb=4").exists()
+    continued = run_bash(last.split("continue it with ")[1], ROOT)  # the rest runs; the failure is kept, and counted
+    assert continued.returncode == 1 and read_metrics(tmp_path / "s" / "emb=4")["status"] == "ok"

@@ -21,6 +21,13 @@ class PopulationLauncherConf:
     # restart continues them from their checkpoints in a fresh worker, to their uninterrupted losses. Past it, they are
     # recorded interrupted, the rest of the sweep finishes, and it exits 1 with the command that continues them.
     max_failures: int = 1
+    # Print the plan (each population's members and what they differ in, who trains alone and why, member-steps,
+    # the wall time a short probe of each estimates) and stop before anything is written. With Optuna: its first
+    # batch, as a new study would ask for it.
+    plan: bool = False
+    # End the sweep at the first member that fails, with its error (what finished is kept: the same command
+    # continues it). Off, a failed member is recorded and the others run; the sweep exits 1 at its end either way.
+    fail_fast: bool = False
 
 
 ConfigStore.instance().store(

@@ -37,12 +37,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hydra_plugins.makemore_population.config import PopulationLauncherConf  # noqa: F401  (registers the settings)
 from makemore import grouping, lock
 from makemore.checkpoint import load_checkpoint
-from makemore.cli import record_end
-from makemore.errors import MakemoreError, SweepInterrupted
+from makemore.cli import continue_command, record_end
+from makemore.errors import MakemoreError, PlanShown, SweepInterrupted
 from makemore.hydra_versions import configure_console_log, job_id
 from makemore.loop import STOP_SIGNALS, Interrupted, Tally
-from makemore.population import progress_bar, train_population, write_population_record
-from makemore.rundir import CHECKPOINT, METRICS, ended_metrics, write_json
+from makemore.population import probe, progress_bar, train_population, write_population_record
+from makemore.rundir import CHECKPOINT, METRICS, ended_metrics, read_metrics, write_json
 from makemore.search import Pruned
 from makemore.train import reporter_for, start, sweep_member
 from makemore.workers import die_with_the_sweep, how_it_died
@@ -50,13 +50,23 @@ from makemore.workers import die_with_the_sweep, how_it_died
 # Member-steps a population needs before it is split among worker processes, which cost ~2 s to start (each imports
 # torch): 20,000 steps of the default MLP take ~8 s of one core; below, the population trains in the sweep's process.
 WORKER_STEPS = 20_000
+WORKER_START = 2.5  # seconds a worker process takes to start (to import torch), for the plan's estimate
 
 
 class PopulationLauncher(Launcher):
-    """`hydra.launcher`: max_members, workers, max_failures (hydra_plugins/makemore_population/config.py)."""
+    """`hydra.launcher`: max_members, workers, max_failures, plan, fail_fast
+    (hydra_plugins/makemore_population/config.py)."""
 
-    def __init__(self, max_members: int = 16, workers: int | None = None, max_failures: int = 1) -> None:
+    def __init__(
+        self,
+        max_members: int = 16,
+        workers: int | None = None,
+        max_failures: int = 1,
+        plan: bool = False,
+        fail_fast: bool = False,
+    ) -> None:
         self.max_members, self.workers, self.max_failures = max_members, workers, max_failures
+        self.plan, self.fail_fast = plan, fail_fast
         self.cores = len(os.sched_getaffinity(0))
         self.basic = BasicLauncher()
         self.slots: list = []  # worker processes, each its own executor: one's death breaks no other's
@@ -118,8 +128,12 @@ class PopulationLauncher(Launcher):
             (kept if ended_metrics(sweep_dir / name) else members).append(member)
         units = grouping.plan(members, self.max_members) + [grouping.Alone(m, "it ended earlier") for m in kept]
         units.sort(key=first_index)
-        for line in grouping.lines([u for u in units if not (isinstance(u, grouping.Alone) and u.member in kept)]):
+        planned = [u for u in units if not (isinstance(u, grouping.Alone) and u.member in kept)]
+        for line in grouping.lines(planned):
             print(line, flush=True)
+        if self.plan:
+            self.show_plan(planned)
+            raise PlanShown()
         returns: dict[int, JobReturn] = {}
         populations = [u for u in units if isinstance(u, grouping.Population)]
         for unit in units:
@@ -129,7 +143,27 @@ class PopulationLauncher(Launcher):
             else:
                 title = f"population {populations.index(unit) + 1} of {len(populations)}"
                 returns.update(self.train(unit, sweep_dir, title))
+            if self.fail_fast and any(unit is fresh for fresh in planned):  # not kept from an earlier session
+                stop_at_a_failure(unit, sweep_dir)
         return [returns[number] for number in range(initial_job_idx, initial_job_idx + len(job_overrides))]
+
+    def show_plan(self, units: list[grouping.Population | grouping.Alone]) -> None:
+        """What the launch would train: member-steps, processes and the wall time that a short probe of each
+        population (and lone member) on one process's share of its members estimates; then the total."""
+        total_steps, total_seconds = 0, 0.0
+        for unit in units:
+            members = unit.members if isinstance(unit, grouping.Population) else [unit.member]
+            count = self.processes(unit) if isinstance(unit, grouping.Population) else 1
+            steps = [OmegaConf.select(m.config, "steps") - m.start for m in members]
+            per_step, rest = probe([m.config for m in members[: math.ceil(len(members) / count)]])
+            seconds = max(steps) * per_step + rest + (WORKER_START if count > 1 else 0)
+            total_steps, total_seconds = total_steps + sum(steps), total_seconds + seconds
+            names = members[0].name if len(members) == 1 else f"{members[0].name} ... {members[-1].name}"
+            print(
+                f"  {names}: {sum(steps):,} member-steps in {count} process{'es' * (count > 1)}, ~{seconds:,.0f} s "
+                f"({per_step * 1000:.2f} ms a step, {rest:.1f} s to start and end)"
+            )
+        print(f"plan: {total_steps:,} member-steps, ~{total_seconds:,.0f} s of wall time (estimated); nothing was run")
 
     def train(self, unit: grouping.Population, sweep_dir: Path, title: str) -> dict[int, JobReturn]:
         """One population: in this process, or split into shards that train in worker processes side by side."""
@@ -375,6 +409,18 @@ class MemberJob(threading.Thread):
             if not isinstance(outcome, Pruned):
                 print(f"error: {reason}", file=sys.stderr)
         return math.inf  # failed, or stopped before it trained (nothing recorded: continuing the sweep runs it)
+
+
+def stop_at_a_failure(unit: grouping.Population | grouping.Alone, sweep_dir: Path) -> None:
+    """fail_fast: the first failed member of the unit ends the sweep with its error (FailedFast, one line)."""
+    members = unit.members if isinstance(unit, grouping.Population) else [unit.member]
+    for member in members:
+        metrics = read_metrics(sweep_dir / member.name) or {}
+        if metrics.get("status") == "failed":
+            raise MakemoreError(
+                f"{member.name} failed: {metrics.get('error')}; the sweep stopped there (hydra.launcher.fail_fast="
+                f"true), keeping what finished: continue it with {continue_command(str(sweep_dir))}"
+            )
 
 
 def start_step(run_dir: Path) -> int:

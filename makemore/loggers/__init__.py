@@ -113,6 +113,23 @@ def preflight(section: dict) -> None:
                 check(dict(settings))
 
 
+def why_unreachable(url: str, timeout: float, data: bytes | None = None) -> str:
+    """Why the server at `url` did not answer a request within `timeout` seconds, or "" if it answered (any HTTP
+    status: it is there). Asked before a backend's client, which would wait on a silent server for minutes."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return ""
+    except (OSError, ValueError) as error:  # refused, timed out, no such host, not a URL
+        reason = getattr(error, "reason", error)
+        return str(reason) or type(reason).__name__
+    return ""
+
+
 def writes_tensorboard(section: dict) -> bool:
     """Whether the `logger` section writes TensorBoard events, which the dashboard's view summarises."""
     target = BACKENDS["tensorboard"]

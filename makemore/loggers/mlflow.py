@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Optional
 
 from makemore.errors import MakemoreError
-from makemore.loggers import RunInfo
+from makemore.loggers import RunInfo, why_unreachable
+from makemore.redact import redact
 from makemore.rundir import (
     CHECKPOINT,
     CONFIG,
@@ -34,6 +35,7 @@ STORE = "mlflow.db"  # the default store's file, at the top of the runs' directo
 RUN_TAG = "makemore.run_id"  # the run's own id, kept across resume=: a resumed run finds its MLflow run by it
 RECORD_FILES = (CONFIG, PROVENANCE, METRICS, HISTORY, SAMPLES, MODEL)  # uploaded as artifacts when the run ends
 BATCH = 100  # params per log_batch call: MLflow's limit
+ANSWER_SECONDS = 10  # how long a tracking server has to answer before a run is refused
 
 
 @dataclass
@@ -48,6 +50,20 @@ class MlflowLogger:
     """An MLflow run through MlflowClient (no global active run: a population's members log side by side)."""
 
     Settings = MlflowSettings
+
+    @staticmethod
+    def preflight(settings: dict) -> None:
+        """Refuse a tracking server that does not answer within ANSWER_SECONDS, before the run writes anything
+        (MLflow's client would retry for minutes)."""
+        uri = settings.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or ""
+        if not uri.startswith(("http://", "https://")):
+            return
+        reason = why_unreachable(f"{uri.rstrip('/')}/health", ANSWER_SECONDS)
+        if reason:
+            raise MakemoreError(
+                f"the MLflow tracking server {redact(uri)} does not answer ({reason}); start it (mlflow server), or "
+                "drop logger.mlflow.tracking_uri to log into the local store beside the runs"
+            )
 
     def __init__(self, run: RunInfo, **settings):
         wanted = MlflowSettings(**settings)

@@ -13,8 +13,6 @@ import json
 import netrc
 import os
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -22,7 +20,7 @@ from urllib.parse import urlparse
 
 from makemore.errors import MakemoreError
 from makemore.fields import one_of, ranged
-from makemore.loggers import RunInfo
+from makemore.loggers import RunInfo, why_unreachable
 from makemore.shell import shell_word
 
 UNREACHED: list[str] = []  # the W&B servers this process could not reach: its later runs log offline at once
@@ -67,7 +65,7 @@ class WandbLogger:
         )
         unreachable = ""  # why the server did not answer, the first time this process asked it
         if mode == "online" and server() not in UNREACHED:
-            unreachable = why_unreachable(wanted.init_timeout)
+            unreachable = why_unreachable(f"{server().rstrip('/')}/graphql", wanted.init_timeout, data=b"{}")
             if unreachable:
                 UNREACHED.append(server())
         if mode == "online" and server() in UNREACHED:
@@ -128,20 +126,6 @@ class WandbLogger:
 def server() -> str:
     """The W&B server runs go to: WANDB_BASE_URL, or W&B's own."""
     return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-
-
-def why_unreachable(timeout: float) -> str:
-    """Why the W&B server did not answer a request within `timeout` seconds, or "" if it answered (any HTTP
-    status: it is there). Asked before wandb.init, which would wait on a silent server and hold the run's id."""
-    request = urllib.request.Request(f"{server().rstrip('/')}/graphql", data=b"{}", method="POST")
-    try:
-        urllib.request.urlopen(request, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return ""
-    except (OSError, ValueError) as error:  # refused, timed out, no such host, not a URL
-        reason = getattr(error, "reason", error)
-        return str(reason) or type(reason).__name__
-    return ""
 
 
 def has_credentials() -> bool:
