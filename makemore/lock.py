@@ -52,6 +52,24 @@ def hold(directory: Path) -> None:
         pass  # a full disk: the lock holds all the same, a refusal names no holder
 
 
+def busy(directory: Path) -> bool:
+    """Whether another live process holds `directory`'s lock (a member another Optuna process is training)."""
+    path = directory / LOCK
+    if directory.resolve() in held or not path.is_file():
+        return False
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # its holder let go just now
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
 def refusal(directory: Path, holder: list[str]) -> str:
     who = f"process {holder[0]} on {holder[1]}" if len(holder) == 2 else "another process"
     stop = f"stop it (kill {holder[0]})" if len(holder) == 2 else "stop it"

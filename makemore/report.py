@@ -16,6 +16,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from makemore import lock
 from makemore.cli import continue_command
 from makemore.config import experiment_hparams, short_names
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
@@ -653,26 +654,26 @@ def refuse_unless_whole(runs: list[dict], sweep_dir: Path) -> None:
     finished = {config(run) for run in runs if run["metrics"].get("status") not in UNFINISHED}
     # an interrupted Optuna trial is queued again under a new number: once that one ends, the first is no failure;
     # nor is a member stopped before Hydra wrote its record (its trial, too, runs again under a new number)
-    unfinished = [
-        r
-        for r in runs
-        if r["metrics"].get("status") in UNFINISHED and config(r) not in finished and (r["dir"] / OVERRIDES).is_file()
-    ]
+    candidates = [r for r in runs if config(r) not in finished and (r["dir"] / OVERRIDES).is_file()]
+    unfinished = [status for r in candidates if (status := final_status(r["dir"])) in UNFINISHED]
     if not unfinished:
         return
-    counts = ", ".join(
-        f"{sum(run['metrics']['status'] == status for run in unfinished)} {status}"
-        for status in UNFINISHED
-        if any(run["metrics"]["status"] == status for run in unfinished)
-    )
-    stopped = any(run["metrics"]["status"] != "failed" for run in unfinished)
-    goes_on = f"; continue it with: {continue_command(str(sweep_dir))}" if stopped else ""
+    counts = ", ".join(f"{unfinished.count(status)} {status}" for status in UNFINISHED if status in unfinished)
+    goes_on = f"; continue it with: {continue_command(str(sweep_dir))}" if set(unfinished) - {"failed"} else ""
     refuse(
         MakemoreError(
             f"{len(unfinished)} of {len(runs)} members of the sweep did not finish ({counts}); "
             f"the reasons are in {board}{goes_on}"
         )
     )
+
+
+def final_status(run_dir: Path) -> str | None:
+    """A member's status as it stands now, or None while another process (of a shared Optuna study) trains it:
+    asked in that order, since a member writes its metrics before it lets go of its lock."""
+    if lock.busy(run_dir):
+        return None
+    return (read_metrics(run_dir) or {}).get("status", "incomplete")
 
 
 class LrFinderCallback(Callback):

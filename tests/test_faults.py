@@ -17,7 +17,7 @@ import pytest
 from makemore.checkpoint import load_checkpoint
 from makemore.shell import hydra_value
 
-from helpers import ROOT, made_once, read_metrics, run_bash, run_script
+from helpers import ROOT, made_once, read_metrics, run_script
 
 # A population of 4 trained in 2 worker processes, a checkpoint every 200 steps: long enough to be hit mid-training,
 # short enough for the suite.
@@ -140,10 +140,10 @@ def test_a_lost_worker_is_restarted_from_its_checkpoints_or_its_members_interrup
         assert len(interrupted) == 2 and (sweep_dir / "leaderboard.md").is_file()
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("error: 2 of 4 members of the sweep did not finish (2 interrupted)")
-        continued = run_bash(last.split("continue it with: ")[1], ROOT)  # pasted as printed
-        assert continued.returncode == 0, continued.stderr[-2000:]
-    for member in MEMBERS:
-        assert losses(sweep_dir / member) == losses(reference / member)
+        assert "continue it with: python train.py -m " in last and last.endswith(f"hydra.sweep.dir={sweep_dir}")
+    for member in MEMBERS:  # the continue command's exact losses: the killed sweep's test
+        if max_failures or member not in interrupted:
+            assert losses(sweep_dir / member) == losses(reference / member)
 
 
 @pytest.mark.slow
@@ -238,7 +238,7 @@ def test_no_password_of_a_storage_or_tracking_url_is_written_or_printed(tmp_path
         str(ROOT / "sweep.py"),
         "sweep=optuna_mlp",
         f"hydra.sweeper.storage={hydra_value(url % 'postgres')}",
-        "logger=[tensorboard,wandb,mlflow]",  # event files, a W&B offline run, MLflow
+        "logger=[tensorboard,mlflow]",  # event files (their HParams, texts) and MLflow's params
         f"logger.mlflow.tracking_uri={hydra_value(url % 'tracking')}",
         "hydra.sweeper.n_trials=2",
         "steps=30",
@@ -333,3 +333,26 @@ def test_passwords_are_moved_to_their_backends_variables_hidden_when_shown_and_r
     with pytest.raises(MakemoreError, match=r"^logger\.mlflow\.tracking_uri holds a password"):
         refuse_written_passwords([("logger.mlflow.tracking_uri", "http://u:${oc.env:X}@h")])  # saved resolved
     refuse_written_passwords([("hydra.sweeper.storage", "postgresql://u:${oc.env:X}@h/db")])  # saved as written
+
+
+def test_a_directory_is_busy_while_another_process_holds_it_and_free_once_that_one_is_killed(tmp_path):
+    from makemore import lock
+
+    code = "import sys, time; from pathlib import Path; from makemore import lock; lock.hold(Path(sys.argv[1]))"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"{code}; print(flush=True); time.sleep(60)", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    holder.stdout.readline()
+    assert lock.busy(tmp_path)
+    with pytest.raises(lock.Busy, match=rf"^{tmp_path} is being written by process {holder.pid} on "):
+        lock.hold(tmp_path)
+    holder.kill()
+    holder.wait()
+    assert not lock.busy(tmp_path)  # the kernel let go of the dead holder's lock; its file is still there
+    lock.hold(tmp_path)
+    assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid()) and not lock.busy(tmp_path)
+    lock.release(tmp_path)
+    assert not (tmp_path / ".lock").exists()
