@@ -2,8 +2,9 @@
 
 The sweep's process names itself in the environment (SWEEP_VARIABLE) before any worker starts, so every worker it
 starts, whichever launcher's (the population's, joblib's loky, submitit's local processes), can tie its life to it:
-on Linux the kernel's parent-death signal, elsewhere a thread that watches the parent. A worker killed so writes
-nothing more; what it left is what a `kill -9` leaves, which resume= and continuing a sweep already take exactly.
+the kernel's parent-death signal where the sweep's main thread started it (Linux), else a thread that watches
+the parent. A worker killed so writes nothing more; what it left is what a `kill -9` leaves, which resume= and
+continuing a sweep already take exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 
 SWEEP_VARIABLE = "MAKEMORE_SWEEP_PROCESS"  # "<host> <pid>" of the sweep's process, for the workers it starts
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-WATCH_SECONDS = 0.5  # how often a worker without the kernel's signal looks for its parent
+WATCH_SECONDS = 0.1  # how often a worker without the kernel's signal looks for its parent
 
 
 def name_the_sweep() -> None:
@@ -27,9 +28,13 @@ def name_the_sweep() -> None:
     os.environ[SWEEP_VARIABLE] = f"{socket.gethostname()} {os.getpid()}"
 
 
-def die_with_the_sweep() -> None:
-    """In a worker of a sweep on this host: end at once (SIGKILL) when the sweep's process ends, however it ends.
-    Nothing outside a sweep's worker, nor a process on another host (a SLURM job), is touched."""
+def die_with_the_sweep(spawned_by_main_thread: bool = False) -> None:
+    """In a worker of a sweep on this host: end (SIGKILL) when the sweep's process ends, however it ends. Nothing
+    outside a sweep's worker, nor a process on another host (a SLURM job), is touched.
+
+    The kernel's signal comes when the *thread* that started the worker ends, so it serves only workers the
+    sweep's main thread starts (the population launcher's); joblib's may be started by an Optuna slot's thread,
+    and watch their parent instead (within WATCH_SECONDS)."""
     named = os.environ.get(SWEEP_VARIABLE, "").split()
     if len(named) != 2 or named[0] != socket.gethostname() or int(named[1]) == os.getpid():
         return
@@ -38,7 +43,7 @@ def die_with_the_sweep() -> None:
         if not alive(sweep):  # the sweep ended before this worker got here
             os.kill(os.getpid(), signal.SIGKILL)
         return  # started by someone else (a process the sweep's worker started): its own parent's business
-    if sys.platform.startswith("linux"):
+    if spawned_by_main_thread and sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     else:
         threading.Thread(target=watch_parent, args=(sweep,), daemon=True).start()

@@ -180,8 +180,9 @@ def test_an_interrupted_optuna_sweep_resumes_with_its_finished_trials_kept(tmp_p
     }
     values = {t.number: t.value for t in load(sweep_dir).trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert len(finished) == len(values) >= 2
-    command = stderr.strip().splitlines()[-1].split("continue it with: ")[1]
-    result = run_bash(command, ROOT)  # the printed command, pasted into bash
+    last = stderr.strip().splitlines()[-1]
+    assert "continue it with: " in last, stderr[-3000:]
+    result = run_bash(last.split("continue it with: ")[1], ROOT)  # the printed command, pasted into bash
     assert result.returncode == 0, result.stderr[-3000:]
     study = load(sweep_dir)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

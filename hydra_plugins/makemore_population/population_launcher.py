@@ -12,6 +12,7 @@ stack with nobody run one after another through Hydra's basic launcher. makemore
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -109,7 +110,8 @@ class PopulationLauncher(Launcher):
         while len(self.slots) <= number:
             self.slots.append(None)
         if fresh or self.slots[number] is None:
-            self.slots[number] = ProcessPoolExecutor(max_workers=1, initializer=die_with_the_sweep)
+            started_here = functools.partial(die_with_the_sweep, spawned_by_main_thread=True)  # launch() runs there
+            self.slots[number] = ProcessPoolExecutor(max_workers=1, initializer=started_here)
         return self.slots[number]
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
