@@ -29,10 +29,11 @@ REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, e
 
 
 def refused_write(error: BaseException) -> OSError | None:
-    """The refused write behind `error`, anywhere in its chain (torch.save's own error is raised over the OSError
-    of the file it could not write), or None."""
+    """The refused write behind `error`, or None: the error itself, or an OSError it was raised over by a write's
+    own errors (torch.save's RuntimeError over the file it could not write). Another error raised while one was
+    being handled (an interrupt, say) is never taken for a write."""
     seen: BaseException | None = error
-    while seen is not None:
+    while isinstance(seen, (OSError, RuntimeError)):
         if isinstance(seen, OSError) and seen.errno in REFUSED:
             return seen
         seen = seen.__cause__ or seen.__context__
