@@ -5,7 +5,7 @@ Each member is a run like any other (makemore.train.Run): its own batches (its s
 checkpoints, logs and outputs, and the numbers of its solo run. A member ends on its own, when it reaches its
 steps, stops early, stops at the target, diverges or is pruned by Optuna: it is finished (or recorded) at once and
 the others go on without it. A stop signal (Ctrl-C, SIGTERM, SIGUSR2) checkpoints every member still training;
-continuing the sweep resumes them together.
+continuing the sweep resumes them together. `probe` times a population's steps for the launcher's plan.
 """
 
 from __future__ import annotations
