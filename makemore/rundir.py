@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from makemore.errors import REFUSED, CannotWrite
+from makemore.errors import CannotWrite, refused_write
 from makemore.settings import WATCH_KEYS
 
 HYDRA_DIR = ".hydra"
@@ -46,7 +46,7 @@ def write_json(path: Path, obj: dict) -> None:
         tmp.replace(path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        if error.errno in REFUSED:
+        if refused_write(error):
             raise CannotWrite(path, error) from None
         raise
 
