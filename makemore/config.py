@@ -4,6 +4,7 @@ of configs saved by earlier versions."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import secrets
@@ -86,6 +87,16 @@ def short_names(overrides: Sequence[str]) -> list[str]:
     return names
 
 
+def significant(value: str) -> str:
+    """A number with a fraction or an exponent at 4 significant digits (`0.013737845955327985` -> `0.01374`); an
+    integer or anything else as it was written."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if value.lstrip("+-").isdigit() or not math.isfinite(number) else f"{number:.4g}"
+
+
 def run_name(model: str, overrides: Sequence[str]) -> str:
     """A single run's name, what tells it apart first: its model and short overrides (`mlp_emb:10_s3`), in
     characters Hydra and bash take unquoted, so `rerun=<its path>` can be typed as it is."""
@@ -96,15 +107,16 @@ def run_name(model: str, overrides: Sequence[str]) -> str:
 def member_name(sweep_dir: str, overrides: Sequence[str], number: int) -> str:
     """A sweep member's name: the short overrides that vary across the sweep (read from its multirun.yaml), as
     `emb=10 hidden=200 s43`, the same in TensorBoard, W&B and the leaderboard. The job number is added only where
-    the values alone may repeat: an Optuna trial starts with its number (`t3 lr=0.012`, `t3 lr=0.012 s43` for one
+    the values alone may repeat: an Optuna trial starts with its number (`t3 lr=0.01374`, `t3 lr=0.01374 s43` for one
     of its seeds), and a sweep that lists a
     value twice or sweeps a range ends with it (`s1 #3`). Constants like a shared `steps=1500` are left out."""
     swept, unique = swept_keys(Path(sweep_dir) / SWEEP_RECORD)
     kept = [o for o in overrides if not swept or _key(o) in swept]
     name = " ".join(short_names(kept)) or "defaults"
     trial = [o.partition("=")[2] for o in overrides if _key(o) == "trial"]
-    if trial:
-        name = f"t{trial[-1]} {name}"
+    if trial:  # its number tells it apart: its values at 4 significant digits (its config keeps every digit)
+        shown = [f"{_key(o)}={significant(o.partition('=')[2])}" for o in kept]
+        name = f"t{trial[-1]} {' '.join(short_names(shown)) or 'defaults'}"
     elif not unique:
         name = f"{name} #{number}"
     return re.sub(r"[^A-Za-z0-9=,.+_# -]+", "-", name).strip("- ")[:120]

@@ -88,9 +88,9 @@ def task_values(config: DictConfig) -> dict:
     )
 
 
-def shape_key(config: DictConfig) -> dict:
-    """The values a population's members must share: every key but the stackable ones and the other watch keys."""
-    flat = task_values(config)
+def shape_key(flat: dict) -> dict:
+    """The values a population's members must share (of a config's task_values): every key but the stackable ones
+    and the other watch keys."""
     return {k: v for k, v in flat.items() if not stackable(k) and (not is_watch_key(k) or k.split(".")[0] in SHARED)}
 
 
@@ -98,9 +98,9 @@ def plan(members: list[Member], max_members: int, shared: dict | None = None) ->
     """The launch as populations and lone members, in the order of their first members. `shared`: where the data
     the checks read is kept for the runs (makemore.train.run_data)."""
     groups: dict[str, list[Member]] = {}
-    keys = {}
+    keys, values = {}, {m.index: task_values(m.config) for m in members}  # ~10 ms a member: once
     for m in members:
-        key = shape_key(m.config)
+        key = shape_key(values[m.index])
         keys[m.index] = key
         groups.setdefault(repr((m.start, sorted(key.items(), key=str))), []).append(m)
     units: list[Population | Alone] = []
@@ -108,7 +108,8 @@ def plan(members: list[Member], max_members: int, shared: dict | None = None) ->
         if len(group) == 1:
             units.append(Alone(group[0], "it stacks with no other member (" + apart(group[0], members, keys) + ")"))
             continue
-        reason, engine, limit = check(group, shared)
+        reason, engine, limit = check(group[:max_members], shared)  # as many as a population holds: the rest are
+        # checked as their own populations start (a member refused there fails alone)
         if reason:
             units += [Alone(m, reason) for m in group]
             continue
@@ -118,7 +119,7 @@ def plan(members: list[Member], max_members: int, shared: dict | None = None) ->
             if len(chunk) == 1:
                 units.append(Alone(chunk[0], f"the population before it is full (max_members={max_members})"))
                 continue
-            flat = [task_values(m.config) for m in chunk]
+            flat = [values[m.index] for m in chunk]
             differ = sorted(k for k in flat[0] if stackable(k) and len({str(f.get(k)) for f in flat}) > 1)
             units.append(Population(chunk, differ, differing_keys(chunk[0], members, keys), engine))
     return sorted(units, key=lambda u: (u.members[0] if isinstance(u, Population) else u.member).index)

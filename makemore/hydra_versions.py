@@ -61,3 +61,20 @@ def configure_console_log(config: Any, hydra_context: Any) -> None:
 def job_id(number: int) -> int | str:
     """A sweep job's hydra.job.id: 1.4 makes it a string."""
     return str(number) if HAS_WHITELIST else number
+
+
+def override_dirname(config: Any, overrides: list) -> None:
+    """Set hydra.job.override_dirname for a member's `overrides` (parsed), as 1.3 writes it when it composes; 1.4
+    resolves it from hydra.overrides.task when read (an interpolation: nothing to set)."""
+    job = config.hydra.job
+    if OmegaConf.is_interpolation(job, "override_dirname"):
+        return
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+
+    settings = job.config.override_dirname
+    job.override_dirname = get_overrides_dirname(
+        overrides=overrides,
+        kv_sep=settings.kv_sep,
+        item_sep=settings.item_sep,
+        exclude_keys=settings.exclude_keys,
+    )

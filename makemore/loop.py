@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from makemore import timeline
 from makemore.checkpoint import save_atomic
 from makemore.data import SPLITS
 from makemore.errors import MakemoreError
@@ -273,6 +274,8 @@ class Loop:
                     break
                 self.step(step)
                 done = step + 1
+                if step == self.first:
+                    timeline.mark("first step")
                 now = time.perf_counter()
                 self.share += (now - tick) / len(self.active)
                 tick = now
@@ -283,6 +286,7 @@ class Loop:
                 upcoming = self.upcoming(done)
                 if stop:
                     break
+        timeline.mark("last step")
         if self.active:  # no step left to take (steps=0): each ends where it stands
             self.end(dict.fromkeys(self.active))
         return self.outcomes

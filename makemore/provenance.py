@@ -151,13 +151,16 @@ def command_as_typed() -> str:
     return os.environ.get(COMMAND_VARIABLE) or typed_command(sys.argv)
 
 
-def environment_record(device: str, threads: int) -> dict:
-    def version(package: str) -> str:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+@functools.cache  # a population's members ask in turn: the installed versions stay put
+def version(package: str) -> str:
+    """The installed version of `package`."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
+
+def environment_record(device: str, threads: int) -> dict:
     return {
         "python": platform.python_version(),
         **{package: version(package) for package in PACKAGES},

@@ -16,9 +16,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from makemore import lock
+from makemore import lock, timeline
 from makemore.cli import continue_command
-from makemore.config import experiment_hparams, short_names
+from makemore.config import experiment_hparams, short_names, significant
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
 from makemore.ensemble import ensemble_losses
 from makemore.errors import CannotWrite, MakemoreError, refuse, refused_write
@@ -161,8 +161,19 @@ def eval_column(runs: list[dict], data: Path) -> EvalColumn:
 
 def label(run: dict, varying: list[str]) -> str:
     """A run told apart by what differs: its overrides that vary across the runs, short (`emb=10 hidden=200`, as
-    makemore.config.short_names writes them), no job number, no constants."""
-    return " ".join(short_names([f"{k}={run['overrides'][k]}" for k in varying if k in run["overrides"]]))
+    makemore.config.short_names writes them) with numbers at 4 significant digits (`lr=0.01374`: the CSV's columns
+    and the configs keep every digit), after its Optuna trial's number (`t3`); no job number, no constants."""
+    overrides = run["overrides"]
+    shown = short_names([f"{k}={significant(overrides[k])}" for k in varying if k in overrides])
+    trial = [f"t{overrides['trial']}"] if "trial" in overrides else []
+    return " ".join(trial + shown)
+
+
+def group_label(group: list[dict], varying: list[str]) -> str:
+    """A seed group's label: its runs' (one that reported to an Optuna trial, where one did: the confirming runs
+    of `hydra.sweeper.confirm` did not), or `all`."""
+    run = next((run for run in group if "trial" in run["overrides"]), group[0])
+    return label(run, varying) or "all"
 
 
 def _loss(value) -> str:
@@ -263,14 +274,15 @@ def seed_groups(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def group_rows(groups: list[list[dict]]) -> list[dict]:
-    """One row per seed group, ranked by mean dev loss: mean and standard deviation over its finished seeds."""
+def ranked_groups(groups: list[list[dict]]) -> list[tuple[dict, list[dict]]]:
+    """One row per seed group (mean and standard deviation over its finished seeds) with the group's runs, ranked
+    by mean dev loss."""
     varying = [k for k in varying_overrides([run for group in groups for run in group]) if k != "seed"]
-    rows = []
+    ranked = []
     for group in groups:
         done = [run for run in group if dev_loss(run) < math.inf]
         row = {
-            "group": label(group[0], varying) or "all",
+            "group": group_label(group, varying),
             "n": len(done),
             "seeds": " ".join(sorted((run["overrides"].get("seed", "") for run in group), key=lambda s: (len(s), s))),
         }
@@ -280,16 +292,9 @@ def group_rows(groups: list[list[dict]]) -> list[dict]:
             row[f"{split} std"] = f"{statistics.stdev(values):.4f}" if len(values) > 1 else ""
         row["seconds"] = f"{statistics.fmean(r['metrics']['train_seconds'] for r in done):.1f}" if done else ""
         row["status"] = f"{len(done)} of {len(group)} ok"
-        rows.append(row)
-    rows.sort(key=lambda row: float(row["dev mean"]) if row["dev mean"] else math.inf)
-    return [{"rank": i if row["n"] else "-", **row} for i, row in enumerate(rows, 1)]
-
-
-def ranked_groups(groups: list[list[dict]]) -> list[tuple[dict, list[dict]]]:
-    """Each seed group's row (group_rows: ranked by mean dev loss) with the group's runs."""
-    varying = [k for k in varying_overrides([run for group in groups for run in group]) if k != "seed"]
-    by_label = {label(group[0], varying) or "all": group for group in groups}
-    return [(row, by_label[row["group"]]) for row in group_rows(groups)]
+        ranked.append((row, group))
+    ranked.sort(key=lambda pair: float(pair[0]["dev mean"]) if pair[0]["dev mean"] else math.inf)
+    return [({"rank": i if row["n"] else "-", **row}, group) for i, (row, group) in enumerate(ranked, 1)]
 
 
 def with_ensembles(ranked: list[tuple[dict, list[dict]]]) -> list[dict]:
@@ -619,7 +624,9 @@ class LeaderboardCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         try:
+            timeline.mark("members ended")
             write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
+            timeline.mark("leaderboard")
             if runs and writes_tensorboard(config.logger):
                 write_sweep_summary(sweep_dir, runs)
                 refresh_dashboard(dashboard_root(sweep_dir), [run["dir"] for run in runs])

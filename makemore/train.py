@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from makemore import lock, provenance
+from makemore import lock, provenance, timeline
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.cli import settle_stopped_run
 from makemore.config import compose_train_config, experiment_hparams
@@ -59,6 +59,7 @@ def train(cfg: DictConfig) -> float:
     anything (makemore.record.RunRecord); a sweep member is checked here, in its own new directory. How a run
     that stops early ends (its status, its exit code) is makemore.cli.settle_stopped_run's.
     """
+    timeline.mark("composed")
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     sweep_dir = Path(hydra.sweep.dir) if hydra.mode == RunMode.MULTIRUN else None
@@ -85,6 +86,7 @@ def train_or_continue(
         metrics = train_run(cfg, run_dir, resume, reporter_for(cfg, sweeper, sweep_dir))
     if not sweep_dir and writes_tensorboard(cfg.logger):  # a sweep refreshes its view once, at its end
         refresh_dashboard(dashboard_root(run_dir), [run_dir])
+        timeline.mark("dashboard")
     return math.inf if metrics["dev_loss"] is None else metrics["dev_loss"]
 
 
@@ -182,6 +184,7 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
     provenance (or, resumed, the check that its data is the same) and the loggers. `shared`: data already read
     and cut, by its key (run_data), for runs that train together."""
     cfg, items, vocab = prepare(cfg, known_data(shared, cfg))
+    timeline.mark("validated")
     if resume and tuple(resume["vocab"]) != vocab.chars:
         raise MakemoreError(
             f"the checkpoint's vocabulary differs from the data in {cfg.data.path}; resume with the same data"
@@ -193,6 +196,7 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
     model = build_model(cfg.model, vocab.size).to(device)
     rng = torch.get_rng_state()
     data = run_data(cfg, items, vocab, model, device, shared)
+    timeline.mark("data and model")
     params = sum(p.numel() for p in model.parameters()) or sum(b.numel() for b in model.buffers())
     config = OmegaConf.to_container(cfg, resolve=True)
     facts, patch = provenance.collect(cfg.model._target_, cfg.data.path, items, data.dataset, str(device), cfg.threads)
@@ -221,6 +225,7 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
     about = RunInfo(run_dir, run_dir.name, sweep, hparams, facts, run_id, resumed_at)
     loggers = build_loggers(config["logger"], about)
     loggers.text("provenance", provenance.markdown(facts), resumed_at or 0)
+    timeline.mark("provenance and loggers")
     return Run(cfg, run_dir, data, model, params, config, facts, hparams, loggers, ids, rng)
 
 
@@ -262,6 +267,7 @@ def conclude(job: Run, state: TrainState, losses: dict | None = None) -> dict:
         metrics = finish(job, state, losses)
     finally:
         job.loggers.close()
+    timeline.mark("figures and loggers closed")
     with tqdm.external_write_mode():
         report_end(job.cfg, metrics)
     return metrics
@@ -276,6 +282,7 @@ def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:
         begin = time.perf_counter()
         losses = {split: loss_on(model, data.X[split], data.Y[split], data.dataset.vocab.size) for split in SPLITS}
         state.eval_seconds += time.perf_counter() - begin  # the final evaluation counts too
+    timeline.mark("final evaluation")
     if state.history and state.step == cfg.steps:  # the last row holds the final evaluation's dev loss
         state.history[-1]["loss/dev"] = losses["dev"]
     metrics = final_metrics(cfg, state, losses, job.params, data.rows_per_batch)
@@ -285,6 +292,7 @@ def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:
         metrics["reproduced"], metrics["rerun_verdict"] = provenance.verdict(Path(cfg.rerun), job.provenance, metrics)
     samples = generate(model, data.dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
     write_outputs(job.run_dir, model, data.dataset, job.config, metrics, samples, state.history)
+    timeline.mark("samples and outputs")
     log_final(job.loggers, model, data.dataset, job.hparams, metrics, samples)
     if metrics["target"] is not None and job.loggers.backends:
         curve = [(row["step"], row["loss/dev"]) for row in state.history if row.get("loss/dev") is not None]

@@ -96,6 +96,8 @@ def test_a_sweep_member_is_named_by_what_its_sweep_varies(tmp_path):
     )
     assert member_name(str(tmp_path), ["seed=1", "steps=2"], 3) == "s1 steps=2 #3"  # values that may repeat
     assert member_name(str(tmp_path), ["seed=1", "steps=2", "trial=7"], 7) == "t7 s1 steps=2"  # an Optuna trial
+    drawn = ["model.emb=10", "optim.lr=0.013737845955327985", "trial=3", "seed=43"]  # its number tells it apart
+    assert member_name(str(tmp_path / "no record"), drawn, 9) == "t3 emb=10 lr=0.01374 s43"
 
 
 def test_a_run_that_already_has_a_record_is_not_recorded_again(tmp_path):

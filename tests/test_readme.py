@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from makemore.models import OPTIONS
-from makemore.report import logged_hparams, pareto_points, read_run
+from makemore.report import logged_hparams, pareto_points, read_run, significant
 from makemore.rundir import find_runs, read_overrides
 
 from helpers import ROOT, interrupted_once, read_metrics, run_bash, served_trials, tree_hashes
@@ -103,7 +103,7 @@ def default_run(project: Path, result: subprocess.CompletedProcess) -> None:
     """The README's first command: dev ~2.13, and dev evaluated every 150 steps, 20 points with the final one."""
     metrics = one_ok_run(project, result)
     [run] = runs_under(project)
-    [setup] = [p for p in README.split("\n\n") if p.startswith("Set up a fresh machine (about a minute)")]
+    [setup] = [p for p in README.split("\n\n") if p.startswith("Set up a fresh machine and train the default model")]
     assert f"dev ~{metrics['dev_loss']:.2f}" in setup
     with open(run / "history.csv", newline="") as f:
         evaluated = [int(row["step"]) for row in csv.DictReader(f) if row["loss/dev"]]
@@ -315,6 +315,20 @@ def population_bench_check(project: Path, result: subprocess.CompletedProcess) -
     )
 
 
+def startup_bench_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    """Each command's phases in the order they ended, then what the goals are measured by."""
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"the default run \(python train.py\): [\d.]+ s; imported [\d.]+, composed [\d.]+, .*, exit [\d.]+", lines[0]
+    )
+    assert re.fullmatch(r"    [\d.]+ s of training \+ [\d.]+ s of the rest \(goal: the rest <= 2.5 s\)", lines[1])
+    for seeds, line in zip((2, 4), lines[3::2]):
+        assert (
+            line.startswith(f"    {seeds} members; the first step ")
+            and "members composed" in lines[lines.index(line) - 1]
+        )
+
+
 def one_population_of(count: int) -> Callable[[Path, subprocess.CompletedProcess], None]:
     def check(project: Path, result: subprocess.CompletedProcess) -> None:
         seeds_check(count)(project, result)
@@ -435,6 +449,14 @@ def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> Non
         assert trial.value == statistics.fmean(trial.user_attrs[SEED_VALUES]) == pytest.approx(statistics.fmean(devs))
         assert trial.user_attrs[SEED_STD] == pytest.approx(statistics.stdev(devs))
     assert "leaderboard of 12 runs" in result.stdout and "3 of 3 ok" in result.stdout
+    with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
+        labels = {row["group"] for row in csv.DictReader(f) if row["rank"]}
+    varying = sorted(k for k in study.trials[0].params if len({str(t.params[k]) for t in study.trials}) > 1)
+    assert labels == {  # each group by its trial and values at 4 significant digits: `t3 lr=0.01374 hidden=350 ...`
+        " ".join([f"t{t.number}", *(f"{k.rpartition('.')[2]}={significant(str(t.params[k]))}" for k in varying)])
+        for t in study.trials
+    }
+    assert "optim.lr" in varying and max(map(len, labels)) < 40
     printed = result.stdout.split("the study in optuna-dashboard:\n")[1].splitlines()
     command = [line.strip() for line in printed if line.startswith("    ")][-1]
     assert command.startswith("optuna-dashboard ")
@@ -518,8 +540,9 @@ def best_trials_confirmed(project: Path, result: subprocess.CompletedProcess) ->
     with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
         groups = [row for row in csv.DictReader(f) if row["rank"]]
     assert [(row["n"], row["seeds"]) for row in groups[:2]] == [("4", "42 43 44 45")] * 2
-    for row, trial in zip(groups, best):
-        assert all(f"{k.rpartition('.')[2]}={v}" in row["group"] for k, v in trial.params.items())
+    for row, trial in zip(groups, best):  # the trial's runs and its confirming ones, labelled by the trial
+        assert row["group"].startswith(f"t{trial.number} ")
+        assert all(f"{k.rpartition('.')[2]}={significant(str(v))}" in row["group"] for k, v in trial.params.items())
     assert "seed-to-seed spread" in result.stdout
 
 
@@ -750,6 +773,7 @@ CASES: dict[str, Case] = {
     ),
     "python -m makemore.experiments.bench --population": Case(suffix="--smoke", check=population_bench_check),
     "python -m makemore.experiments.bench --dashboard 10000": Case(suffix="--smoke", check=dashboard_bench_check),
+    "python -m makemore.experiments.bench --startup": Case(suffix="--smoke", check=startup_bench_check),
     "python -m makemore.experiments.on_device": Case(suffix="--smoke", check=device_table_check),
     "python train.py resume=outputs/<run>": Case(suffix="", setup=interrupted_run, check=resumed_check),
     "python -m makemore.view outputs/multirun/<sweep>": Case(

@@ -22,13 +22,16 @@ from makemore.report import (
     dev_curve,
     differing_hparams,
     find_runs,
+    group_label,
     label,
     main,
     markdown,
     mean_band,
+    ranked_groups,
     read_run,
     refresh_dashboard,
     seed_groups,
+    significant,
     suggest_lr,
     swept_hparams,
     varying_overrides,
@@ -285,6 +288,36 @@ def test_a_gap_equal_to_the_spread_is_within_it():
 def test_a_label_is_every_varying_key_of_the_run():
     run = {"overrides": {"model.emb": "4", "seed": "1", "steps": "5"}}
     assert label(run, ["model.emb", "model.hidden", "seed"]) == "emb=4 s1"  # as the run's directory is named
+
+
+def test_a_label_shows_4_significant_digits_after_the_trial_and_keeps_the_rest_as_written():
+    lr = "0.013737845955327985"
+    trial = {"overrides": {"optim.lr": lr, "model.hidden": "350", "model.emb": "10", "trial": "3", "seed": "42"}}
+    varying = ["model.emb", "model.hidden", "optim.lr"]
+    assert label(trial, varying) == "t3 emb=10 hidden=350 lr=0.01374"
+    assert [significant(v) for v in ("3e-3", "1e-05", "0.5", "-12", "123456", "inf", "adamw", "0.1234567")] == [
+        "0.003",
+        "1e-05",
+        "0.5",
+        "-12",
+        "123456",
+        "inf",
+        "adamw",
+        "0.1235",
+    ]
+    confirming = {"overrides": {k: v for k, v in trial["overrides"].items() if k != "trial"} | {"seed": "45"}}
+    assert group_label([confirming, trial], varying) == "t3 emb=10 hidden=350 lr=0.01374"  # the trial's number
+    assert group_label([confirming], []) == "all"
+
+
+def test_seed_groups_whose_labels_round_alike_keep_their_own_runs(tmp_path):
+    for lr in ("0.0123459", "0.0123451"):  # both 0.01235 at 4 significant digits
+        for seed in ("1", "2"):
+            fake_run(tmp_path, f"{lr}_{seed}", [f"optim.lr={lr}", f"seed={seed}"], dev_loss=float(lr) * 100, **OK)
+    ranked = ranked_groups(seed_groups([read_run(d) for d in find_runs(tmp_path)]))
+    assert [row["group"] for row, _ in ranked] == ["lr=0.01235", "lr=0.01235"]
+    for row, group in ranked:
+        assert {run["overrides"]["optim.lr"] for run in group} == {"0.0123451" if row["rank"] == 1 else "0.0123459"}
 
 
 def test_an_empty_leaderboard_csv_still_has_a_header(tmp_path):

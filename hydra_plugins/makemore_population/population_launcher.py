@@ -11,7 +11,6 @@ stack with nobody run one after another through Hydra's basic launcher. makemore
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import math
@@ -36,9 +35,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.makemore_population.config import PopulationLauncherConf  # noqa: F401  (registers the settings)
-from makemore import grouping, lock
+from makemore import grouping, lock, timeline
 from makemore.checkpoint import load_checkpoint
 from makemore.cli import continue_command, record_end
+from makemore.derived_configs import ComposeOncePerShape
 from makemore.errors import MakemoreError, PlanShown, SweepInterrupted
 from makemore.hydra_versions import configure_console_log, job_id
 from makemore.loop import STOP_SIGNALS, Interrupted, Tally
@@ -75,22 +75,8 @@ class PopulationLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.basic.setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        composed_once: dict[tuple[str, ...], DictConfig] = {}  # held by the closure, not the launcher, which holds
-        # its worker processes: the closure goes to the workers with the config loader
-        loader = hydra_context.config_loader
-        compose = loader.load_sweep_config
-
-        def load_sweep_config(master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-            # The sweeper composes each member once to validate its batch; the launcher takes that config (a copy
-            # costs ~1/20 of composing it again: 16 members of lecture 2's MLP start ~3 s sooner here).
-            if master_config is config and tuple(sweep_overrides) in composed_once:
-                return composed_once.pop(tuple(sweep_overrides))
-            composed = compose(master_config, sweep_overrides)
-            if master_config is config:
-                composed_once[tuple(sweep_overrides)] = copy.deepcopy(composed)
-            return composed
-
-        loader.load_sweep_config = load_sweep_config
+        loader = hydra_context.config_loader  # it goes to the workers too: they compose nothing more
+        loader.load_sweep_config = ComposeOncePerShape(loader, config)
 
     def processes(self, unit: grouping.Population) -> int:
         """Worker processes for a population: `workers`, or by default one per core on a CPU when its work pays for
@@ -128,11 +114,13 @@ class PopulationLauncher(Launcher):
             name = str(OmegaConf.select(config, "hydra.sweep.subdir"))
             member = grouping.Member(number, name, config, start_step(sweep_dir / name))
             (kept if ended_metrics(sweep_dir / name) else members).append(member)
+        timeline.mark("members composed")
         units = grouping.plan(members, self.max_members) + [grouping.Alone(m, "it ended earlier") for m in kept]
         units.sort(key=first_index)
         planned = [u for u in units if not (isinstance(u, grouping.Alone) and u.member in kept)]
         for line in grouping.lines(planned):
             print(line, flush=True)
+        timeline.mark("populations planned")
         if self.plan:
             self.show_plan(planned)
             raise PlanShown()
@@ -153,11 +141,16 @@ class PopulationLauncher(Launcher):
         """What the launch would train: member-steps, processes and the wall time that a short probe of each
         population (and lone member) on one process's share of its members estimates; then the total."""
         total_steps, total_seconds = 0, 0.0
+        probed: dict[str, tuple[float, float]] = {}  # units of one shape and size take the same time: probed once
         for unit in units:
             members = unit.members if isinstance(unit, grouping.Population) else [unit.member]
             count = self.processes(unit) if isinstance(unit, grouping.Population) else 1
             steps = [OmegaConf.select(m.config, "steps") - m.start for m in members]
-            per_step, rest = probe([m.config for m in members[: math.ceil(len(members) / count)]])
+            share = [m.config for m in members[: math.ceil(len(members) / count)]]
+            shape = repr((len(share), sorted(grouping.shape_key(grouping.task_values(share[0])).items(), key=str)))
+            if shape not in probed:
+                probed[shape] = probe(share)
+            per_step, rest = probed[shape]
             seconds = max(steps) * per_step + rest + (WORKER_START if count > 1 else 0)
             total_steps, total_seconds = total_steps + sum(steps), total_seconds + seconds
             names = members[0].name if len(members) == 1 else f"{members[0].name} ... {members[-1].name}"

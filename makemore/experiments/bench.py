@@ -1,7 +1,8 @@
 """Benchmark: `python -m makemore.experiments.bench` prints throughput against the lecture's hand loop (autograd,
 and the hand-derived backward pass of makemore/backprop.py), time to the 2.2 target, the evaluation share, peak memory
 and the time of lecture 2's whole run with each backward pass; `--parallel` also times a 4-member sweep with
-joblib against the basic launcher. Figures are ratios or timings taken in this one command, on one CPU core."""
+joblib against the basic launcher; `--startup` where a command's time goes before its first step and after its
+last (makemore.experiments.startup). Figures are ratios or timings taken in this one command, on one CPU core."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from makemore.experiments.startup import startup
 from makemore.rundir import find_runs, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -341,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only: a short run's wall time with an empty outputs/ and with N runs kept there",
     )
     parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="only: where the default run's and 16- and 256-member population sweeps' time goes, phase by phase",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="every measurement at a token size: checks that the benchmark runs end to end; its figures mean nothing",
@@ -349,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = ["steps=100"] if args.smoke else []  # the runs' own step counts, unless a smoke test shrinks them
     if args.smoke:
         args.steps, args.repeats, args.trials = 50, 1, 2
+    if args.startup:
+        startup(args.smoke)
+        return 0
     if args.dashboard is not None:
         dashboard_cost(10 if args.smoke else args.dashboard)
         return 0

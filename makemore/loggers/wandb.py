@@ -48,7 +48,7 @@ class WandbLogger:
         try:
             import wandb
         except ImportError:
-            raise MakemoreError("logger=wandb needs the wandb package; pip install wandb") from None
+            raise MakemoreError("logger=wandb needs the wandb package; pip install -e '.[wandb]'") from None
         self.wandb = wandb
         mode = os.environ.get("WANDB_MODE", wanted.mode)
         options = dict(
