@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -44,6 +45,7 @@ from makemore.search import IMPORTANCES, OPTIMIZATION_RESULTS, PARETO_FRONT, RES
 from makemore.shell import report_command, train_command
 
 CURVES_SHOWN = 6
+LABEL_WIDTH = 39  # an Optuna trial's label on the leaderboard, at most
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -162,11 +164,26 @@ def eval_column(runs: list[dict], data: Path) -> EvalColumn:
 def label(run: dict, varying: list[str]) -> str:
     """A run told apart by what differs: its overrides that vary across the runs, short (`emb=10 hidden=200`, as
     makemore.config.short_names writes them) with numbers at 4 significant digits (`lr=0.01374`: the CSV's columns
-    and the configs keep every digit), after its Optuna trial's number (`t3`); no job number, no constants."""
+    and the configs keep every digit), an Optuna trial's as trial_label writes it; no job number, no constants."""
     overrides = run["overrides"]
     shown = short_names([f"{k}={significant(overrides[k])}" for k in varying if k in overrides])
-    trial = [f"t{overrides['trial']}"] if "trial" in overrides else []
-    return " ".join(trial + shown)
+    if "trial" not in overrides:
+        return " ".join(shown)
+    return trial_label(overrides["trial"], shown)
+
+
+def trial_label(trial: str, shown: list[str]) -> str:
+    """An Optuna trial's label, its number first (which alone tells it apart): its keys' words by their initials
+    (`block_size=4` -> `bs=4`) and cut to LABEL_WIDTH, ending in `...` where values were left out (a search of four
+    keys fits: `t3 bs=4 emb=10 hidden=350 lr=0.01374`)."""
+    words = [f"t{trial}", *(re.sub(r"[a-z]+_[a-z_]+(?==)", initials, item) for item in shown)]
+    while len(" ".join(words)) > LABEL_WIDTH:
+        words = [*words[: len(words) - 1 - (words[-1] == "...")], "..."]
+    return " ".join(words)
+
+
+def initials(key: re.Match) -> str:
+    return "".join(word[0] for word in key.group(0).split("_") if word)
 
 
 def group_label(group: list[dict], varying: list[str]) -> str:

@@ -1,8 +1,10 @@
 """The logger backends beyond the README's single runs: MLflow from sweep members in two processes at once and a
-resumed run logging into the MLflow run it started (read back through MLflow's own client); W&B online without
+resumed run logging into the MLflow run it started (read back through MLflow's own client), a real `mlflow ui` and
+`mlflow server` read back through their REST API, one of them killed in the middle of a run; W&B online without
 credentials, or without a server that answers."""
 
 import contextlib
+import csv
 import os
 import shlex
 import socket
@@ -148,3 +150,112 @@ def test_an_unreachable_wandb_server_sends_a_sweep_offline_with_one_warning_and_
     assert len(members) == 2 and all(read_metrics(m)["status"] == "ok" for m in members)
     assert all(list(m.glob("wandb/offline-run-*/run-*.wandb")) for m in members)  # both logged, offline
     assert seconds < 5 * 2 + 60  # the second member did not wait for the server again
+
+
+@contextlib.contextmanager
+def mlflow_server(tmp_path, *store: str):
+    """A real `mlflow server` (what the mlflow extra installs) on a free port, its own SQLite store and artifacts in
+    tmp_path (or `mlflow ui` with `store`'s options): its URL once it answers, and its process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mlflow = str(os.path.join(os.path.dirname(sys.executable), "mlflow"))
+    command = [mlflow, "ui" if store else "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    command += list(store) or ["--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    command += [] if store else ["--artifacts-destination", (tmp_path / "artifacts").as_uri()]
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while rest(url, "GET", "/health") is None:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        yield url, server
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, 9)
+        server.wait()
+
+
+def rest(url: str, method: str, path: str, body: dict | None = None):
+    """An MLflow server's REST API answer (JSON, or the text of /health), or None where it does not answer."""
+    import json
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    return text if path == "/health" else json.loads(text)
+
+
+def runs_on(url: str) -> list[dict]:
+    """The makemore experiment's runs, as the server's REST API lists them."""
+    experiment = rest(url, "GET", "/api/2.0/mlflow/experiments/get-by-name?experiment_name=makemore")
+    if not experiment:
+        return []
+    found = rest(
+        url, "POST", "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]]}
+    )
+    return (found or {}).get("runs", [])
+
+
+def history_on(url: str, run_id: str, key: str) -> dict[int, float]:
+    found = rest(url, "GET", f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}&max_results=1000")
+    return {int(m["step"]): m["value"] for m in (found or {}).get("metrics", [])}
+
+
+@pytest.mark.slow
+def test_mlflow_ui_on_the_default_store_shows_its_runs_and_takes_one_over_http_read_back_over_rest(tmp_path):
+    pytest.importorskip("flask", reason="the mlflow extra: pip install -e '.[mlflow]'")
+    local = run_script(str(ROOT / "train.py"), "logger=mlflow", "steps=20", "progress=false", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr[-2000:]
+    with mlflow_server(tmp_path, "--backend-store-uri", "sqlite:///outputs/mlflow.db") as (url, _):  # as documented
+        [run] = runs_on(url)
+        assert {p["key"]: p["value"] for p in run["data"]["params"]}["steps"] == "20"
+        args = ["logger=mlflow", f"logger.mlflow.tracking_uri={url}", "steps=60", "eval_interval=20", "model.emb=6"]
+        result = run_script(str(ROOT / "train.py"), *args, "progress=false", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        [run] = [r for r in runs_on(url) if r["info"]["run_id"] != run["info"]["run_id"]]
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["model.emb"] == "6" and params["steps"] == "60"
+        [run_dir] = [d for d in find_runs(tmp_path / "outputs") if "emb" in d.name]
+        with open(run_dir / "history.csv", newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row["loss/dev"]]
+        assert history_on(url, run["info"]["run_id"], "loss/dev") == {
+            int(r["step"]): float(r["loss/dev"]) for r in rows
+        }
+        assert run["info"]["status"] == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_run_whose_mlflow_server_dies_trains_on_with_one_warning_and_its_record_whole(tmp_path):
+    pytest.importorskip("flask", reason="the mlflow extra: pip install -e '.[mlflow]'")
+    with mlflow_server(tmp_path) as (url, server):
+        args = ["logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={url}", "steps=4000", "progress=false"]
+        run = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not any(history_on(url, r["info"]["run_id"], "loss/dev") for r in runs_on(url)):
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(server.pid, 9)
+        killed = time.monotonic()
+        _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr.decode()[-2000:]
+    assert time.monotonic() - killed < 30  # MLflow's own retries would take minutes
+    warnings = [line for line in stderr.decode().splitlines() if line.startswith("warning: the MLflow")]
+    assert len(warnings) == 1 and f"the MLflow tracking server {url} stopped answering" in warnings[0]
+    [run_dir] = find_runs(tmp_path / "outputs")
+    assert read_metrics(run_dir)["status"] == "ok" and read_metrics(run_dir)["steps"] == 4000
+    with open(run_dir / "history.csv", newline="") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) == 4000
+    assert list(run_dir.glob("events.out.tfevents.*"))

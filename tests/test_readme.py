@@ -452,8 +452,14 @@ def trials_over_seeds(project: Path, result: subprocess.CompletedProcess) -> Non
     with open(sweep_dir / "leaderboard_groups.csv", newline="") as f:
         labels = {row["group"] for row in csv.DictReader(f) if row["rank"]}
     varying = sorted(k for k in study.trials[0].params if len({str(t.params[k]) for t in study.trials}) > 1)
-    assert labels == {  # each group by its trial and values at 4 significant digits: `t3 lr=0.01374 hidden=350 ...`
-        " ".join([f"t{t.number}", *(f"{k.rpartition('.')[2]}={significant(str(t.params[k]))}" for k in varying)])
+    short = {"model.block_size": "bs"}  # a key's words by their initials
+    assert labels == {  # each group by its trial and values at 4 significant digits: `t3 bs=4 emb=10 ...`
+        " ".join(
+            [
+                f"t{t.number}",
+                *(f"{short.get(k, k.rpartition('.')[2])}={significant(str(t.params[k]))}" for k in varying),
+            ]
+        )
         for t in study.trials
     }
     assert "optim.lr" in varying and max(map(len, labels)) < 40
@@ -542,7 +548,8 @@ def best_trials_confirmed(project: Path, result: subprocess.CompletedProcess) ->
     assert [(row["n"], row["seeds"]) for row in groups[:2]] == [("4", "42 43 44 45")] * 2
     for row, trial in zip(groups, best):  # the trial's runs and its confirming ones, labelled by the trial
         assert row["group"].startswith(f"t{trial.number} ")
-        assert all(f"{k.rpartition('.')[2]}={significant(str(v))}" in row["group"] for k, v in trial.params.items())
+        shown = row["group"].replace("bs=", "block_size=")  # a key's words by their initials
+        assert all(f"{k.rpartition('.')[2]}={significant(str(v))}" in shown for k, v in trial.params.items())
     assert "seed-to-seed spread" in result.stdout
 
 

@@ -295,6 +295,10 @@ def test_a_label_shows_4_significant_digits_after_the_trial_and_keeps_the_rest_a
     trial = {"overrides": {"optim.lr": lr, "model.hidden": "350", "model.emb": "10", "trial": "3", "seed": "42"}}
     varying = ["model.emb", "model.hidden", "optim.lr"]
     assert label(trial, varying) == "t3 emb=10 hidden=350 lr=0.01374"
+    wide = {**trial["overrides"], "model.block_size": "4", "optim.weight_decay": "0.1", "model.dropout": "0.25"}
+    every = ["model.block_size", "model.dropout", *varying, "optim.weight_decay"]
+    assert label({"overrides": wide}, every[:1] + varying) == "t3 bs=4 emb=10 hidden=350 lr=0.01374"
+    assert label({"overrides": wide}, every) == "t3 bs=4 dropout=0.25 emb=10 ..."  # cut to 39 characters
     assert [significant(v) for v in ("3e-3", "1e-05", "0.5", "-12", "123456", "inf", "adamw", "0.1234567")] == [
         "0.003",
         "1e-05",
@@ -307,6 +311,7 @@ def test_a_label_shows_4_significant_digits_after_the_trial_and_keeps_the_rest_a
     ]
     confirming = {"overrides": {k: v for k, v in trial["overrides"].items() if k != "trial"} | {"seed": "45"}}
     assert group_label([confirming, trial], varying) == "t3 emb=10 hidden=350 lr=0.01374"  # the trial's number
+    assert label(confirming, varying) == "emb=10 hidden=350 lr=0.01374"  # no trial: every key, as written
     assert group_label([confirming], []) == "all"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ RUN_TAG = "makemore.run_id"  # the run's own id, kept across resume=: a resumed 
 RECORD_FILES = (CONFIG, PROVENANCE, METRICS, HISTORY, SAMPLES, MODEL)  # uploaded as artifacts when the run ends
 BATCH = 100  # params per log_batch call: MLflow's limit
 ANSWER_SECONDS = 10  # how long a tracking server has to answer before a run is refused
+# A server's calls, unless the user set their own: MLflow retries a failed call 7 times with growing back-off
+# (minutes); a run pays at most ~10 s for the one call that finds its server gone, then stops calling it
+CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+CLIENT_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
 
 
 @dataclass
@@ -74,6 +79,11 @@ class MlflowLogger:
             raise MakemoreError("logger=mlflow needs the mlflow package; pip install -e '.[mlflow]'") from None
         self.run_dir = run.run_dir
         uri = wanted.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_store(run.run_dir)
+        self.server = redact(uri) if uri.startswith(("http://", "https://")) else None
+        self.lost: str | None = None  # why the server stopped answering, once it did
+        if self.server:
+            for name, value in CLIENT_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         with store_lock(uri):  # two processes of a sweep must not both create the store's tables
             self.client = MlflowClient(tracking_uri=uri)
             experiment = experiment_id(self.client, wanted.experiment, artifacts_beside(uri))
@@ -91,23 +101,42 @@ class MlflowLogger:
             self.client.log_batch(self.run_id, params=params[start : start + BATCH])
         self.client.log_dict(self.run_id, run.provenance, "provenance.json")
 
+    def send(self, call: str, *args, **kwargs) -> None:
+        """One call of the client's; a tracking server that stops answering ends this run's logging to it, with
+        one warning, and never its training (its record keeps everything MLflow would have had)."""
+        if self.lost:
+            return
+        try:
+            getattr(self.client, call)(self.run_id, *args, **kwargs)
+        except Exception as error:
+            if not self.server:
+                raise
+            self.lost = redact(str(error).splitlines()[0][:200])
+            print(
+                f"warning: the MLflow tracking server {self.server} stopped answering ({self.lost}); "
+                f"{self.run_dir.name} trains on without it, its record whole: history.csv, metrics.json and "
+                "TensorBoard hold what MLflow did not get",
+                file=sys.stderr,
+                flush=True,
+            )
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+        self.send("log_batch", metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
 
     def text(self, tag: str, text: str, step: int) -> None:
-        self.client.log_text(self.run_id, text, f"{tag}.md")
+        self.send("log_text", text, f"{tag}.md")
 
     def figure(self, tag: str, figure, step: int) -> None:
-        self.client.log_figure(self.run_id, figure, f"figures/{tag}.png")
+        self.send("log_figure", figure, f"figures/{tag}.png")
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         self.scalars(step, metrics)
 
     def target_line(self, target: float, curve: list[tuple[int, float]]) -> None:
-        self.client.set_tag(self.run_id, "target", str(target))
+        self.send("set_tag", "target", str(target))
 
     def close(self) -> None:
         """The record's files as artifacts; the run FINISHED if it wrote its metrics, else KILLED if it can be
@@ -115,12 +144,12 @@ class MlflowLogger:
         for name in RECORD_FILES:
             path = self.run_dir / name
             if path.is_file():
-                self.client.log_artifact(self.run_id, str(path), str(Path(name).parent) if "/" in name else None)
+                self.send("log_artifact", str(path), str(Path(name).parent) if "/" in name else None)
         if (self.run_dir / METRICS).is_file():
             status = "FINISHED"
         else:
             status = "KILLED" if (self.run_dir / CHECKPOINT).is_file() else "FAILED"
-        self.client.set_terminated(self.run_id, status)
+        self.send("set_terminated", status)
 
 
 def default_store(run_dir: Path) -> str:
