@@ -39,8 +39,11 @@ BATCH = 100  # params per log_batch call: MLflow's limit
 ANSWER_SECONDS = 10  # how long a tracking server has to answer before a run is refused
 # A server's calls, unless the user set their own: MLflow retries a failed call 7 times with growing back-off
 # (minutes); a run pays at most ~10 s for the one call that finds its server gone, then stops calling it
-CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-CLIENT_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
+CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+}
 
 
 @dataclass
