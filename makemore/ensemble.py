@@ -1,69 +1,109 @@
-"""A seed group's ensemble: its members' next-token probabilities averaged, scored on dev and test as any model is
-(mean cross-entropy per next token over the same examples)."""
+"""Ensembles of any runs: `python -m makemore.ensemble <run dir> <run dir> ... [--weighting equal|greedy]`.
+
+Averages the runs' next-token probabilities (makemore.mixture: runs of any families, trained on the same data and
+split), prints the ensemble's loss on train, dev and test beside each run's own, and writes its record,
+`outputs/ensembles/<time>/`, which leaderboards (`python sweep.py report=outputs`) and TensorBoard show beside the
+runs. `--rescore <record>` scores a record's runs again and says whether its losses are reproduced; it writes
+nothing.
+"""
 
 from __future__ import annotations
 
-import functools
-import math
+import argparse
+import json
+import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from makemore.checkpoint import load_model
-from makemore.data import build_items, load_dataset, trains_on_whole_items
+from makemore.data import SPLITS
 from makemore.errors import MakemoreError
-from makemore.models import eval_rows, predict
-from makemore.rundir import MODEL
+from makemore.mixture import (
+    RECORDS,
+    WEIGHTINGS,
+    Member,
+    load_members,
+    mixture_losses,
+    mixture_weights,
+    write_record,
+)
+from makemore.report import refresh_dashboard
+from makemore.rundir import ENSEMBLE, dashboard_root, refuse_inside_a_run
+from makemore.shell import rescore_command
 
-SCORED = ("dev", "test")
+
+def table(members: list[Member], weights: list[float], losses: dict[str, float]) -> str:
+    """A line per run (its family, its weight, its own losses) and the ensemble's line under them."""
+    lines = [f"{'run':<48} {'model':<14} {'weight':>6} " + " ".join(f"{split:>7}" for split in SPLITS)]
+    for member, weight in zip(members, weights):
+        own = " ".join(f"{member.metrics[f'{split}_loss']:>7.4f}" for split in SPLITS)
+        lines.append(f"{str(member.run_dir)[-48:]:<48} {member.model:<14} {weight:>6.3f} {own}")
+    lines.append(f"{'ensemble':<48} {'':<14} {sum(weights):>6.3f} " + " ".join(f"{losses[s]:>7.4f}" for s in SPLITS))
+    return "\n".join(lines)
 
 
-def ensemble_losses(run_dirs: list[Path]) -> dict[str, float] | None:
-    """The loss on dev and test of the runs' averaged probabilities, or None where fewer than two of them left a
-    model, or their models were trained on different data or cannot be read."""
-    files = tuple((d / MODEL, (d / MODEL).stat().st_mtime_ns) for d in run_dirs if (d / MODEL).is_file())
-    return scored(files) if len(files) > 1 else None
+def ensemble(run_dirs: list[Path], weighting: str, records: Path = RECORDS) -> Path:
+    """Score the runs' mixture, print it, write its record and join the dashboard; returns the record's directory."""
+    refuse_inside_a_run(records)
+    members = load_members(run_dirs)
+    weights = mixture_weights(members, weighting)
+    directory = write_record(members, weights, weighting, records)
+    refresh_dashboard(dashboard_root(directory), [directory])
+    print(table(members, weights.tolist(), mixture_losses(members, weights)))
+    return directory
 
 
-@functools.lru_cache(maxsize=64)  # a sweep's end scores its groups for its files and for TensorBoard
-def scored(files: tuple[tuple[Path, int], ...]) -> dict[str, float] | None:
+def rescore(record_dir: Path) -> bool:
+    """Score the runs of an ensemble's record again, with its weighting: whether every weight and loss is the
+    record's to the last digit. A run whose model.pt is not the one scored then is refused."""
+    path = record_dir / ENSEMBLE
+    if not path.is_file():
+        raise MakemoreError(f"{record_dir} holds no {ENSEMBLE}; pass an ensemble's record directory ({RECORDS}/<time>)")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    given = [Path(run["run"]) for run in record["runs"]]  # as typed, where they are from here (for the table)
+    dirs = [
+        path if path.resolve() == Path(run["dir"]) else Path(run["dir"]) for path, run in zip(given, record["runs"])
+    ]
+    members = load_members(dirs)
+    for member, run in zip(members, record["runs"]):
+        if member.model_sha256 != run["model_sha256"]:
+            raise MakemoreError(
+                f"{member.run_dir}/model.pt is not the model the ensemble scored (sha256 {run['model_sha256'][:12]} "
+                f"then, {member.model_sha256[:12]} now); nothing to rescore"
+            )
+    weights = mixture_weights(members, record["weighting"])
+    losses = mixture_losses(members, weights)
+    print(table(members, weights.tolist(), losses))
+    pairs = zip(record["runs"], weights.tolist())
+    changed = [f"{run['run']}'s weight {run['weight']} → {w}" for run, w in pairs if run["weight"] != w]
+    changed += [f"{s} loss {record['losses'][s]} → {losses[s]}" for s in SPLITS if losses[s] != record["losses"][s]]
+    verdict = "reproduced" if not changed else "differs: " + "; ".join(changed)
+    print(f"rescore verdict: {verdict}")
+    return not changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, then ensemble the runs or rescore a record; one line and exit 1 for bad input."""
+    parser = argparse.ArgumentParser(prog="python -m makemore.ensemble", description=__doc__.split("\n\n")[1])
+    parser.add_argument("run_dirs", type=Path, nargs="*", help="directories of finished runs, of any families")
+    parser.add_argument(
+        "--weighting",
+        choices=WEIGHTINGS,
+        default="equal",
+        help="equal weights (default), or greedy forward selection on dev (Caruana et al. 2004)",
+    )
+    parser.add_argument("--rescore", type=Path, metavar="RECORD", help="an ensemble's record: score its runs again")
+    args = parser.parse_args(argv)
     try:
-        members = [load_model(path) for path, _ in files]
-    except MakemoreError:
-        return None
-    first, vocab, config = members[0]
-    data = config["data"]
-    if any(v.chars != vocab.chars or c["data"] != data for _, v, c in members):
-        return None
-    try:
-        dataset = load_dataset(
-            data["path"], config["model"]["block_size"], data["boundary"], data["fractions"], data["seed"]
-        )
-    except MakemoreError:  # the data file is gone or changed: no score
-        return None
-    losses = {}
-    for split in SCORED:
-        if trains_on_whole_items(first, dataset):
-            X, Y = build_items(dataset.words[split], dataset.vocab)
-        else:
-            X, Y = dataset.X[split], dataset.Y[split]
-        losses[split] = averaged_loss([m for m, _, _ in members], X, Y, vocab.size)
-    return losses
+        if args.rescore:
+            if args.run_dirs:
+                raise MakemoreError("pass run directories to ensemble, or --rescore <record>, not both")
+            return 0 if rescore(args.rescore) else 1
+        directory = ensemble(args.run_dirs, args.weighting)
+    except MakemoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"record: {directory}; rescore it with: {rescore_command(directory)}")
+    return 0
 
 
-@torch.no_grad()
-def averaged_loss(models: list[torch.nn.Module], X: torch.Tensor, Y: torch.Tensor, vocab_size: int) -> float:
-    """-log of the models' mean probability of each next token, averaged over the tokens."""
-    total, rows = 0.0, max(1, eval_rows(vocab_size) // (Y.shape[1] if Y.dim() == 2 else 1))
-    for start in range(0, len(X), rows):
-        x, y = X[start : start + rows], Y[start : start + rows]
-        probability = None
-        for model in models:
-            logits, targets = predict(model, x, y)
-            p = F.softmax(logits.double(), -1)
-            probability = p if probability is None else probability + p
-        kept = targets >= 0
-        total += -(probability[kept].gather(1, targets[kept, None]) / len(models)).log().sum().item()
-    count = (Y >= 0).sum().item()
-    return total / count if count else math.nan
+if __name__ == "__main__":
+    sys.exit(main())

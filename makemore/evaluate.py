@@ -20,7 +20,7 @@ from makemore import provenance
 from makemore.data import SPLITS, build_examples, build_items, read_items, resolve_path, split_items, tokens_of
 from makemore.errors import MakemoreError
 from makemore.models import loss_on
-from makemore.rundir import MODEL, run_directory_of, write_json, written_by_a_run
+from makemore.rundir import MODEL, new_record_directory, refuse_inside_a_run, run_directory_of, write_json
 
 CHOICES = (*SPLITS, "all")
 RECORDS = Path("outputs") / "evaluations"  # beside the runs Hydra writes under outputs/, never inside one
@@ -113,20 +113,8 @@ def evaluated_data(split: str, data: Path | None) -> dict:
 
 def write_evaluation(scores: list[Evaluation], data: dict, records: Path = RECORDS) -> Path:
     """A new directory under `records` holding evaluation.json: what was scored, on what, and the losses."""
-    inside = written_by_a_run(records.resolve())
-    if inside:
-        raise MakemoreError(f"{records} is inside {inside}, whose files no command changes; run from elsewhere")
-    records.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    for attempt in range(1000):  # two evaluations in one second each get their own record
-        directory = records / (stamp if attempt == 0 else f"{stamp}_{attempt}")
-        try:
-            directory.mkdir()
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise MakemoreError(f"cannot make a new record directory under {records}")
+    refuse_inside_a_run(records)
+    directory = new_record_directory(records)
     record = {
         "command": provenance.command_as_typed(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

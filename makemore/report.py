@@ -21,13 +21,14 @@ from makemore import lock, timeline
 from makemore.cli import continue_command
 from makemore.config import experiment_hparams, short_names, significant
 from makemore.dashboard import fixed_width_tables, write_hparams_experiment, write_layout, write_level_line
-from makemore.ensemble import ensemble_losses
 from makemore.errors import CannotWrite, MakemoreError, refuse, refused_write
 from makemore.evaluate import evaluate, evaluated_data, write_evaluation
 from makemore.loggers import writes_tensorboard
 from makemore.metrics import leaderboard_cells
+from makemore.mixture import ENSEMBLES, ensemble_losses, load_members, mixture_weights, write_record
 from makemore.rundir import (
     CONFIG,
+    ENSEMBLE,
     HISTORY,
     METRICS,
     OVERRIDES,
@@ -42,7 +43,7 @@ from makemore.rundir import (
     run_directory_of,
 )
 from makemore.search import IMPORTANCES, OPTIMIZATION_RESULTS, PARETO_FRONT, RESULT_OBJECTIVES, TRIAL_VALUES, Pareto
-from makemore.shell import report_command, train_command
+from makemore.shell import report_command, rescore_command, train_command
 
 CURVES_SHOWN = 6
 LABEL_WIDTH = 39  # an Optuna trial's label on the leaderboard, at most
@@ -61,7 +62,11 @@ def read_run(run_dir: Path) -> dict | None:
         warnings.warn(f"skipping unreadable run {run_dir}: {e}", stacklevel=2)
         return None
     pairs = (str(o).lstrip("+~").split("=", 1) for o in overrides)
-    return {"dir": run_dir, "metrics": metrics, "overrides": {p[0]: p[1] if len(p) > 1 else "" for p in pairs}}
+    overrides = {p[0]: p[1] if len(p) > 1 else "" for p in pairs}
+    ensemble = None
+    if (run_dir / ENSEMBLE).is_file():  # an ensemble's record (makemore.mixture): a row as a run's, its model column
+        ensemble, overrides = json.loads((run_dir / ENSEMBLE).read_text(encoding="utf-8")), {"model": "ensemble"}
+    return {"dir": run_dir, "metrics": metrics, "overrides": overrides, "ensemble": ensemble}
 
 
 def dev_loss(run: dict) -> float:
@@ -88,6 +93,8 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
         m, ok = run["metrics"], run["metrics"].get("status") == "ok"
         name = str(run["dir"].relative_to(root)) if run["dir"] != root else run["dir"].name
         rerun_dir = os.path.relpath(run["dir"])
+        if run.get("ensemble"):
+            name += f" (ensemble of {len(run['ensemble']['runs'])}, {run['ensemble']['weighting']} weights)"
         rows.append(
             {
                 "rank": rank if ok else "-",
@@ -97,7 +104,7 @@ def leaderboard(runs: list[dict], root: Path, scored: EvalColumn | None = None) 
                 **({scored[0]: _loss(scored[1][run["dir"]]) if run["dir"] in scored[1] else ""} if scored else {}),
                 **({"pareto": "✓" if run["overrides"].get("trial") in front else ""} if front else {}),
                 "status": m.get("status", "?") + (f": {m['error']}" if m.get("error") else ""),
-                "rerun": train_command("rerun", rerun_dir),
+                "rerun": rescore_command(rerun_dir) if run.get("ensemble") else train_command("rerun", rerun_dir),
             }
         )
     return rows
@@ -282,6 +289,7 @@ def write_report(root: Path, rewrite: bool = True, eval_data: Path | None = None
 
 def seed_groups(runs: list[dict]) -> list[list[dict]]:
     """Runs that differ only in `seed`, grouped; none when the runs don't vary their seed."""
+    runs = [run for run in runs if not run.get("ensemble")]  # an ensemble's record has no seed
     if len({run["overrides"].get("seed") for run in runs}) < 2:
         return []
     groups: dict[tuple, list[dict]] = {}
@@ -598,6 +606,8 @@ def logged_hparams(runs: list[dict]) -> list[dict]:
     from omegaconf import OmegaConf
 
     for run in runs:
+        if "hparams" not in run and run.get("ensemble"):  # no config of its own: what it mixed
+            run["hparams"] = run["ensemble"]["hparams"]
         if "hparams" not in run:
             saved = run["dir"] / CONFIG
             # resolved: a sweep member's saved config keeps `target: ${names_target:...}` as Hydra composed it
@@ -642,11 +652,13 @@ class LeaderboardCallback(Callback):
         runs = [r for r in map(read_run, find_runs(sweep_dir)) if r is not None]
         try:
             timeline.mark("members ended")
+            best = config.get("ensemble_best")  # a top-level key of train.yaml's; absent from a bare config
+            ensembled = ensemble_of_the_best(sweep_dir, runs, best) if best else []
             write_report(sweep_dir)  # first: the sweep's summary in TensorBoard shows its files
             timeline.mark("leaderboard")
             if runs and writes_tensorboard(config.logger):
                 write_sweep_summary(sweep_dir, runs)
-                refresh_dashboard(dashboard_root(sweep_dir), [run["dir"] for run in runs])
+                refresh_dashboard(dashboard_root(sweep_dir), [run["dir"] for run in runs] + ensembled)
         except Exception as error:
             refused = refused_write(error)
             if refused is None:
@@ -658,6 +670,23 @@ class LeaderboardCallback(Callback):
                 )
             )
         refuse_unless_whole(runs, sweep_dir)
+
+
+def ensemble_of_the_best(sweep_dir: Path, runs: list[dict], count: int) -> list[Path]:
+    """`ensemble_best=K`: the sweep's K best finished runs (by dev) mixed with equal weights, recorded under
+    `<sweep dir>/ensembles/`; a continued sweep whose best K are the runs of a record it holds keeps that one.
+    Returns the new record's directory (none where it has one, or fewer than two runs finished)."""
+    best = sorted((run for run in runs if dev_loss(run) < math.inf and not run.get("ensemble")), key=dev_loss)
+    chosen = sorted(str(run["dir"].resolve()) for run in best[:count])
+    kept = [run for run in runs if run.get("ensemble") and sorted(r["dir"] for r in run["ensemble"]["runs"]) == chosen]
+    if len(chosen) < 2 or kept:
+        return []
+    try:
+        members = load_members([run["dir"] for run in best[:count]])
+    except MakemoreError as error:
+        print(f"warning: no ensemble of the best {count} runs: {error}", file=sys.stderr)
+        return []
+    return [write_record(members, mixture_weights(members, "equal"), "equal", sweep_dir / ENSEMBLES)]
 
 
 # A member that ended so is no result: its sweep exits 1 (diverged and pruned members are results of the sweep).

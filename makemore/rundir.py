@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import yaml
 
-from makemore.errors import CannotWrite, refused_write
+from makemore.errors import CannotWrite, MakemoreError, refused_write
 from makemore.settings import WATCH_KEYS
 
 HYDRA_DIR = ".hydra"
@@ -28,6 +29,7 @@ PROVENANCE = f"{HYDRA_DIR}/provenance.json"  # data, code and environment: makem
 PATCH = f"{HYDRA_DIR}/code.patch"  # the uncommitted changes of a dirty git tree
 POPULATION = f"{HYDRA_DIR}/population.json"  # a member of a population: its size, its index, the members, the engine
 SWEEP_RECORD = "multirun.yaml"  # Hydra's record at a sweep's root
+ENSEMBLE = "ensemble.json"  # an ensemble's record (makemore.mixture): which runs, their weights, its losses
 MLFLOW_ARTIFACTS = "mlflow-artifacts"  # beside an SQLite MLflow store: copies of runs' files, not runs
 REPORT_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard_groups.csv")
 
@@ -103,6 +105,28 @@ def written_by_a_run(path: Path) -> Path | None:
         if (directory / HYDRA_DIR).is_dir() or (directory / METRICS).is_file() or (directory / SWEEP_RECORD).is_file():
             return directory
     return None
+
+
+def refuse_inside_a_run(records: Path) -> None:
+    """Refuse `records` for a command's record (an evaluation, an ensemble) where it lies inside a run's or a
+    sweep's directory, whose files no other command changes."""
+    inside = written_by_a_run(records.resolve())
+    if inside:
+        raise MakemoreError(f"{records} is inside {inside}, whose files no command changes; run from elsewhere")
+
+
+def new_record_directory(records: Path) -> Path:
+    """A new directory under `records`, named by the time (`_1`, `_2`, ... for two records in one second)."""
+    records.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in range(1000):
+        directory = records / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+        try:
+            directory.mkdir()
+            return directory
+        except FileExistsError:
+            continue
+    raise MakemoreError(f"cannot make a new record directory under {records}")
 
 
 def find_runs(root: Path) -> list[Path]:

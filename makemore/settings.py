@@ -57,6 +57,9 @@ class Settings:
     )
     # steps between checkpoints (0: none); Ctrl-C and SIGTERM also write one
     checkpoint_interval: int = ranged(Range(COUNT.test, "an integer >= 0 (0: no periodic checkpoints)"), 1000, **WATCH)
+    # at a multirun's end, also mix its best K finished runs (by dev) with equal weights: an ensemble's record in
+    # <sweep dir>/ensembles/ and a row on the sweep's leaderboard (makemore.mixture); 0: none
+    ensemble_best: int = ranged(Range(lambda v: v == 0 or v >= 2, "0 (none), or a number of runs >= 2"), 0, **WATCH)
     rerun: str | None = field(default=None, metadata=SELECTS)  # rerun=<run dir>: train its config again, anew
     resume: str | None = field(default=None, metadata=SELECTS)  # resume=<run dir>: continue it in its own directory
     # with rerun=/resume=: train on the data file as it is now, even if it changed since the run

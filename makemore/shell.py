@@ -53,6 +53,7 @@ PROGRAMS = {
     "makemore/__main__.py": ("python -m makemore", "python -m makemore"),
     "evaluate.py": ("python -m makemore.evaluate", "python train.py"),
     "makemore-eval": ("makemore-eval", "makemore-train"),
+    "ensemble.py": ("python -m makemore.ensemble", "python train.py"),
 }
 
 
@@ -81,3 +82,8 @@ def train_command(key: str, value: object) -> str:
     started), quoted so that it works when pasted into bash as printed."""
     _, trainer = PROGRAMS.get(program_name(sys.argv[0]), PROGRAMS["train.py"])
     return f"{trainer} {override(key, value)}"
+
+
+def rescore_command(record_dir: object) -> str:
+    """The command that scores an ensemble's record again (makemore.ensemble --rescore), quoted for bash."""
+    return f"python -m makemore.ensemble --rescore {shell_word(str(record_dir))}"

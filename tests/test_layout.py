@@ -55,8 +55,8 @@ LAYERS = [
     ["config", "derived_configs", "schema", "search", "backprop"],
     ["data"],
     ["checkpoint", "plots", "provenance", "stacked", "optimizers.stacked", "solo", "features", "weight_average"],
-    ["preflight", "sample", "loop", "ensemble", "evaluate"],
-    ["cli", "record", "report", "diff", "view"],
+    ["preflight", "sample", "loop", "evaluate", "mixture"],
+    ["cli", "record", "report", "diff", "view", "ensemble"],
     ["train"],
     ["grouping", "population"],
     ["entrypoints", "__main__"],
@@ -67,6 +67,7 @@ LAYERS = [
         "experiments.on_device",
         "experiments.screenshots",
         "experiments.trigram_question",
+        "experiments.ensemble_curve",
     ],
 ]
 
@@ -123,6 +124,7 @@ def test_the_watch_keys_and_model_targets_are_written_once():
     assert set(settings.WATCH_KEYS) == {  # marked beside each key's definition, in makemore/settings.py
         *("progress", "logger", "device", "threads", "samples", "eval_interval", "log_interval"),
         *("checkpoint_interval", "diverge_above", "use_current_data", "trial", "rerun", "resume", "sweep", "ema_decay"),
+        "ensemble_best",
     }
     assert set(settings.RUN_SELECTORS) == {"trial", "rerun", "resume", "sweep"}
     assert not any(re.search(r'"makemore\.(sequence_)?models\.\w+"', text) for text in source.values())

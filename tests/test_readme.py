@@ -559,6 +559,37 @@ def two_seeds(project: Path) -> dict[str, str]:
     return {"outputs/<run-a>": str(a), "outputs/<run-b>": str(b)}
 
 
+def three_families(project: Path) -> dict[str, str]:
+    """Three finished runs of different families: an MLP, a GRU on whole names and a WaveNet."""
+    runs = (a_run(project, f"model={model}").relative_to(project) for model in ("mlp", "gru", "wavenet"))
+    return {f"outputs/<run-{letter}>": str(run) for letter, run in zip("abc", runs)}
+
+
+def ensemble_check(project: Path, result: subprocess.CompletedProcess) -> None:
+    """The record of the three runs' mixture, and the rescore command it prints works as printed."""
+    [record] = (project / "outputs" / "ensembles").glob("*/ensemble.json")
+    saved = json.loads(record.read_text())
+    assert [run["model"] for run in saved["runs"]] == ["mlp", "gru", "wavenet"] and saved["weighting"] == "equal"
+    [command] = [line.split("rescore it with: ")[1] for line in result.stdout.splitlines() if "rescore it with" in line]
+    rescored = bash(project, command)
+    assert rescored.returncode == 0 and "rescore verdict: reproduced" in rescored.stdout, rescored.stderr[-2000:]
+
+
+def best_three_ensembled(project: Path, result: subprocess.CompletedProcess) -> None:
+    """The sweep's leaderboard ranks the mixture of its three runs beside them, with its rescore command."""
+    [sweep_dir] = sweep_roots(project)
+    [record] = (sweep_dir / "ensembles").glob("*/ensemble.json")
+    saved = json.loads(record.read_text())
+    members = [str(run.resolve()) for run in find_runs(sweep_dir) if run.parent != sweep_dir / "ensembles"]
+    assert sorted(run["dir"] for run in saved["runs"]) == sorted(members) and len(members) == 3
+    with open(sweep_dir / "leaderboard.csv", newline="", encoding="utf-8") as f:
+        [row] = [row for row in csv.DictReader(f) if row["model"] == "ensemble"]
+    assert row["dev"] == f"{saved['losses']['dev']:.4f}" and row["rerun"].startswith("python -m makemore.ensemble")
+    continued = bash(project, f"{result.args[-1]} hydra.sweep.dir={sweep_dir.relative_to(project)}")
+    assert continued.returncode == 0, continued.stderr[-2000:]
+    assert list((sweep_dir / "ensembles").glob("*/ensemble.json")) == [record]  # the same best three: one record
+
+
 def diff_check(project: Path, result: subprocess.CompletedProcess) -> None:
     rows = [line.split(" | ")[:2] for line in result.stdout.splitlines() if line.startswith("| ")]
     config_keys = [key for section, key in rows if section == "| config"]
@@ -700,6 +731,10 @@ CASES: dict[str, Case] = {
         suffix="", setup=a_sweep_with_a_seed_43_member, check=same_losses_as_the_member
     ),
     "python -m makemore.diff outputs/<run-a> outputs/<run-b>": Case(suffix="", setup=two_seeds, check=diff_check),
+    "python -m makemore.ensemble outputs/<run-a> outputs/<run-b> outputs/<run-c>": Case(
+        suffix="", setup=three_families, check=ensemble_check
+    ),
+    "python train.py -m model=mlp,gru,wavenet ensemble_best=3": Case(check=best_three_ensembled),
     "python -m makemore.sample outputs/<run> -n 50 --temperature 0.8 --top-k 10 --seed 1 --prefix em -o samples.txt": (
         Case(suffix="", setup=finished_run, check=sample_check)
     ),
