@@ -23,10 +23,10 @@ from makemore.errors import MakemoreError, refuse, stop_sweep_on_signals
 from makemore.preflight import pick_device, prepare
 from makemore.provenance import check_source
 from makemore.redact import refuse_written_passwords
-from makemore.rundir import CHECKPOINT, CONFIG, SWEEP_RECORD, finished, is_watch_key, read_overrides
+from makemore.rundir import CHECKPOINT, CONFIG, ENSEMBLE, SWEEP_RECORD, finished, is_watch_key, read_overrides
 from makemore.search import SWEEPER
 from makemore.settings import RUN_SELECTORS
-from makemore.shell import train_command
+from makemore.shell import rescore_command, train_command
 from makemore.workers import name_the_sweep
 
 POPULATION_LAUNCHER = "hydra_plugins.makemore_population.population_launcher.PopulationLauncher"
@@ -202,6 +202,10 @@ def refuse_other_overrides(what: str, overrides: list[str]) -> None:
 def saved_run(run_dir: Path) -> tuple[DictConfig, list[str]]:
     """The config a run saved in `.hydra/` and the overrides it was composed with."""
     config_file = run_dir / CONFIG
+    if (run_dir / ENSEMBLE).is_file():
+        raise MakemoreError(
+            f"{run_dir} is an ensemble's record, not a run; score it again with {rescore_command(run_dir)}"
+        )
     if not config_file.is_file():
         raise MakemoreError(f"no saved config at {config_file}; rerun=<a run directory under outputs/>")
     return upgrade(OmegaConf.load(config_file)), read_overrides(run_dir)

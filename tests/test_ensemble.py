@@ -5,6 +5,7 @@ one line with nothing written."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -160,3 +161,24 @@ def test_a_rescore_refuses_a_run_whose_model_is_not_the_one_scored(trained, tmp_
     shutil.copy(trained["gru"] / "model.pt", copies["wavenet"] / "model.pt")
     with pytest.raises(MakemoreError, match=r"wavenet/model.pt is not the model the ensemble scored \(sha256 "):
         ensemble.rescore(directory)
+
+
+def test_the_ensemble_curve_scores_the_runs_ended_so_far_and_fits_a_plus_b_over_k(trained, tmp_path, capsys):
+    from makemore.experiments import ensemble_curve
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("{}\n")
+    for order, family in enumerate(FAMILIES):  # they end in this order
+        shutil.copytree(trained[family], sweep / family)
+        os.utime(sweep / family / "metrics.json", (1e9 + order, 1e9 + order))
+    assert ensemble_curve.main([str(sweep), "--out", str(tmp_path / "curve.png")]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line[:4] in ("| 1 ", "| 2 ", "| 3 ")]
+    assert [row[1] for row in rows] == list(FAMILIES) and (tmp_path / "curve.png").stat().st_size > 0
+    mixed = mixture.mixture_losses(
+        mixture.load_members([trained[f] for f in FAMILIES[:2]], ("dev",)),
+        torch.tensor([0.5, 0.5], dtype=torch.float64),
+    )
+    assert rows[1][4] == f"{mixed['dev']:.4f}"
+    exact = [{"ensemble dev": 1.9 + 0.03 / k} for k in range(1, 7)]
+    assert ensemble_curve.fit(exact) == pytest.approx((1.9, 0.03), abs=1e-12)

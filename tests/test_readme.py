@@ -559,10 +559,23 @@ def two_seeds(project: Path) -> dict[str, str]:
     return {"outputs/<run-a>": str(a), "outputs/<run-b>": str(b)}
 
 
+def six_seeds_averaged(project: Path, result: subprocess.CompletedProcess) -> None:
+    """The record's sweep: six transformers, and under their group's row the ensemble the README quotes."""
+    [sweep_dir] = sweep_roots(project)
+    with open(sweep_dir / "leaderboard_groups.csv", newline="", encoding="utf-8") as f:
+        group, ensemble = csv.DictReader(f)
+    assert group["seeds"] == "42 43 44 45 46 47" and group["status"] == "6 of 6 ok"
+    assert ensemble["group"] == "all: ensemble of 6" and float(ensemble["dev mean"]) < float(group["dev mean"])
+    assert {read_metrics(run)["params"] for run in find_runs(sweep_dir)} == {204544}
+
+
 def three_families(project: Path) -> dict[str, str]:
-    """Three finished runs of different families: an MLP, a GRU on whole names and a WaveNet."""
-    runs = (a_run(project, f"model={model}").relative_to(project) for model in ("mlp", "gru", "wavenet"))
-    return {f"outputs/<run-{letter}>": str(run) for letter, run in zip("abc", runs)}
+    """Three finished runs of different families, from one process: an MLP, a GRU on whole names and a WaveNet."""
+    made = bash(project, f"python train.py -m model=mlp,gru,wavenet {QUICK} logger=none")
+    assert made.returncode == 0, made.stderr[-2000:]
+    [sweep_dir] = sweep_roots(project)
+    runs = (sweep_dir / model for model in ("mlp", "gru", "wavenet"))
+    return {f"outputs/<run-{letter}>": str(run.relative_to(project)) for letter, run in zip("abc", runs)}
 
 
 def ensemble_check(project: Path, result: subprocess.CompletedProcess) -> None:
@@ -573,6 +586,11 @@ def ensemble_check(project: Path, result: subprocess.CompletedProcess) -> None:
     [command] = [line.split("rescore it with: ")[1] for line in result.stdout.splitlines() if "rescore it with" in line]
     rescored = bash(project, command)
     assert rescored.returncode == 0 and "rescore verdict: reproduced" in rescored.stdout, rescored.stderr[-2000:]
+    directory = record.parent.relative_to(project)
+    rerun = bash(project, f"python train.py rerun={directory}")  # a record is no run: rerun= points at --rescore
+    assert rerun.returncode == 1 and rerun.stderr.strip() == (
+        f"error: {directory} is an ensemble's record, not a run; score it again with {command}"
+    )
 
 
 def best_three_ensembled(project: Path, result: subprocess.CompletedProcess) -> None:
@@ -718,6 +736,9 @@ CASES: dict[str, Case] = {
     "python train.py experiment=karpathy_mlp": Case(suffix="steps=200 progress=false"),
     "python train.py experiment=karpathy_mlp model.backward=manual": Case(suffix="steps=200 progress=false"),
     "python train.py experiment=best": Case(),
+    "python train.py -m experiment=best seeds=6 hydra/launcher=joblib hydra.launcher.n_jobs=2": Case(
+        check=six_seeds_averaged
+    ),
     "python train.py logger=wandb": Case(check=wandb_check),
     "python train.py logger=mlflow": Case(suffix="steps=300 progress=false", check=mlflow_check),
     "python train.py data.path=my_words.txt": Case(setup=words_file),

@@ -67,6 +67,7 @@ def draw(rows: list[dict], a: float, b: float, goal: float, out: Path) -> None:
     axes.plot(minutes, [row["ensemble dev"] for row in rows], "s-", label="ensemble of the runs ended so far")
     axes.axhline(goal, color="C3", linestyle="--", label=f"goal {goal}")
     axes.axhline(a, color="C7", linestyle=":", label=f"fit a + b/K: a = {a:.4f}, b = {b:.4f}")
+    axes.axvline(60, color="C2", linestyle="--", label="one hour")
     axes.set_xlabel("wall time since the sweep started (minutes)")
     axes.set_ylabel("dev loss (nats per character)")
     axes.legend()
