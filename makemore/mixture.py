@@ -104,7 +104,8 @@ def load_member(run_dir: Path, splits: tuple[str, ...] = SPLITS) -> Member:
     data file changed since it trained, is refused in one line."""
     if not run_dir.is_dir():
         raise MakemoreError(f"no run directory {run_dir}; pass the directories of finished runs (outputs/<date>/<run>)")
-    status = (read_metrics(run_dir) or {}).get("status", "not finished")
+    metrics = read_metrics(run_dir) or {}
+    status = metrics.get("status", "not finished")
     if not (run_dir / MODEL).is_file() or status != "ok":
         why = f"its status is {status}" if (run_dir / MODEL).is_file() else f"it holds no {MODEL}"
         raise MakemoreError(f"{run_dir} is no finished run ({why}); pass the directories of finished runs")
@@ -142,7 +143,7 @@ def load_member(run_dir: Path, splits: tuple[str, ...] = SPLITS) -> Member:
             "seed": settings["seed"],
             "vocab": "".join(vocab.chars),
         },
-        metrics=read_metrics(run_dir),
+        metrics=metrics,
         probabilities=probabilities,
     )
 
