@@ -1,9 +1,8 @@
 """Run a named sweep, `python sweep.py sweep=models`, or rebuild a leaderboard, `python sweep.py report=outputs`."""
 
-import sys
 from pathlib import Path
 
 from makemore.entrypoints import sweep
 
 if __name__ == "__main__":
-    sys.exit(sweep(Path(__file__).resolve().parent / "conf"))
+    sweep(Path(__file__).resolve().parent / "conf")

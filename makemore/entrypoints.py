@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from omegaconf import DictConfig
 
 from makemore import report
-from makemore.cli import run_app
+from makemore.cli import exit_after, run_app
 from makemore.config import CONFIG_PATH
 from makemore.hydra_versions import hydra_main
 from makemore.train import train as train_task
@@ -28,14 +29,14 @@ def hydra_app(config_name: str, config_dir: Path | None) -> Callable[[], object]
     return main
 
 
-def train(config_dir: Path | None = None) -> int:
+def train(config_dir: Path | None = None) -> NoReturn:
     """`makemore-train [group=option ...] [key=value ...]`: one run (or a multirun with -m, seeds=N, sweep=)."""
-    return run_app(hydra_app("train", config_dir))
+    exit_after(lambda: run_app(hydra_app("train", config_dir)))
 
 
-def sweep(config_dir: Path | None = None) -> int:
+def sweep(config_dir: Path | None = None) -> NoReturn:
     """`makemore-sweep sweep=<name> [overrides]`, or `makemore-sweep report=<dir> [eval_data=FILE]`."""
     given = dict(arg.split("=", 1) for arg in sys.argv[1:] if arg.startswith(("report=", "eval_data=")))
     if "report" in given:
-        return report.main(given["report"], given.get("eval_data"))
-    return run_app(hydra_app("sweep", config_dir), help_shows="sweep=models")
+        exit_after(lambda: report.main(given["report"], given.get("eval_data")))
+    exit_after(lambda: run_app(hydra_app("sweep", config_dir), help_shows="sweep=models"))

@@ -25,11 +25,15 @@ tqdm.monitor_interval = 0
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under mutmut, the fastest tests first: with its -x, a mutant then dies at its cheapest failing test."""
+    """Under mutmut, the fastest tests first: with its -x, a mutant then dies at its cheapest failing test.
+    Otherwise the slow ones first (in their order): xdist's workers then end on the quick tests together, not
+    one on a minute-long sweep while the other waits."""
     stats = ROOT / "mutmut-stats.json"  # ROOT is mutmut's copy of the project, mutants/
     if os.environ.get("MUTANT_UNDER_TEST") and stats.is_file():
         durations = json.loads(stats.read_text())["duration_by_test"]
         items.sort(key=lambda item: durations.get(item.nodeid, 0.0))
+    else:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture
