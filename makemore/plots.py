@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt
 import torch
 from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from torch import nn
 
 from makemore.data import Vocab
@@ -27,25 +27,19 @@ TICK_SIZE = 9  # points: readable on a TensorBoard image card (~500 px wide)
 
 
 @contextmanager
-def missing_glyphs_told_once() -> Iterator[None]:
-    """Characters matplotlib's font cannot draw (CJK, emoji, tabs) become boxes; say so in one line, not one
-    warning per glyph and figure."""
+def missing_glyphs() -> Iterator[set[str]]:
+    """The characters matplotlib's font cannot draw (CJK, emoji, tabs become boxes), collected into the set it
+    yields instead of one warning per glyph and figure; other warnings pass on."""
+    missing: set[str] = set()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
-    missing = set()
+        yield missing
     for warning in caught:
         found = re.match(r"Glyph (\d+) .*missing from", str(warning.message))
         if found:
             missing.add(chr(int(found.group(1))))
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    if missing:
-        print(
-            f"note: {len(missing)} characters have no glyph in matplotlib's font and show as boxes in the "
-            "figures (install a font that has them, e.g. Noto, to see them)",
-            file=sys.stderr,
-        )
 
 
 def save(figure: plt.Figure, path: Path) -> None:
@@ -128,6 +122,19 @@ def model_figures(model: nn.Module, vocab: Vocab) -> dict:
         model, vocab.size
     )  # the MLP, WaveNet, RNN, GRU, transformer, and a user's model that has one
     return {"model/embeddings": embedding_scatter(embedding, vocab)} if embedding is not None else {}
+
+
+def model_images(model: nn.Module, vocab: Vocab) -> tuple[dict[str, np.ndarray], set[str]]:
+    """model_figures rendered as TensorBoard renders a figure (RGB, height x width x 3), and the characters they
+    could not draw (makemore.pictures says so)."""
+    images = {}
+    with missing_glyphs() as missing:
+        for tag, figure in model_figures(model, vocab).items():
+            canvas = FigureCanvasAgg(figure)
+            canvas.draw()
+            images[tag] = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+            plt.close(figure)
+    return images, missing
 
 
 def leaderboard_figure(

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from makemore import lock, provenance, timeline
+from makemore import lock, pictures, provenance, timeline
 from makemore.checkpoint import load_checkpoint, save_atomic
 from makemore.cli import settle_stopped_run
 from makemore.config import compose_train_config, experiment_hparams
@@ -28,6 +28,7 @@ from makemore.loggers import Loggers, RunInfo, build_loggers, writes_tensorboard
 from makemore.loop import Member, TrainState, fit
 from makemore.metrics import final_summary
 from makemore.models import build_model, loss_on
+from makemore.pictures import PictureProcess, may_fork
 from makemore.preflight import pick_device, prepare
 from makemore.report import refresh_dashboard
 from makemore.rundir import (
@@ -141,10 +142,19 @@ class Run:
     loggers: Loggers
     ids: dict  # the logger ids a resumed run logs into again (W&B's run id)
     rng: torch.Tensor  # the global generator's state once the model was built: what training starts from
+    pictures: PictureProcess | None = None  # where the model's pictures are drawn while it trains (a run alone)
 
     @property
     def trained_by_counting(self) -> bool:
         return getattr(self.model, "trained_by_counting", False)
+
+    def close(self) -> None:
+        """Its loggers closed and its picture process ended, however the run ends."""
+        try:
+            self.loggers.close()
+        finally:
+            if self.pictures:
+                self.pictures.close()
 
     @property
     def checkpoint_context(self) -> dict:
@@ -170,19 +180,22 @@ def train_run(cfg: DictConfig, run_dir: Path, resume: dict | None = None, on_eva
 
     Returns metrics.json's contents.
     """
-    job = start(cfg, run_dir, resume)
+    job = start(cfg, run_dir, resume, alone=True)
     try:
         state = train_alone(job, resume, on_eval)
     except BaseException:
-        job.loggers.close()
+        job.close()
         raise
     return conclude(job, state)
 
 
-def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: dict | None = None) -> Run:
+def start(
+    cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: dict | None = None, alone: bool = False
+) -> Run:
     """Everything before the first step: the checks, the data, the model at its seed's initial weights, the
     provenance (or, resumed, the check that its data is the same) and the loggers. `shared`: data already read
-    and cut, by its key (run_data), for runs that train together."""
+    and cut, by its key (run_data), for runs that train together. `alone`: a run that trains by itself, whose
+    pictures a process of their own draws (makemore.pictures)."""
     cfg, items, vocab = prepare(cfg, known_data(shared, cfg))
     timeline.mark("validated")
     if resume and tuple(resume["vocab"]) != vocab.chars:
@@ -223,10 +236,12 @@ def start(cfg: DictConfig, run_dir: Path, resume: dict | None = None, shared: di
     sweep = run_dir.parent.name if (run_dir.parent / SWEEP_RECORD).is_file() else None
     run_id = ids.get("run") or ids["wandb"]  # checkpoints before the logger sections named it for W&B
     about = RunInfo(run_dir, run_dir.name, sweep, hparams, facts, run_id, resumed_at)
+    drawn_apart = alone and cfg.logger and may_fork(device, cfg.threads)  # forked before the loggers' threads start
+    picture_process = PictureProcess(model, vocab, run_dir / MODEL) if drawn_apart else None
     loggers = build_loggers(config["logger"], about)
     loggers.text("provenance", provenance.markdown(facts), resumed_at or 0)
     timeline.mark("provenance and loggers")
-    return Run(cfg, run_dir, data, model, params, config, facts, hparams, loggers, ids, rng)
+    return Run(cfg, run_dir, data, model, params, config, facts, hparams, loggers, ids, rng, picture_process)
 
 
 def train_alone(job: Run, resume: dict | None, on_eval=None) -> TrainState:
@@ -266,7 +281,7 @@ def conclude(job: Run, state: TrainState, losses: dict | None = None) -> dict:
     try:
         metrics = finish(job, state, losses)
     finally:
-        job.loggers.close()
+        job.close()
     timeline.mark("figures and loggers closed")
     with tqdm.external_write_mode():
         report_end(job.cfg, metrics)
@@ -293,7 +308,7 @@ def finish(job: Run, state: TrainState, losses: dict | None = None) -> dict:
     samples = generate(model, data.dataset.vocab, cfg.model.block_size, cfg.samples, seed=cfg.seed)
     write_outputs(job.run_dir, model, data.dataset, job.config, metrics, samples, state.history)
     timeline.mark("samples and outputs")
-    log_final(job.loggers, model, data.dataset, job.hparams, metrics, samples)
+    log_final(job, metrics, samples)
     if metrics["target"] is not None and job.loggers.backends:
         curve = [(row["step"], row["loss/dev"]) for row in state.history if row.get("loss/dev") is not None]
         job.loggers.target_line(metrics["target"], curve or [(metrics["steps"], losses["dev"])])
@@ -480,18 +495,14 @@ def write_outputs(
     write_json(run_dir / METRICS, metrics)
 
 
-def log_final(
-    loggers: Loggers, model: nn.Module, dataset: Dataset, hparams: dict, metrics: dict, samples: list[str]
-) -> None:
+def log_final(job: Run, metrics: dict, samples: list[str]) -> None:
     """The final metrics beside the HParams (losses on the full splits, makemore.metrics), samples, the model's
-    picture."""
+    pictures."""
+    loggers = job.loggers
     if not loggers.backends:  # logger=none: don't draw pictures nobody receives
         return
-    from makemore.plots import missing_glyphs_told_once, model_figures  # matplotlib takes 0.5 s: only to draw
-
     step = metrics["steps"]
-    loggers.summary(hparams, final_summary(metrics), step)  # run/ metrics: one chart group, after loss/
+    loggers.summary(job.hparams, final_summary(metrics), step)  # run/ metrics: one chart group, after loss/
     loggers.text("samples", "\n".join(samples), step)
-    with missing_glyphs_told_once():
-        for tag, figure in model_figures(model, dataset.vocab).items():
-            loggers.figure(tag, figure, step)
+    for tag, image in pictures.draw(job.model, job.data.dataset.vocab, job.pictures).items():
+        loggers.image(tag, image, step)

@@ -1,17 +1,27 @@
 """train.py end to end: run directory contents, TensorBoard read back, determinism, rerun, bad input."""
 
+import io
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from makemore import pictures
 from makemore.checkpoint import load_model
+from makemore.data import build_vocab
 from makemore.loop import Diverged
 from makemore.metrics import FINAL_METRICS, final_summary
+from makemore.models import build_model
 from makemore.train import train_run
 
 from helpers import FAST, ROOT, compose_config, read_metrics, run_train
@@ -39,11 +49,55 @@ def test_train_subprocess_writes_a_run_that_tensorboard_reads_back(tmp_path):
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["model.emb"].number_value == 10
     assert "model/embeddings" in events.Tags()["images"]
+    from makemore.plots import model_images  # the picture its own process drew: the pixels drawn here, from model.pt
+
+    [picture] = events.Images("model/embeddings")
+    drawn = np.asarray(Image.open(io.BytesIO(picture.encoded_image_string)))
+    assert np.array_equal(drawn, model_images(*load_model(run_dir / "model.pt")[:2])[0]["model/embeddings"])
 
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert len((run_dir / "samples.txt").read_text().splitlines()) == 5
     model, vocab, config = load_model(run_dir / "model.pt")  # weights_only=True inside
     assert vocab.size == 27 and config["model"]["emb"] == 10 and config["steps"] == 40
+
+
+def a_model_and_its_checkpoint(directory):
+    vocab = build_vocab(["emma", "olivia", "ava"])
+    torch.manual_seed(0)
+    model = build_model(compose_config("model=mlp").model, vocab.size)
+    return model, vocab, directory / "model.pt"
+
+
+def test_the_picture_process_draws_the_weights_the_run_saved_pixel_for_pixel(tmp_path):
+    from makemore.plots import model_images
+
+    model, vocab, path = a_model_and_its_checkpoint(tmp_path)
+    process = pictures.PictureProcess(model, vocab, path)  # it keeps the weights of now: the run trains on
+    with torch.no_grad():
+        next(model.parameters()).mul_(-3.0)
+    torch.save({"model": model.state_dict()}, path)
+    drawn = process.draw()
+    assert drawn is not None and process.pid == 0  # answered, and reaped
+    images, missing = drawn
+    here, _ = model_images(model, vocab)
+    assert images.keys() == {"model/embeddings"} and not missing
+    assert np.array_equal(images["model/embeddings"], here["model/embeddings"])
+
+
+def test_a_picture_process_that_died_leaves_the_run_to_draw_them(tmp_path):
+    model, vocab, path = a_model_and_its_checkpoint(tmp_path)
+    torch.save({"model": model.state_dict()}, path)
+    process = pictures.PictureProcess(model, vocab, path)
+    os.kill(process.pid, signal.SIGKILL)
+    images = pictures.draw(model, vocab, process)  # the process's answer is missing: drawn in this one
+    assert images["model/embeddings"].shape[2] == 3 and process.pid == 0
+
+
+def test_a_run_alone_on_the_cpu_forks_its_picture_process():
+    asked = "import torch; from makemore.pictures import may_fork; print(may_fork(torch.device('cpu'), 1))"
+    assert subprocess.run([sys.executable, "-c", asked], capture_output=True, text=True, cwd=ROOT).stdout == "True\n"
+    assert not pictures.may_fork(torch.device("cpu"), 2)  # an OpenMP team would not survive the fork
+    assert not pictures.may_fork(torch.device("meta"), 1)
 
 
 @pytest.mark.parametrize("model", ["mlp", "trigram_table", "additive", "trigram_count"])

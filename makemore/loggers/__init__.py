@@ -35,14 +35,14 @@ class RunInfo:
 
 class Logger(Protocol):
     """The calls a run makes of each backend, in this order: scalars during training, then at the end text,
-    figure, summary and target_line, and close (also after a failure)."""
+    image, summary and target_line, and close (also after a failure)."""
 
     def scalars(self, step: int, values: dict[str, float]) -> None: ...
 
     def text(self, tag: str, text: str, step: int) -> None: ...
 
-    def figure(self, tag: str, figure: Any, step: int) -> None:
-        """A matplotlib figure."""
+    def image(self, tag: str, image: Any, step: int) -> None:
+        """A picture: a numpy array, RGB, height x width x 3, uint8."""
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         """The final metrics beside the run's hyperparameters."""

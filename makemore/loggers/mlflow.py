@@ -132,8 +132,8 @@ class MlflowLogger:
     def text(self, tag: str, text: str, step: int) -> None:
         self.send("log_text", text, f"{tag}.md")
 
-    def figure(self, tag: str, figure, step: int) -> None:
-        self.send("log_figure", figure, f"figures/{tag}.png")
+    def image(self, tag: str, image, step: int) -> None:
+        self.send("log_image", image, f"figures/{tag}.png")
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         self.scalars(step, metrics)

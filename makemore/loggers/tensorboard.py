@@ -31,8 +31,8 @@ class TensorBoardLogger:
     def text(self, tag: str, text: str, step: int) -> None:
         self.writer.add_text(tag, text, step)
 
-    def figure(self, tag: str, figure, step: int) -> None:
-        self.writer.add_figure(tag, figure, step)
+    def image(self, tag: str, image, step: int) -> None:
+        self.writer.add_image(tag, image, step, dataformats="HWC")
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         # add_hparams would open a sub-run; writing the session summaries here keeps HParams on this run. The

@@ -97,8 +97,8 @@ class WandbLogger:
     def text(self, tag: str, text: str, step: int) -> None:
         self.run.log({tag: self.wandb.Html(f"<pre>{text}</pre>")}, step=step)
 
-    def figure(self, tag: str, figure, step: int) -> None:
-        self.run.log({tag: self.wandb.Image(figure)}, step=step)
+    def image(self, tag: str, image, step: int) -> None:
+        self.run.log({tag: self.wandb.Image(image)}, step=step)
 
     def summary(self, hparams: dict, metrics: dict[str, float], step: int) -> None:
         self.scalars(step, metrics)
