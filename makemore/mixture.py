@@ -92,11 +92,12 @@ def mixture_losses(members: list[Member], weights: torch.Tensor) -> dict[str, fl
 
 
 @functools.lru_cache(maxsize=4)  # a sweep's seed groups share one file: read and split it once
-def split_data(path: Path, stat: tuple[int, int], fractions: tuple[float, ...], seed: int) -> tuple[dict, dict]:
-    """The file's fingerprint (makemore.provenance's) and its items split by the run's rule; `stat` (its
-    modification time and size) tells a changed file from the one read before."""
+def split_data(path: Path, stat: tuple[int, int], fractions: tuple[float, ...], seed: int) -> tuple[dict, dict, int]:
+    """The file's fingerprint (makemore.provenance's), its items split by the run's rule and the longest item's
+    tokens; `stat` (its modification time and size) tells a changed file from the one read before."""
     items = read_items(path)
-    return provenance.data_fingerprint(str(path), items), split_items(items, fractions, seed)
+    longest = max(len(tokens_of(item)) for item in items)
+    return provenance.data_fingerprint(str(path), items), split_items(items, fractions, seed), longest
 
 
 def load_member(run_dir: Path, splits: tuple[str, ...] = SPLITS) -> Member:
@@ -115,7 +116,7 @@ def load_member(run_dir: Path, splits: tuple[str, ...] = SPLITS) -> Member:
     if not path.is_file():
         raise MakemoreError(f"{run_dir} trained on {path}, which is gone; put the file back to score its model")
     stat = path.stat()
-    fingerprint, words = split_data(
+    fingerprint, words, longest = split_data(
         path, (stat.st_mtime_ns, stat.st_size), tuple(settings["fractions"]), settings["seed"]
     )
     saved = provenance.read(run_dir)
@@ -125,7 +126,6 @@ def load_member(run_dir: Path, splits: tuple[str, ...] = SPLITS) -> Member:
             f"{changed[0]} since {run_dir} trained on it, so its dev and test are not the ones it held out"
         )
     block_size = config["model"]["block_size"]
-    longest = max(len(tokens_of(item)) for items in words.values() for item in items)
     whole = hasattr(model, "forward_items") and block_size > longest
     probabilities = {}
     for split in splits:  # a causal model whose context holds every prefix scores whole items, as it trained
