@@ -281,11 +281,9 @@ class Loop:
                 tick = now
                 if done < upcoming and not stop:
                     continue
-                if self.point(done, stop):
+                if self.point(done, stop):  # a stop ends every member here; one arriving after it, at the next step
                     progress(done, self.tally)
                 upcoming = self.upcoming(done)
-                if stop:
-                    break
         timeline.mark("last step")
         if self.active:  # no step left to take (steps=0): each ends where it stands
             self.end(dict.fromkeys(self.active))

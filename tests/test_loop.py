@@ -265,6 +265,25 @@ def test_a_signal_saves_a_checkpoint_that_resumes_bit_identically(data, tmp_path
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
 
 
+def test_a_signal_after_a_points_checks_interrupts_the_run_at_the_next_step_never_ends_it(
+    data, tmp_path, python_sigint
+):
+    """A stop arriving after the loop looked for one at a point (here in the progress callback, as under a loaded
+    machine it can arrive anywhere) interrupts the run one step later, checkpoint saved: it never ends it early as if
+    finished."""
+    cfg = config()
+    extra = {"vocab": list(data.vocab.chars), "config": {}}
+    member = Member(fresh_model(), run_settings(cfg), cfg.optim, cfg.schedule, Loggers([]), tmp_path, extra)
+
+    def progress(done, tally):
+        if done == LOG:
+            signal.raise_signal(signal.SIGINT)
+
+    [outcome] = loop.Loop([member], data.X, data.Y, data.vocab.size, BATCH, stacked=False).train(progress)
+    assert isinstance(outcome, Interrupted) and outcome.step == LOG + 1, outcome
+    assert load_checkpoint(tmp_path / CHECKPOINT, {"state"})["state"]["step"] == LOG + 1
+
+
 def test_periodic_checkpoints_hold_the_unlogged_window(data, tmp_path):
     tmp_path.mkdir(exist_ok=True)
     straight, _, straight_history, _ = train(data, config(), tmp_path / "a")
