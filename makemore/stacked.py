@@ -459,8 +459,9 @@ def why_not_stacked(
     models: list[nn.Module], batches: list[tuple[torch.Tensor, torch.Tensor]], items: bool
 ) -> str | None:
     """Why these members cannot train stacked with each one's numbers equal to its solo run's, or None when they
-    can: no optimizer steps, BatchNorm's running statistics, random numbers in the forward (dropout), or stacked
-    gradients that differ from the solo ones on each member's first batch (`batches`: (x, y) per member)."""
+    can: no optimizer steps, BatchNorm's running statistics, random numbers in the forward (dropout), or a stacked
+    forward pass or gradients that differ from the solo ones on each member's first batch (`batches`: (x, y) per
+    member)."""
     model = models[0]
     if getattr(model, "trained_by_counting", False):
         return "a counting model takes no optimizer steps"
@@ -478,6 +479,8 @@ def why_not_stacked(
         x = torch.stack([b[0] for b in batches])
         y = torch.stack([b[1] for b in batches])
         engine.step(x, y, [0.0] * len(models))
+        with torch.no_grad():  # the forward again, to tell a forward that rounds otherwise from a backward that does
+            stacked_logits = engine.each(engine.params, engine.buffers, x)
     except RuntimeError as e:
         if "random" in str(e).lower():
             return "its forward draws random numbers (dropout), which stacked members would draw from one generator"
@@ -485,9 +488,14 @@ def why_not_stacked(
     for k, (member, (x, y)) in enumerate(zip(copies(models), batches)):
         logits, targets = predict(member, x, y)
         F.cross_entropy(logits, targets, ignore_index=-1).backward()
-        for name, p in member.named_parameters():
-            if not torch.equal(p.grad, engine.grads[name][k]):
-                return f"its stacked gradients differ from its solo ones in the last digits (first at {name})"
+        differing = [name for name, p in member.named_parameters() if not torch.equal(p.grad, engine.grads[name][k])]
+        if differing and not torch.equal(logits.detach(), stacked_logits[k].flatten(0, -2)):  # so all gradients do
+            return (
+                "its stacked forward pass differs from its solo one in the last digits (this CPU's matrix products "
+                "round otherwise when stacked), and so do its gradients"
+            )
+        if differing:
+            return f"its stacked gradients differ from its solo ones in the last digits (first at {differing[0]})"
     return None
 
 

@@ -7,6 +7,7 @@ last (makemore.experiments.startup). Figures are ratios or timings taken in this
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import shutil
 import statistics
@@ -231,6 +232,65 @@ def stacking_costs(smoke: bool) -> None:
     )
 
 
+def vmap_costs(smoke: bool) -> None:
+    """Print what a member-step (forward and backward) of the default GRU and transformer costs on one core alone and
+    stacked through torch.func.vmap, and whether the launcher's probe lets them stack on this machine."""
+    from makemore.config import compose_train_config
+    from makemore.models import build_model
+    from makemore.preflight import prepare
+    from makemore.stacked import VmappedModel, why_not_stacked
+    from makemore.train import run_data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in ("gru", "transformer"):
+            cfg, items, vocab = prepare(compose_train_config(f"model={name}"))
+            models = []
+            for seed in range(8):
+                torch.manual_seed(seed)
+                models.append(build_model(cfg.model, vocab.size))
+            data = run_data(cfg, items, vocab, models[0], torch.device("cpu"), None)
+            rows = torch.randint(0, len(data.Y["train"]), (8, data.rows_per_batch or cfg.batch_size))
+            x, y = data.X["train"][rows], data.Y["train"][rows]
+            items_ = y.dim() == 3
+            costs = {1: solo_step_ms(models[0], x[0], y[0], 2 if smoke else 20)}
+            for k in (4, 8):
+                engine = VmappedModel(models[:k], items_)
+                stacked_step = functools.partial(engine.step, x[:k], y[:k], [0.0] * k)
+                costs[k] = repeated_ms(stacked_step, 2 if smoke else 20) / k
+            reason = why_not_stacked(models[:3], [(x[k], y[k]) for k in range(3)], items_)
+            shown = ", ".join(f"{k} stacked {ms:.2f} ms" for k, ms in costs.items() if k > 1)
+            print(
+                f"the default {name} through vmap, one core, per member-step: alone {costs[1]:.2f} ms, {shown}; "
+                f"the probe: {reason or 'stacks, each member equal to its solo run'}"
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def solo_step_ms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """One model's forward and backward on one batch, as its solo run takes them."""
+    from makemore.models.scoring import predict
+
+    def step() -> None:
+        model.zero_grad()
+        logits, targets = predict(model, x, y)
+        F.cross_entropy(logits, targets, ignore_index=-1).backward()
+
+    return repeated_ms(step, steps)
+
+
+def repeated_ms(step, steps: int) -> float:
+    """Milliseconds a call of `step` takes, after three to warm up."""
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
 def population_speed(seeds: int, smoke: bool, lecture_steps: int | None) -> None:
     """Print member-steps/s of each recipe through each launcher, measured one after the other in this command;
     `lecture_steps`: the steps of lecture 2's recipe (None: its own 200k)."""
@@ -326,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--population",
         action="store_true",
-        help="only: 16-member sweeps through the basic launcher, joblib with 2 jobs and hydra/launcher=population",
+        help="only: 16-member sweeps through the basic launcher, joblib with 2 jobs and hydra/launcher=population; "
+        "then a stacked member-step's cost on one core (the MLP by hand, the GRU and transformer through vmap)",
     )
     parser.add_argument(
         "--lecture-steps",
@@ -365,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.population:
         population_speed(2 if args.smoke else 16, args.smoke, args.lecture_steps)
         stacking_costs(args.smoke)
+        vmap_costs(args.smoke)
         return 0
     if args.parallel:
         members = {"steps": 100} if args.smoke else {}
