@@ -13,8 +13,9 @@ import torch
 
 from makemore import ensemble, mixture, provenance, report
 from makemore.checkpoint import load_model
-from makemore.data import build_examples, read_items, resolve_path, split_items
+from makemore.data import build_examples, build_vocab, read_items, resolve_path, split_items
 from makemore.errors import MakemoreError
+from makemore.models import build_model
 from makemore.train import train_run
 
 from helpers import FAST, compose_config, tree_hashes
@@ -182,3 +183,16 @@ def test_the_ensemble_curve_scores_the_runs_ended_so_far_and_fits_a_plus_b_over_
     assert rows[1][4] == f"{mixed['dev']:.4f}"
     exact = [{"ensemble dev": 1.9 + 0.03 / k} for k in range(1, 7)]
     assert ensemble_curve.fit(exact) == pytest.approx((1.9, 0.03), abs=1e-12)
+
+
+def test_a_split_of_windows_is_scored_once_per_distinct_context_to_the_same_probabilities():
+    items = read_items(resolve_path(None))
+    words = split_items(items, (0.8, 0.1, 0.1), 42)["dev"]
+    cfg = compose_config("model=mlp")
+    torch.manual_seed(0)
+    vocab = build_vocab(items)
+    model = build_model(cfg.model, vocab.size).eval()
+    X, Y = build_examples(words, vocab, cfg.model.block_size)
+    with torch.no_grad():
+        every_row = torch.softmax(model(X).double(), -1)[torch.arange(len(Y)), Y]
+    assert torch.equal(mixture.target_probabilities(model, X, Y, vocab.size), every_row)
