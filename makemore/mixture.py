@@ -23,7 +23,7 @@ from makemore.checkpoint import load_model
 from makemore.data import SPLITS, build_examples, build_items, read_items, resolve_path, split_items, tokens_of
 from makemore.errors import MakemoreError
 from makemore.metrics import final_summary
-from makemore.models import DISTINCT_ROWS, distinct_rows, eval_rows, predict
+from makemore.models import distinct_logits, eval_rows, predict
 from makemore.rundir import ENSEMBLE, HISTORY, METRICS, MODEL, new_record_directory, read_metrics, write_json
 
 ENSEMBLES = "ensembles"
@@ -51,10 +51,9 @@ def target_probabilities(model: torch.nn.Module, X: torch.Tensor, Y: torch.Tenso
     split of windows is scored once per distinct context, as loss_on scores it (the names' dev split: 2,965 of
     22,655), the same logits gathered."""
     rows = max(1, eval_rows(vocab_size) // (Y.shape[1] if Y.dim() == 2 else 1))
-    if Y.dim() == 1:
-        distinct, inverse = distinct_rows(X, vocab_size)
-        if DISTINCT_ROWS <= len(distinct) <= rows:
-            return F.softmax(model(distinct).double(), -1)[inverse, Y]
+    distinct, inverse = distinct_logits(model, X, Y, vocab_size, rows)
+    if distinct is not None:
+        return F.softmax(distinct.double(), -1)[inverse, Y]
     parts = []
     for start in range(0, len(X), rows):
         logits, targets = predict(model, X[start : start + rows], Y[start : start + rows])

@@ -17,7 +17,15 @@ from makemore.models.bow import BoW
 from makemore.models.transformer import Transformer
 from makemore.models.build import build_model, why_not_built
 from makemore.models.registry import OPTIONS, current_target, registered_class, schema_of, target_of
-from makemore.models.scoring import DISTINCT_ROWS, EVAL_BYTES, distinct_rows, eval_rows, loss_on, predict
+from makemore.models.scoring import (
+    DISTINCT_ROWS,
+    EVAL_BYTES,
+    distinct_logits,
+    distinct_rows,
+    eval_rows,
+    loss_on,
+    predict,
+)
 from makemore.models.tables import MAX_TABLE_ENTRIES, context_index
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "build_model",
     "context_index",
     "current_target",
+    "distinct_logits",
     "distinct_rows",
     "eval_rows",
     "loss_on",

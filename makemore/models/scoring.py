@@ -33,8 +33,7 @@ def loss_on(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, vocab_size: int)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     batch = max(1, eval_rows(vocab_size) // (Y.shape[1] if Y.dim() == 2 else 1))
     with torch.no_grad():
-        rows, inverse = distinct_rows(X, vocab_size) if Y.dim() == 1 else (X, None)
-        distinct = model(rows) if inverse is not None and DISTINCT_ROWS <= len(rows) <= batch else None
+        distinct, inverse = distinct_logits(model, X, Y, vocab_size, batch)
         for start in range(0, len(X), batch):
             if distinct is None:
                 logits, targets = predict(model, X[start : start + batch], Y[start : start + batch])
@@ -43,6 +42,20 @@ def loss_on(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, vocab_size: int)
             total += F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum").double()
     model.train(was_training)
     return (total / (Y >= 0).sum()).item()
+
+
+def distinct_logits(
+    model: nn.Module, X: torch.Tensor, Y: torch.Tensor, vocab_size: int, rows: int
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """The logits of each distinct context of a split of windows, and each example's row among them; (None, None)
+    where that does not pay or would change the numbers: whole items, too few distinct rows for the kernels a full
+    chunk takes (DISTINCT_ROWS), or more than one chunk of `rows`."""
+    if Y.dim() != 1:
+        return None, None
+    distinct, inverse = distinct_rows(X, vocab_size)
+    if not DISTINCT_ROWS <= len(distinct) <= rows:
+        return None, None
+    return model(distinct), inverse
 
 
 def distinct_rows(x: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
