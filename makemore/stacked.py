@@ -476,11 +476,8 @@ def why_not_stacked(
         return None
     try:
         engine = VmappedModel(copies(models), items)
-        x = torch.stack([b[0] for b in batches])
-        y = torch.stack([b[1] for b in batches])
-        engine.step(x, y, [0.0] * len(models))
-        with torch.no_grad():  # the forward again, to tell a forward that rounds otherwise from a backward that does
-            stacked_logits = engine.each(engine.params, engine.buffers, x)
+        inputs = torch.stack([b[0] for b in batches])
+        engine.step(inputs, torch.stack([b[1] for b in batches]), [0.0] * len(models))
     except RuntimeError as e:
         if "random" in str(e).lower():
             return "its forward draws random numbers (dropout), which stacked members would draw from one generator"
@@ -489,13 +486,16 @@ def why_not_stacked(
         logits, targets = predict(member, x, y)
         F.cross_entropy(logits, targets, ignore_index=-1).backward()
         differing = [name for name, p in member.named_parameters() if not torch.equal(p.grad, engine.grads[name][k])]
-        if differing and not torch.equal(logits.detach(), stacked_logits[k].flatten(0, -2)):  # so all gradients do
+        if not differing:
+            continue
+        with torch.no_grad():  # the forward again, to tell a forward that rounds otherwise from a backward that does
+            stacked_logits = engine.each(engine.params, engine.buffers, inputs)
+        if not torch.equal(logits.detach(), stacked_logits[k].flatten(0, -2)):  # so all its gradients differ
             return (
                 "its stacked forward pass differs from its solo one in the last digits (this CPU's matrix products "
                 "round otherwise when stacked), and so do its gradients"
             )
-        if differing:
-            return f"its stacked gradients differ from its solo ones in the last digits (first at {differing[0]})"
+        return f"its stacked gradients differ from its solo ones in the last digits (first at {differing[0]})"
     return None
 
 

@@ -7,6 +7,7 @@ last (makemore.experiments.startup). Figures are ratios or timings taken in this
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import resource
 import shutil
@@ -193,19 +194,14 @@ def stacked_step_ms(
     optimizer = StackedOptimizer(engine, optimizers, models, family_of(cfg.optim))
     rows = torch.randint(0, len(X), (members, cfg.batch_size), generator=torch.Generator().manual_seed(0))
     x, y, rates, smoothing = X[rows], Y[rows], [(cfg.optim.lr, tuple(range(members)))], [0.0] * members
-    for _ in range(3):
+
+    def step() -> None:
         engine.step(x, y, smoothing)
         optimizer.step(rates)
-    start = time.perf_counter()
-    for _ in range(steps):
-        engine.step(x, y, smoothing)
-        optimizer.step(rates)
-    step_ms = (time.perf_counter() - start) / steps / members * 1e3
+
+    step_ms = repeated_ms(step, steps) / members
     activations = torch.rand(members, cfg.batch_size, cfg.model.hidden)
-    start = time.perf_counter()
-    for _ in range(steps):
-        torch.tanh(activations)
-    return step_ms, (time.perf_counter() - start) / steps / members * 1e3 / step_ms
+    return step_ms, repeated_ms(functools.partial(torch.tanh, activations), steps) / members / step_ms
 
 
 def stacking_costs(smoke: bool) -> None:
@@ -216,15 +212,11 @@ def stacking_costs(smoke: bool) -> None:
 
     cfg, items, vocab = prepare(compose_train_config())
     data = make_dataset(items, vocab, cfg.model.block_size)  # read and cut once, for every size
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_core():
         costs = {
             k: stacked_step_ms(cfg, data.X["train"], data.Y["train"], vocab.size, k, 5 if smoke else 300)
             for k in (1, 4, 8, 16)
         }
-    finally:
-        torch.set_num_threads(threads)
     shown = ", ".join(f"{k} members {ms:.3f} ms" for k, (ms, _) in costs.items())
     print(
         f"the default MLP stacked, one core, per member-step: {shown}; torch.tanh alone "
@@ -241,9 +233,7 @@ def vmap_costs(smoke: bool) -> None:
     from makemore.stacked import VmappedModel, why_not_stacked
     from makemore.train import run_data
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_core():
         for name in ("gru", "transformer"):
             cfg, items, vocab = prepare(compose_train_config(f"model={name}"))
             models = []
@@ -265,8 +255,6 @@ def vmap_costs(smoke: bool) -> None:
                 f"the default {name} through vmap, one core, per member-step: alone {costs[1]:.2f} ms, {shown}; "
                 f"the probe: {reason or 'stacks, each member equal to its solo run'}"
             )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def solo_step_ms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
@@ -279,6 +267,17 @@ def solo_step_ms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps
         F.cross_entropy(logits, targets, ignore_index=-1).backward()
 
     return repeated_ms(step, steps)
+
+
+@contextlib.contextmanager
+def one_core():
+    """torch on one thread for the measurements inside, the caller's threads after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def repeated_ms(step, steps: int) -> float:
