@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import atexit
 import gc
 import logging
 import math
 import os
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -34,6 +32,7 @@ from makemore.rundir import METRICS, write_json
 from makemore.search import Pruned
 from makemore.settings import Settings
 from makemore.shell import override, override_parser, program, shell_word, train_command
+from makemore.workers import end_process
 
 
 def run_app(main: Callable[[], object], help_shows: str | None = None) -> int:
@@ -80,20 +79,6 @@ def exit_after(command: Callable[[], int | None]) -> NoReturn:
             raise  # a message: Python's own exit prints it
         code = stop.code
     end_process(code or 0)
-
-
-def end_process(code: int) -> NoReturn:
-    """Exit with `code` as Python's own exit would, less its teardown of every module's objects (~0.15 s once torch
-    is imported, paid by each of a sweep's and the test suite's processes): Python's own first two steps, then
-    the streams flushed, and only then the process ends."""
-    threading._shutdown()  # the executors' exit calls (joblib's workers joined), then every non-daemon thread joined
-    atexit._run_exitfuncs()  # logging's files, W&B's and MLflow's runs, temporary directories
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader that went away, or a stream already closed: nothing more to say
-            pass
-    os._exit(code)
 
 
 def unparsable(args: list[str]) -> list[str]:

@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-
-matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt
 import torch
 from matplotlib import ticker
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 
 from makemore.data import Vocab
@@ -42,10 +40,17 @@ def missing_glyphs() -> Iterator[set[str]]:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def save(figure: plt.Figure, path: Path) -> None:
-    """Write a report's figure to a PNG and close it: pyplot keeps every open figure until it is closed."""
+def subplots(nrows: int = 1, ncols: int = 1, **options) -> tuple[Figure, Axes | np.ndarray]:
+    """A figure and its axes as pyplot.subplots makes them, without pyplot: files only, no display, and ~0.3 s less
+    to import in every process that draws (a run's pictures, a population's workers, a sweep's leaderboard)."""
+    figure = Figure(figsize=options.pop("figsize", None))
+    FigureCanvasAgg(figure)  # drawn by Agg, as pyplot's figures are on a machine without a display
+    return figure, figure.subplots(nrows, ncols, **options)
+
+
+def save(figure: Figure, path: Path) -> None:
+    """Write a report's figure to a PNG."""
     figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
 
 
 def token_embedding(model: nn.Module, vocab_size: int) -> nn.Embedding | None:
@@ -61,7 +66,7 @@ def embedding_scatter(embedding: nn.Embedding, vocab: Vocab):
         points = centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T
     elif points.shape[1] == 1:
         points = torch.cat([points, torch.zeros_like(points)], 1)
-    figure, axes = plt.subplots(figsize=(5, 5))
+    figure, axes = subplots(figsize=(5, 5))
     axes.scatter(points[:, 0], points[:, 1], s=260, color="tab:blue")
     for (x, y), char in zip(points.tolist(), vocab.chars):
         axes.text(x, y, char, ha="center", va="center", color="white", fontsize=11, fontweight="bold")
@@ -78,7 +83,7 @@ def next_token_heatmap(model: nn.Module, vocab: Vocab):
     context[:, -1] = torch.arange(vocab.size)
     with torch.no_grad():
         probs = model(context).softmax(1).cpu().numpy()
-    figure, axes = plt.subplots(figsize=(7, 7))
+    figure, axes = subplots(figsize=(7, 7))
     axes.imshow(probs, cmap="Blues")
     axes.set_xticks(range(vocab.size), vocab.chars, fontsize=TICK_SIZE)
     axes.set_yticks(range(vocab.size), [vocab.boundary * (block_size - 1) + c for c in vocab.chars], fontsize=TICK_SIZE)
@@ -98,7 +103,7 @@ def additive_weights(model: Additive, vocab: Vocab):
     character c at position p adds to the next character's logits."""
     block_size = model.W.shape[0] // vocab.size
     blocks = model.W.detach().float().cpu().view(block_size, vocab.size, vocab.size)
-    figure, panels = plt.subplots(1, block_size, figsize=(6 * block_size, 6.4), squeeze=False)
+    figure, panels = subplots(1, block_size, figsize=(6 * block_size, 6.4), squeeze=False)
     limit = blocks.abs().max().item()
     for position, axes in enumerate(panels[0]):
         image = axes.imshow(blocks[position].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -130,10 +135,8 @@ def model_images(model: nn.Module, vocab: Vocab) -> tuple[dict[str, np.ndarray],
     images = {}
     with missing_glyphs() as missing:
         for tag, figure in model_figures(model, vocab).items():
-            canvas = FigureCanvasAgg(figure)
-            canvas.draw()
-            images[tag] = np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-            plt.close(figure)
+            figure.canvas.draw()
+            images[tag] = np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()
     return images, missing
 
 
@@ -148,7 +151,7 @@ def leaderboard_figure(
     their mean curve in a band of one standard deviation. Right: every finished run's (or group's mean) final
     dev loss against its training seconds, the price of each result; for a multi-objective search, its trials
     on two of its objectives with the Pareto front drawn through them."""
-    figure, (axes, cost_axes) = plt.subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
+    figure, (axes, cost_axes) = subplots(1, 2, figsize=(15, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     for i, (name, (steps, mean, std)) in enumerate((bands or {}).items()):
         axes.plot(steps, mean, marker=".", label=f"{name} (mean of seeds)", color=f"C{i % 10}")
         axes.fill_between(
@@ -253,7 +256,7 @@ def label_points(axes, points: dict[str, tuple[float, float]], gap_points: float
 
 def lr_finder(lrs: list[float], losses: list[float], suggested: float):
     """Lecture 2's learning-rate finder: loss against log10(lr), with the suggested lr marked."""
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = subplots(figsize=(8, 5))
     axes.plot([math.log10(lr) for lr in lrs], losses)
     axes.axvline(math.log10(suggested), color="tab:red", linestyle="--", label=f"suggested lr {suggested:.3g}")
     axes.set_xlabel("log10(lr)")

@@ -44,9 +44,13 @@ def train_population(jobs: list[Run], resumes: list[dict | None], reporters: lis
     return outcomes
 
 
+class PopulationBar(tqdm):
+    monitor_interval = 0  # no monitor thread: the sweep's process forks its workers (makemore.workers.fork_is_safe)
+
+
 def progress_bar(title: str, first: int, last: int, shown: bool) -> tqdm:
     """The population's one progress bar: steps, and how many members run, finished, diverged or stopped."""
-    return tqdm(total=last, initial=first, disable=not shown, desc=title, unit="step", dynamic_ncols=True)
+    return PopulationBar(total=last, initial=first, disable=not shown, desc=title, unit="step", dynamic_ncols=True)
 
 
 def write_population_record(run_dir: Path, population: dict) -> None:

@@ -27,13 +27,16 @@ SHRINK = {
 def prepare(cfg: DictConfig, known: tuple[list[str], Vocab] | None = None) -> tuple[DictConfig, list[str], Vocab]:
     """Everything that can refuse a run before it writes a byte: the schema, the device, the loggers' settings
     (W&B online without credentials), the data file and its split, the memory it needs and the model's output on
-    one batch. `known`: the data's items and vocabulary,
-    already read and checked for a run of the same data.
+    one batch (on the run's own torch threads, set here). `known`: the data's items and vocabulary, already read
+    and checked for a run of the same data.
 
     Returns the checked config, the data's items and its vocabulary.
     """
     cfg = validate(cfg)
     pick_device(cfg.device)
+    # from the process's first kernel: tiny models run ~12x slower on 2 threads than on 1, and an OpenMP team once
+    # started stays, where a process with no other thread may fork (makemore.pictures, makemore.workers)
+    torch.set_num_threads(cfg.threads)
     loggers.preflight(OmegaConf.to_container(cfg.logger))
     if known is None:
         items = read_items(resolve_path(cfg.data.path))

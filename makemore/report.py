@@ -375,7 +375,7 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
     first) and as its picture, the verdict (the best dev against the target, and for seed groups whether the best
     beats the second), and for seed groups their mean dev curves with a band of one standard deviation (custom
     scalars)."""
-    import matplotlib.pyplot as plt
+    from matplotlib.image import imread
     from torch.utils.tensorboard import SummaryWriter
 
     ranked = ranked_groups(seed_groups(runs))
@@ -389,7 +389,7 @@ def write_sweep_summary(sweep_dir: Path, runs: list[dict]) -> None:
             text = fixed_width_tables((sweep_dir / "leaderboard.md").read_text(encoding="utf-8"))
             writer.add_text("sweep/leaderboard", text, len(runs))
         if (sweep_dir / "leaderboard.png").is_file():
-            picture = plt.imread(sweep_dir / "leaderboard.png")[..., :3]
+            picture = imread(sweep_dir / "leaderboard.png")[..., :3]
             writer.add_image("sweep/leaderboard", picture, len(runs), dataformats="HWC")
 
 

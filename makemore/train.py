@@ -204,7 +204,6 @@ def start(
         )
     device = pick_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)  # tiny models run ~12x slower on 2 threads than on 1
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, vocab.size).to(device)
     rng = torch.get_rng_state()

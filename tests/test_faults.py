@@ -82,8 +82,49 @@ def solo_reference(tmp_path_factory) -> Path:
 
 
 def workers_of(process: subprocess.Popen) -> list[psutil.Process]:
-    """The sweep's worker processes (loky's), once they have started."""
-    return [c for c in psutil.Process(process.pid).children() if "LokyProcess" in " ".join(c.cmdline())]
+    """The sweep's worker processes, once they have started: forked from it (its own command line) or loky's."""
+    sweep = psutil.Process(process.pid)
+    return [c for c in sweep.children() if c.cmdline() == sweep.cmdline() or "LokyProcess" in " ".join(c.cmdline())]
+
+
+FORKED = """
+import atexit, os, signal, sys
+from pathlib import Path
+from makemore.workers import ForkedWorker, fork_is_safe, how_it_died
+
+answer = Path(sys.argv[1])
+print(fork_is_safe())
+atexit.register(lambda: answer.with_name("sweep's exit call ran").touch())  # the sweep's, never its workers'
+print(ForkedWorker(answer, pow, 2, 10).result(), sorted(path.name for path in answer.parent.iterdir()))
+try:
+    ForkedWorker(answer, int, "ten").result()
+except ValueError as error:
+    print("raised:", error)
+for end in (lambda: os.kill(os.getpid(), signal.SIGKILL), lambda: os._exit(3)):
+    try:
+        ForkedWorker(answer, end).result()
+    except Exception as error:
+        print("lost:", type(error).__name__, how_it_died(error))
+"""
+
+
+def test_a_forked_worker_returns_raises_or_is_lost_as_an_executors_and_runs_none_of_the_sweeps_exit_calls(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED, str(tmp_path / "answer.pickle")],
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},  # as the commands set it: no thread but the main one
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "True",
+        "1024 []",  # the answer read is removed
+        "raised: invalid literal for int() with base 10: 'ten'",
+        "lost: WorkerLost SIGKILL",
+        "lost: WorkerLost exit code 3",
+    ]
+    assert (tmp_path / "sweep's exit call ran").is_file()
 
 
 @pytest.mark.slow
@@ -116,16 +157,21 @@ def test_a_killed_sweep_leaves_no_process_and_its_second_copy_is_refused_then_it
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("max_failures", [1, 0])
+@pytest.mark.parametrize(
+    ("max_failures", "blas_threads", "kind"),
+    [(1, "1", "forked"), (0, "2", "LokyProcess")],  # numpy's BLAS threads make a fork unsafe: loky's workers instead
+)
 def test_a_lost_worker_is_restarted_from_its_checkpoints_or_its_members_interrupted(
-    tmp_path, tmp_path_factory, max_failures
+    tmp_path, tmp_path_factory, max_failures, blas_threads, kind
 ):
     reference = population_reference(tmp_path_factory)
     sweep_dir = tmp_path / "sweep"
     args = [*POPULATION, f"hydra.sweep.dir={sweep_dir}", f"hydra.launcher.max_failures={max_failures}"]
-    process = start(args, tmp_path)
+    process = start(args, tmp_path, env={"OPENBLAS_NUM_THREADS": blas_threads})
     wait_until(lambda: any(sweep_dir.glob("s4*/checkpoint.pt")) and len(workers_of(process)) == 2, process)
     lost = workers_of(process)[0]
+    forked = lost.cmdline() == psutil.Process(process.pid).cmdline()
+    assert ("forked" if forked else "LokyProcess") == kind
     lost.kill()
     stdout, stderr = process.communicate(timeout=300)
     assert "Traceback" not in stdout + stderr

@@ -146,6 +146,17 @@ def test_members_stack_by_shape_and_the_others_are_told_why(few_names):
         assert all(isinstance(u, grouping.Alone) and reason in u.reason for u in units), override
 
 
+def test_a_trials_seeds_share_one_worker_process_and_other_members_are_dealt_round_robin(few_names):
+    """An Optuna trial's seeds stop together at the step its pruner judges their mean: they train in one process."""
+    from hydra_plugins.makemore_population.population_launcher import trials
+
+    searched = members_of(*([few_names, f"seed={s}", f"+trial={t}"] for t in (0, 1, 2) for s in (1, 2)))
+    [population] = grouping.plan(searched, max_members=16)
+    assert [[m.name for m in group] for group in trials(population)] == [["m0", "m1"], ["m2", "m3"], ["m4", "m5"]]
+    [population] = grouping.plan(members_of(*([few_names, f"seed={s}"] for s in (1, 2, 3))), max_members=16)
+    assert [[m.name for m in group] for group in trials(population)] == [["m0"], ["m1"], ["m2"]]
+
+
 def test_plain_descent_adds_an_element_the_same_wherever_it_lies():
     """The stacked optimizer steps every member's parameters with one add when they share their learning rate; a
     solo run adds each tensor alone: the same only if the add's vectorised and leftover elements round alike."""

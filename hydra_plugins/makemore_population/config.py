@@ -15,7 +15,8 @@ class PopulationLauncherConf:
     max_members: int = 16
     # Processes a population is split across, each training its share of the members side by side on the members'
     # own `threads` (1 by default, as their solo runs); null: one per core on a CPU (a process per core runs ~20%
-    # more member-steps than two threads of one) once the population has 20,000 member-steps to train, else one.
+    # more member-steps than two threads of one) once the population has 1,000 member-steps to train (20,000 where
+    # the workers cannot be forked from the sweep's process and each imports torch), else one.
     workers: Optional[int] = None
     # Restarts a worker's members get when their worker process dies (SIGKILL, the OOM killer, a segfault): each
     # restart continues them from their checkpoints in a fresh worker, to their uninterrupted losses. Past it, they are

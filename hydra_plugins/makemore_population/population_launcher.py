@@ -46,12 +46,14 @@ from makemore.population import probe, progress_bar, train_population, write_pop
 from makemore.rundir import CHECKPOINT, METRICS, ended_metrics, read_metrics, write_json
 from makemore.search import Pruned
 from makemore.train import reporter_for, start, sweep_member
-from makemore.workers import die_with_the_sweep, how_it_died
+from makemore.workers import ForkedWorker, die_with_the_sweep, fork_is_safe, how_it_died
 
-# Member-steps a population needs before it is split among worker processes, which cost ~2 s to start (each imports
-# torch): 20,000 steps of the default MLP take ~8 s of one core; below, the population trains in the sweep's process.
-WORKER_STEPS = 20_000
-WORKER_START = 2.5  # seconds a worker process takes to start (to import torch), for the plan's estimate
+# Member-steps a population needs before it is split among worker processes, by how they start: forked from the sweep's
+# process (makemore.workers), at once, or where a fork is not safe, spawned (loky's), ~2 s each to import torch. The
+# default MLP takes ~0.4 s of one core for 1,000 steps, ~8 s for 20,000; below, the population trains in this process.
+WORKER_STEPS = {"forked": 1_000, "spawned": 20_000}
+WORKER_START = {"forked": 0.05, "spawned": 2.5}  # seconds a worker process takes to start, for the plan's estimate
+POLL = 0.05  # seconds between looks at the workers: their progress, their ends, signals to pass on
 
 
 class PopulationLauncher(Launcher):
@@ -80,13 +82,13 @@ class PopulationLauncher(Launcher):
 
     def processes(self, unit: grouping.Population) -> int:
         """Worker processes for a population: `workers`, or by default one per core on a CPU when its work pays for
-        starting them (WORKER_STEPS), else its own process (and one drives a GPU)."""
+        starting them (WORKER_STEPS), else its own process (and one drives a GPU); at most one per trial."""
         if self.workers:
-            return min(self.workers, len(unit.members))
+            return min(self.workers, len(trials(unit)))
         config = unit.members[0].config
         steps = sum(OmegaConf.select(m.config, "steps") - m.start for m in unit.members)
         cpu = OmegaConf.select(config, "device") == "cpu"
-        return min(self.cores, len(unit.members)) if cpu and steps >= WORKER_STEPS else 1
+        return min(self.cores, len(trials(unit))) if cpu and steps >= WORKER_STEPS[worker_start()] else 1
 
     def slot(self, number: int, fresh: bool = False):
         """Worker process `number`: a loky executor of one worker (as hydra/launcher=joblib's are), kept for the
@@ -151,7 +153,7 @@ class PopulationLauncher(Launcher):
             if shape not in probed:
                 probed[shape] = probe(share)
             per_step, rest = probed[shape]
-            seconds = max(steps) * per_step + rest + (WORKER_START if count > 1 else 0)
+            seconds = max(steps) * per_step + rest + (WORKER_START[worker_start()] if count > 1 else 0)
             total_steps, total_seconds = total_steps + sum(steps), total_seconds + seconds
             names = members[0].name if len(members) == 1 else f"{members[0].name} ... {members[-1].name}"
             print(
@@ -173,8 +175,8 @@ class PopulationLauncher(Launcher):
             "threads": threads,
         }
         shards = [
-            Shard(number, [m.config for m in unit.members[number::count]], population, threads)
-            for number in range(count)  # members dealt round-robin: each shard's share of every kind of member
+            Shard(number, [m.config for trial in trials(unit)[number::count] for m in trial], population, threads)
+            for number in range(count)  # trials dealt round-robin: each shard's share of every kind of member
         ]
         last = max(OmegaConf.select(m.config, "steps") for m in unit.members)
         first = min(m.start for m in unit.members)
@@ -193,6 +195,8 @@ class PopulationLauncher(Launcher):
         workers, which checkpoint their members. A worker that dies (SIGKILL, the OOM killer, a segfault) costs its
         members a restart from their checkpoints in a fresh worker, up to max_failures times; past that they are
         recorded interrupted and the others go on (continuing the sweep resumes them)."""
+        from makemore import plots  # noqa: F401  (matplotlib, once: forked workers draw with it, and so does the leaderboard)
+
         state = Singleton.get_state()
         returns: dict[int, JobReturn] = {}
         with tempfile.TemporaryDirectory(prefix="makemore-population-") as board:
@@ -214,7 +218,7 @@ class PopulationLauncher(Launcher):
                         shard = by_number[number]
                         try:
                             shard_returns, signum = running.pop(number).result()
-                        except BrokenProcessPool as error:  # its worker died: loky's TerminatedWorkerError
+                        except BrokenProcessPool as error:  # its worker died (WorkerLost, loky's TerminatedWorkerError)
                             if arrived:  # the signal stopped it before its members trained: nothing of theirs to keep
                                 continue
                             losses[number] += 1
@@ -228,7 +232,7 @@ class PopulationLauncher(Launcher):
                             continue
                         returns.update(shard_returns)
                         stopped = stopped or signum
-                    time.sleep(0.2)
+                    time.sleep(POLL)
                 show(bar, read_board(board))
             finally:
                 for s, handler in previous.items():
@@ -236,8 +240,12 @@ class PopulationLauncher(Launcher):
         return returns, stopped or (arrived[0] if arrived else None)
 
     def submit(self, shard: Shard, state: dict, board: str, fresh: bool = False):
-        """The shard to its worker (`fresh`: a new one, in place of one that died); its future."""
-        return self.slot(shard.number, fresh).submit(train_shard, shard, self.hydra_context, self.config, state, board)
+        """The shard to its worker, forked from this process where that is safe, else a loky worker (`fresh`: a new
+        one, in place of one that died); its future."""
+        arguments = (shard, self.hydra_context, self.config, state, board)
+        if fork_is_safe():
+            return ForkedWorker(Path(board, f"{shard.number}.pickle"), train_shard, *arguments)
+        return self.slot(shard.number, fresh).submit(train_shard, *arguments)
 
     def restart(self, times: int) -> str:
         return f"restart from their checkpoints (restart {times} of {self.max_failures})"
@@ -446,6 +454,21 @@ def lost_return(config: DictConfig, run_dir: Path) -> JobReturn:
         status=JobStatus.COMPLETED,
         _return_value=math.inf,
     )
+
+
+def trials(unit: grouping.Population) -> list[list[grouping.Member]]:
+    """The population's members by the process they must share: an Optuna trial's seeds (its pruner judges their
+    mean at each step, and stops them all at one step), else each member on its own."""
+    groups: dict = {}
+    for member in unit.members:
+        trial = OmegaConf.select(member.config, "trial")
+        groups.setdefault(member.index if trial is None else ("trial", trial), []).append(member)
+    return list(groups.values())
+
+
+def worker_start() -> str:
+    """How this process would start its workers now: "forked" where a fork is safe, else "spawned"."""
+    return "forked" if fork_is_safe() else "spawned"
 
 
 def first_index(unit: grouping.Population | grouping.Alone) -> int:

@@ -61,7 +61,7 @@ def fit(rows: list[dict]) -> tuple[float, float]:
 def draw(rows: list[dict], a: float, b: float, goal: float, out: Path) -> None:
     from makemore import plots
 
-    figure, axes = plots.plt.subplots(figsize=(8, 5))
+    figure, axes = plots.subplots(figsize=(8, 5))
     minutes = [row["minutes"] for row in rows]
     axes.plot(minutes, [row["run dev"] for row in rows], "o", label="each run, at its end")
     axes.plot(minutes, [row["ensemble dev"] for row in rows], "s-", label="ensemble of the runs ended so far")

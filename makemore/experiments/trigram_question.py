@@ -299,7 +299,7 @@ def references() -> list[dict]:
 def plot(result: dict, path: Path) -> None:
     from makemore import plots
 
-    figure, (left, right) = plots.plt.subplots(1, 2, figsize=(13, 5))
+    figure, (left, right) = plots.subplots(1, 2, figsize=(13, 5))
     for name, fit in result["curves"].items():
         left.plot(*zip(*fit["curve"]), label=name)
     left.axhline(result["counts_mle_train"], color="black", linestyle="--", label="trigram counts α=0 (train)")
