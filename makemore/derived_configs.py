@@ -33,8 +33,13 @@ class ComposeOncePerShape:
         self.master = master
         self.parser = OverridesParser.create()
         self.templates: dict[Shape, bytes] = {}  # pickled: loading one is ~3x faster than a deepcopy
+        # each member's own, pickled: Hydra's sweeper composes a batch to check it, then the launcher composes it
+        self.members: dict[tuple[str, ...], bytes] = {}
 
     def __call__(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        member = tuple(sweep_overrides)
+        if master_config is self.master and member in self.members:
+            return pickle.loads(self.members[member])
         parsed = self.parser.parse_overrides(list(sweep_overrides))
         shape = self.shape(parsed) if master_config is self.master else None
         if shape is None or shape not in self.templates:
@@ -42,7 +47,9 @@ class ComposeOncePerShape:
             if shape is not None and not OmegaConf.select(composed, "hydra.aliases"):
                 self.templates[shape] = pickle.dumps(composed)
             return composed
-        return derive(self.templates[shape], parsed, [value is None for _, value in shape])
+        derived = derive(self.templates[shape], parsed, [value is None for _, value in shape])
+        self.members[member] = pickle.dumps(derived)
+        return derived
 
     def shape(self, parsed: list[Override]) -> Shape | None:
         """The overrides' keys in order, with the values that choose what is composed (group options); None for an

@@ -51,6 +51,10 @@ def test_a_derived_member_config_is_the_composed_one(loader_and_master):
         assert OmegaConf.is_struct(made) and not OmegaConf.is_readonly(made.hydra)
         assert made.hydra.job.override_dirname == fresh.hydra.job.override_dirname
     assert len(once.templates) == 5  # the grid, wavenet, gru, samples=...: the rest were composed
+    for overrides, made in zip(MEMBERS, derived):  # the launcher asks again for what the sweeper checked
+        again = once(master, overrides)
+        assert OmegaConf.to_yaml(again) == OmegaConf.to_yaml(made) and again is not made  # its own copy to change
+        assert OmegaConf.get_cache(again) == OmegaConf.get_cache(made)
 
 
 def test_an_unknown_key_is_refused_as_composing_refuses_it_every_time(loader_and_master):

@@ -32,7 +32,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.makemore_population.config import PopulationLauncherConf  # noqa: F401  (registers the settings)
 from makemore import grouping, lock, timeline
@@ -41,6 +41,7 @@ from makemore.cli import continue_command, record_end
 from makemore.derived_configs import ComposeOncePerShape
 from makemore.errors import MakemoreError, PlanShown, SweepInterrupted
 from makemore.hydra_versions import configure_console_log, job_id
+from makemore.loggers import writes_tensorboard
 from makemore.loop import STOP_SIGNALS, Interrupted, Tally
 from makemore.population import probe, progress_bar, train_population, write_population_record
 from makemore.rundir import CHECKPOINT, METRICS, ended_metrics, read_metrics, write_json
@@ -195,8 +196,7 @@ class PopulationLauncher(Launcher):
         workers, which checkpoint their members. A worker that dies (SIGKILL, the OOM killer, a segfault) costs its
         members a restart from their checkpoints in a fresh worker, up to max_failures times; past that they are
         recorded interrupted and the others go on (continuing the sweep resumes them)."""
-        from makemore import plots  # noqa: F401  (matplotlib, once: forked workers draw with it, and so does the leaderboard)
-
+        imported_once(self.config)
         state = Singleton.get_state()
         returns: dict[int, JobReturn] = {}
         with tempfile.TemporaryDirectory(prefix="makemore-population-") as board:
@@ -230,7 +230,7 @@ class PopulationLauncher(Launcher):
                             else:
                                 returns.update(self.lost(shard, sweep_dir, worker, error))
                             continue
-                        returns.update(shard_returns)
+                        returns.update(shard.job_returns(shard_returns, sweep_dir))
                         stopped = stopped or signum
                     time.sleep(POLL)
                 show(bar, read_board(board))
@@ -261,7 +261,7 @@ class PopulationLauncher(Launcher):
             if not ended_metrics(run_dir):
                 reason = f"its worker process was lost ({how_it_died(error)}, {spent}); continuing the sweep resumes it"
                 write_json(run_dir / METRICS, {"status": "interrupted", "error": reason})
-            returns[int(config.hydra.job.num)] = lost_return(config, run_dir)
+            returns[int(config.hydra.job.num)] = job_return(config, run_dir, math.inf)
         return returns
 
 
@@ -304,6 +304,16 @@ class Shard:
         stopped = next((o.signum for o in outcomes if isinstance(o, Interrupted)), None)
         return {int(j.config.hydra.job.num): j.job_return for j in jobs}, stopped
 
+    def job_returns(self, outcomes: dict[int, tuple[JobStatus, Any]], sweep_dir: Path) -> dict[int, JobReturn]:
+        """The Hydra job returns of the members' outcomes a worker sent back (train_shard), built here from the
+        configs this process composed: a worker pickles a float or an error for each, not two whole configs."""
+        returns = {}
+        for config in self.configs:
+            status, value = outcomes[int(config.hydra.job.num)]
+            run_dir = sweep_dir / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            returns[int(config.hydra.job.num)] = job_return(config, run_dir, value, status)
+        return returns
+
 
 def by_start(jobs: list[MemberJob]) -> list[list[MemberJob]]:
     """Members grouped by the step they continue from, earliest first: a population trains from one step."""
@@ -315,8 +325,10 @@ def by_start(jobs: list[MemberJob]) -> list[list[MemberJob]]:
 
 def train_shard(
     shard: Shard, hydra_context: HydraContext, config: DictConfig, singletons: dict[Any, Any], board: str
-) -> tuple[dict[int, JobReturn], int | None]:
-    """A shard in a worker process, with Hydra's state as the sweep's process has it; its progress on the board."""
+) -> tuple[dict[int, tuple[JobStatus, Any]], int | None]:
+    """A shard in a worker process, with Hydra's state as the sweep's process has it; its progress on the board.
+    Returns each member's job status and return value (Shard.job_returns makes them job returns again), and the
+    signal that stopped them, if one did."""
     setup_globals()
     Singleton.set_state(singletons)
     path = Path(board) / f"{shard.number}.json"
@@ -325,7 +337,8 @@ def train_shard(
         post(path, {"pid": os.getpid(), "number": shard.number, "done": done, **asdict(tally)})
 
     post(path, {"pid": os.getpid(), "number": shard.number, "done": None})
-    return shard.run(hydra_context, config, progress)
+    returns, stopped = shard.run(hydra_context, config, progress)
+    return {number: (job.status, job._return_value) for number, job in returns.items()}, stopped
 
 
 def post(path: Path, values: dict) -> None:
@@ -440,20 +453,32 @@ def lost_line(shard: Shard, worker: int | None, error: BaseException, then: str)
     return f"{who} was lost ({how_it_died(error)}); its members ({names}) {then}"
 
 
-def lost_return(config: DictConfig, run_dir: Path) -> JobReturn:
-    """The job return of a member whose worker was lost for good: inf, as a failed member's."""
-    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(config.hydra)})
-    hydra_cfg.hydra.runtime.output_dir = str(run_dir)
-    job = {k: config[k] for k in config if k != "hydra"}
+def job_return(config: DictConfig, run_dir: Path, value: Any, status: JobStatus = JobStatus.COMPLETED) -> JobReturn:
+    """A member's job return, as Hydra's run_job makes one, from its composed config (as both its task's config
+    and Hydra's, its output directory set: not copied, which costs ~15 ms a member): `value` its return value (inf
+    for a member whose worker was lost for good, as a failed member's), or its error where `status` is FAILED."""
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.runtime.output_dir = str(run_dir)
     return JobReturn(
         overrides=list(config.hydra.overrides.task),
-        cfg=OmegaConf.create(job),
-        hydra_cfg=hydra_cfg,
+        cfg=config,
+        hydra_cfg=config,
         working_dir=str(run_dir),
         task_name=str(config.hydra.job.name),
-        status=JobStatus.COMPLETED,
-        _return_value=math.inf,
+        status=status,
+        _return_value=value,
     )
+
+
+def imported_once(config: DictConfig) -> None:
+    """What the workers and this process import anyway, imported here before the workers are forked, so that each
+    has it at no cost: matplotlib (the members' pictures, the leaderboard), and TensorBoard's writer where the members
+    and the sweep's summary log there."""
+    import importlib
+
+    importlib.import_module("makemore.plots")
+    if writes_tensorboard(OmegaConf.to_container(config.logger, resolve=True)):
+        importlib.import_module("torch.utils.tensorboard")
 
 
 def trials(unit: grouping.Population) -> list[list[grouping.Member]]:
