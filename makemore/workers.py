@@ -146,7 +146,7 @@ def run_forked(result: Path, function: Callable[..., Any], args: tuple) -> NoRet
             outcome = (False, error)
         import cloudpickle
 
-        try:  # by value where Hydra's plugin scan left a second copy of a class (its launchers' configs), as loky does
+        try:  # as loky sends one: by value what pickle cannot name (a user's class, or one loaded twice)
             answer = cloudpickle.dumps(outcome)
         except Exception as error:
             answer = pickle.dumps((False, RuntimeError(f"the worker's outcome could not be pickled ({error})")))
