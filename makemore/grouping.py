@@ -21,7 +21,7 @@ from makemore.models import build_model
 from makemore.optimizers import family_of
 from makemore.preflight import available_memory, memory_needed, pick_device, prepare
 from makemore.rundir import is_watch_key
-from makemore.stacked import StackedMLP, StackedTable, handwritten, why_not_stacked
+from makemore.stacked import StackedMLP, StackedTable, handwritten, torch_threads, why_not_stacked
 from makemore.train import run_data
 
 # Keys (or groups of keys, ending with a dot) whose values may differ within a population: each member's own numbers.
@@ -177,12 +177,8 @@ def check(group: list[Member], shared: dict | None) -> tuple[str | None, str, in
         else:
             rows = batch_indices(cfg.seed, 0, len(data.Y["train"]), batch, device)[0]
             first.append((data.X["train"][rows], data.Y["train"][rows]))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(configs[0].threads)  # the probe compares at the threads the members will train on
-    try:
+    with torch_threads(configs[0].threads):  # the probe compares at the threads the members will train on
         reason = why_not_stacked(models, first, whole_items)
-    finally:
-        torch.set_num_threads(threads)
     engine = ENGINES.get(handwritten(models[0]), "torch.func.vmap and autograd")
     return reason, engine, members_in_memory(configs[0], vocab.size, sum(map(len, items)) + len(items))
 

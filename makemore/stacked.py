@@ -14,10 +14,12 @@ on that member's own tensors, so the parameters stay equal to a solo run's after
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import types
 import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -272,10 +274,17 @@ class StackedTable(Handwritten):
 def accumulate_rows(table: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
     """table[rows[i]] += values[i], in the order of i, as one model's embedding and index backwards add them: on
     one thread (on more, index_put_ splits the rows among threads, and a row's sum no longer follows i)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         table.index_put_((rows,), values, accumulate=True)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch on `count` threads for the code inside, the caller's number of threads after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -7,7 +7,6 @@ last (makemore.experiments.startup). Figures are ratios or timings taken in this
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import resource
 import shutil
@@ -209,10 +208,11 @@ def stacking_costs(smoke: bool) -> None:
     from makemore.config import compose_train_config
     from makemore.data import make_dataset
     from makemore.preflight import prepare
+    from makemore.stacked import torch_threads
 
     cfg, items, vocab = prepare(compose_train_config())
     data = make_dataset(items, vocab, cfg.model.block_size)  # read and cut once, for every size
-    with one_core():
+    with torch_threads(1):
         costs = {
             k: stacked_step_ms(cfg, data.X["train"], data.Y["train"], vocab.size, k, 5 if smoke else 300)
             for k in (1, 4, 8, 16)
@@ -230,10 +230,10 @@ def vmap_costs(smoke: bool) -> None:
     from makemore.config import compose_train_config
     from makemore.models import build_model
     from makemore.preflight import prepare
-    from makemore.stacked import VmappedModel, why_not_stacked
+    from makemore.stacked import VmappedModel, torch_threads, why_not_stacked
     from makemore.train import run_data
 
-    with one_core():
+    with torch_threads(1):
         for name in ("gru", "transformer"):
             cfg, items, vocab = prepare(compose_train_config(f"model={name}"))
             models = []
@@ -267,17 +267,6 @@ def solo_step_ms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps
         F.cross_entropy(logits, targets, ignore_index=-1).backward()
 
     return repeated_ms(step, steps)
-
-
-@contextlib.contextmanager
-def one_core():
-    """torch on one thread for the measurements inside, the caller's threads after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def repeated_ms(step, steps: int) -> float:
